@@ -1,0 +1,1 @@
+//! The posture analyzer service: MQTT frames to pose, Good/Bad, annotated image, CSV and database row.

@@ -1,0 +1,21 @@
+//! `posture-farm bench …`: benchmarks that print tables.
+
+pub mod pose;
+pub mod scheduler;
+
+/// Which benchmark to run.
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    /// Per-image pose latency and images/s on one core.
+    Pose(pose::BenchPoseArgs),
+    /// Scheduling decisions/s and p50/p99 decision latency on a large synthetic cluster.
+    Scheduler(scheduler::BenchSchedulerArgs),
+}
+
+/// Runs the chosen benchmark.
+pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Pose(a) => pose::run(a).await,
+        BenchCommand::Scheduler(a) => scheduler::run(a).await,
+    }
+}

@@ -1,0 +1,1 @@
+//! (being built; its owner replaces this file)

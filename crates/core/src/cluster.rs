@@ -1,0 +1,362 @@
+//! The cluster index: nodes and pods as last seen by the watchers, with the
+//! indexes decisions need to be fast at 5,000 nodes and 10,000 pods.
+//!
+//! It is a plain struct updated synchronously from watch events (the
+//! Kubernetes crate converts API objects and calls [`Cluster::upsert_node`],
+//! [`Cluster::upsert_pod`], …) and from the scheduler's own assumptions
+//! ([`Cluster::assume`] when a bind is issued, [`Cluster::forget`] if it
+//! fails), like kube-scheduler's cache. Policies only read it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use crate::model::{NodeInfo, PodInfo, PodKey, Resources};
+
+/// A node with what is placed on it.
+#[derive(Clone, Debug)]
+pub struct NodeState {
+    pub info: NodeInfo,
+    /// Sum of the requests of every pod bound or assumed here (any scheduler).
+    pub requested: Resources,
+    /// Pods of our scheduler bound or assumed here.
+    pub ours: BTreeSet<PodKey>,
+    /// Pods of other schedulers bound here.
+    pub others: usize,
+}
+
+impl NodeState {
+    /// Allocatable minus requested.
+    pub fn free(&self) -> Resources {
+        let mut free = self.info.allocatable.clone();
+        free.sub(&self.requested);
+        free
+    }
+}
+
+/// What changed when a node was written, so the loop knows whether capacity
+/// may have appeared (kube-scheduler's "move pods to the active queue").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NodeChange {
+    pub added: bool,
+    /// Became Ready, was uncordoned, lost a taint or gained allocatable.
+    pub may_fit_more: bool,
+}
+
+/// The index. See the module docs.
+#[derive(Clone, Debug, Default)]
+pub struct Cluster {
+    nodes: BTreeMap<String, NodeState>,
+    pods: HashMap<PodKey, PodInfo>,
+    /// Pods bound to a node we have not seen (yet): kept so accounting is
+    /// right when the node arrives.
+    orphans: BTreeMap<String, BTreeSet<PodKey>>,
+    /// Nodes without any pod of ours: the one-pod-per-node free list.
+    free_of_ours: BTreeSet<String>,
+    /// Pending pods of ours by (namespace, pod group): gang membership.
+    pending_groups: HashMap<(String, String), BTreeSet<PodKey>>,
+    generation: u64,
+}
+
+impl Cluster {
+    /// An empty index.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Bumped on every change; lets callers cache derived views.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Nodes sorted by name.
+    pub fn nodes(&self) -> impl DoubleEndedIterator<Item = &NodeState> {
+        self.nodes.values()
+    }
+
+    /// Number of nodes.
+    pub fn node_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Nodes in name order starting just after `name` and wrapping around:
+    /// the round-robin walk, O(log n) to start.
+    pub fn nodes_after<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a NodeState> + 'a {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        self.nodes
+            .range::<str, _>((Excluded(name), Unbounded))
+            .chain(self.nodes.range::<str, _>((Unbounded, Included(name))))
+            .map(|(_, n)| n)
+    }
+
+    /// One node by name.
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.get(name)
+    }
+
+    /// Every known pod.
+    pub fn pods(&self) -> impl Iterator<Item = &PodInfo> {
+        self.pods.values()
+    }
+
+    /// One pod by key.
+    pub fn pod(&self, key: &PodKey) -> Option<&PodInfo> {
+        self.pods.get(key)
+    }
+
+    /// Names of the nodes holding no pod of ours, sorted.
+    pub fn nodes_free_of_ours(&self) -> &BTreeSet<String> {
+        &self.free_of_ours
+    }
+
+    /// Pending pods of ours in the same namespace and pod group as `pod`
+    /// (including `pod` itself when pending), sorted by key.
+    pub fn pending_group_members(&self, namespace: &str, group: &str) -> Vec<&PodInfo> {
+        self.pending_groups
+            .get(&(namespace.to_string(), group.to_string()))
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+            .collect()
+    }
+
+    /// Inserts or replaces a node.
+    pub fn upsert_node(&mut self, info: NodeInfo) -> NodeChange {
+        self.generation += 1;
+        let name = info.name.clone();
+        match self.nodes.get_mut(&name) {
+            Some(state) => {
+                let old = &state.info;
+                let may_fit_more = (!old.ready && info.ready)
+                    || (old.unschedulable && !info.unschedulable)
+                    || info.taints.len() < old.taints.len()
+                    || info.labels != old.labels
+                    || info.allocatable.cpu_millis > old.allocatable.cpu_millis
+                    || info.allocatable.memory_bytes > old.allocatable.memory_bytes
+                    || info.allocatable.pods > old.allocatable.pods;
+                state.info = info;
+                NodeChange {
+                    added: false,
+                    may_fit_more,
+                }
+            }
+            None => {
+                let mut state = NodeState {
+                    info,
+                    requested: Resources::default(),
+                    ours: BTreeSet::new(),
+                    others: 0,
+                };
+                for key in self.orphans.remove(&name).unwrap_or_default() {
+                    if let Some(pod) = self.pods.get(&key) {
+                        state.requested.add(&pod.requests);
+                        if pod.ours {
+                            state.ours.insert(key);
+                        } else {
+                            state.others += 1;
+                        }
+                    }
+                }
+                if state.ours.is_empty() {
+                    self.free_of_ours.insert(name.clone());
+                }
+                self.nodes.insert(name, state);
+                NodeChange {
+                    added: true,
+                    may_fit_more: true,
+                }
+            }
+        }
+    }
+
+    /// Removes a node; pods still bound to it become orphans until it returns
+    /// or they are deleted.
+    pub fn remove_node(&mut self, name: &str) -> Option<NodeInfo> {
+        self.generation += 1;
+        self.free_of_ours.remove(name);
+        let state = self.nodes.remove(name)?;
+        let bound: BTreeSet<PodKey> = self
+            .pods
+            .values()
+            .filter(|p| p.node_name.as_deref() == Some(name))
+            .map(|p| p.key.clone())
+            .collect();
+        if !bound.is_empty() {
+            self.orphans.insert(name.to_string(), bound);
+        }
+        Some(state.info)
+    }
+
+    /// Inserts or replaces a pod, keeping per-node accounting right.
+    /// Returns the previous version.
+    pub fn upsert_pod(&mut self, pod: PodInfo) -> Option<PodInfo> {
+        self.generation += 1;
+        let old = self.pods.remove(&pod.key);
+        if let Some(old) = &old {
+            self.unaccount(old);
+        }
+        self.account(&pod);
+        self.pods.insert(pod.key.clone(), pod);
+        old
+    }
+
+    /// Removes a pod (deleted, or left the watched selection).
+    pub fn remove_pod(&mut self, key: &PodKey) -> Option<PodInfo> {
+        self.generation += 1;
+        let old = self.pods.remove(key)?;
+        self.unaccount(&old);
+        Some(old)
+    }
+
+    /// Records that a bind of `key` to `node` was issued, before the API
+    /// confirms it, so the next decision sees the capacity as taken.
+    pub fn assume(&mut self, key: &PodKey, node: &str) {
+        if let Some(mut pod) = self.pods.get(key).cloned() {
+            pod.node_name = Some(node.to_string());
+            self.upsert_pod(pod);
+        }
+    }
+
+    /// Undoes [`Cluster::assume`] after a failed bind.
+    pub fn forget(&mut self, key: &PodKey) {
+        if let Some(mut pod) = self.pods.get(key).cloned() {
+            pod.node_name = None;
+            self.upsert_pod(pod);
+        }
+    }
+
+    fn account(&mut self, pod: &PodInfo) {
+        if let (true, true, Some(g)) = (pod.ours, pod.is_pending(), &pod.group) {
+            self.pending_groups
+                .entry((pod.key.namespace.clone(), g.name.clone()))
+                .or_default()
+                .insert(pod.key.clone());
+        }
+        let Some(node) = pod.node_name.as_deref() else {
+            return;
+        };
+        match self.nodes.get_mut(node) {
+            Some(state) => {
+                state.requested.add(&pod.requests);
+                if pod.ours {
+                    state.ours.insert(pod.key.clone());
+                    self.free_of_ours.remove(node);
+                } else {
+                    state.others += 1;
+                }
+            }
+            None => {
+                self.orphans
+                    .entry(node.to_string())
+                    .or_default()
+                    .insert(pod.key.clone());
+            }
+        }
+    }
+
+    fn unaccount(&mut self, pod: &PodInfo) {
+        if let Some(g) = &pod.group {
+            let gk = (pod.key.namespace.clone(), g.name.clone());
+            if let Some(set) = self.pending_groups.get_mut(&gk) {
+                set.remove(&pod.key);
+                if set.is_empty() {
+                    self.pending_groups.remove(&gk);
+                }
+            }
+        }
+        let Some(node) = pod.node_name.as_deref() else {
+            return;
+        };
+        match self.nodes.get_mut(node) {
+            Some(state) => {
+                state.requested.sub(&pod.requests);
+                if pod.ours {
+                    state.ours.remove(&pod.key);
+                    if state.ours.is_empty() {
+                        self.free_of_ours.insert(node.to_string());
+                    }
+                } else {
+                    state.others = state.others.saturating_sub(1);
+                }
+            }
+            None => {
+                if let Some(set) = self.orphans.get_mut(node) {
+                    set.remove(&pod.key);
+                    if set.is_empty() {
+                        self.orphans.remove(node);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::{mk_node, mk_pod};
+
+    #[test]
+    fn accounting_follows_binds_assumes_and_deletes() {
+        let mut c = Cluster::new();
+        c.upsert_node(mk_node("a"));
+        c.upsert_node(mk_node("b"));
+        let p = mk_pod("p");
+        c.upsert_pod(p.clone());
+        assert_eq!(c.nodes_free_of_ours().len(), 2);
+        c.assume(&p.key, "a");
+        assert_eq!(c.node("a").unwrap().ours.len(), 1);
+        assert_eq!(c.node("a").unwrap().requested.pods, 1);
+        assert!(!c.nodes_free_of_ours().contains("a"));
+        c.forget(&p.key);
+        assert!(c.nodes_free_of_ours().contains("a"));
+        assert_eq!(c.node("a").unwrap().requested.pods, 0);
+        c.assume(&p.key, "b");
+        c.remove_pod(&p.key);
+        assert_eq!(c.node("b").unwrap().requested.pods, 0);
+        assert!(c.nodes_free_of_ours().contains("b"));
+    }
+
+    #[test]
+    fn pods_on_unknown_nodes_are_counted_when_the_node_arrives() {
+        let mut c = Cluster::new();
+        let mut p = mk_pod("p");
+        p.node_name = Some("late".into());
+        c.upsert_pod(p);
+        let change = c.upsert_node(mk_node("late"));
+        assert!(change.added);
+        assert_eq!(c.node("late").unwrap().ours.len(), 1);
+        assert!(c.nodes_free_of_ours().is_empty());
+        c.remove_node("late");
+        c.upsert_node(mk_node("late"));
+        assert_eq!(c.node("late").unwrap().ours.len(), 1);
+    }
+
+    #[test]
+    fn gang_members_are_indexed_while_pending() {
+        let mut c = Cluster::new();
+        c.upsert_node(mk_node("a"));
+        for n in ["g1", "g2"] {
+            let mut p = mk_pod(n);
+            p.group = Some(crate::model::PodGroupRef {
+                name: "gang".into(),
+                min_member: Some(2),
+            });
+            c.upsert_pod(p);
+        }
+        assert_eq!(c.pending_group_members("default", "gang").len(), 2);
+        c.assume(&PodKey::new("default", "g1"), "a");
+        assert_eq!(c.pending_group_members("default", "gang").len(), 1);
+        c.remove_pod(&PodKey::new("default", "g2"));
+        assert!(c.pending_group_members("default", "gang").is_empty());
+    }
+
+    #[test]
+    fn node_becoming_ready_may_fit_more() {
+        let mut c = Cluster::new();
+        let mut n = mk_node("a");
+        n.ready = false;
+        c.upsert_node(n.clone());
+        n.ready = true;
+        assert!(c.upsert_node(n.clone()).may_fit_more);
+        assert!(!c.upsert_node(n).may_fit_more);
+    }
+}

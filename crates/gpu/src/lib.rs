@@ -1,0 +1,1 @@
+//! Per-node GPU usage from the Prometheus HTTP API, published as snapshots through a watch channel.

@@ -1,0 +1,1 @@
+//! KEDA External Scaler (gRPC) and the GPU balancer's actuator.
