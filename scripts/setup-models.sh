@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# Idempotent setup of everything posture-farm's pose estimator needs, taken
+# from registry packages (PyPI) at setup time, never from a model hub at run
+# time:
+#
+#   $MODELS_DIR/pose_detection.onnx       BlazePose detector        (mediapipe==0.10.21 wheel, converted)
+#   $MODELS_DIR/pose_landmark_full.onnx   BlazePose full landmarks  (mediapipe==0.10.21 wheel, converted)
+#   $MODELS_DIR/libonnxruntime.so         ONNX Runtime 1.22.1       (onnxruntime wheel, for the target arch)
+#   $MODELS_DIR/samples/*.png|jpg         photos for tests and the local demo
+#                                         (scikit-image, matplotlib wheels)
+#
+# Every file is checked against scripts/models/manifest.txt (size + sha256).
+# When all files are present and valid the script does nothing.
+#
+# Usage: scripts/setup-models.sh [--models-dir DIR] [--arch x86_64|aarch64] [--check]
+# Environment: POSTURE_MODELS_DIR (default ./models), POSTURE_SETUP_CACHE
+# (download/venv cache, default ./.cache/pose-setup), PYTHON (default python3).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+manifest="$here/models/manifest.txt"
+models_dir="${POSTURE_MODELS_DIR:-./models}"
+cache="${POSTURE_SETUP_CACHE:-$repo/.cache/pose-setup}"
+python="${PYTHON:-python3}"
+arch="$(uname -m)"
+check_only=0
+
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --models-dir) models_dir="$2"; shift 2 ;;
+    --arch) arch="$2"; shift 2 ;;
+    --check) check_only=1; shift ;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "setup-models: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+case "$arch" in
+  x86_64|amd64) arch=x86_64 ;;
+  aarch64|arm64) arch=aarch64 ;;
+  *) echo "setup-models: unsupported architecture $arch (x86_64 or aarch64)" >&2; exit 2 ;;
+esac
+
+log() { echo "setup-models: $*" >&2; }
+
+# verify [quiet]: every manifest entry for this arch exists with the right size and sha256.
+verify() {
+  local quiet="${1:-}" ok=0 n=0 sha size path farch actual_size actual_sha
+  while read -r sha size path farch; do
+    case "$sha" in ''|'#'*) continue ;; esac
+    if [ -n "${farch:-}" ] && [ "$farch" != "$arch" ]; then continue; fi
+    n=$((n + 1))
+    if [ ! -f "$models_dir/$path" ]; then
+      [ -n "$quiet" ] || log "missing: $models_dir/$path"
+      ok=1; continue
+    fi
+    actual_size="$(stat -c %s "$models_dir/$path")"
+    if [ "$actual_size" != "$size" ]; then
+      [ -n "$quiet" ] || log "wrong size: $models_dir/$path is $actual_size bytes, expected $size"
+      ok=1; continue
+    fi
+    actual_sha="$(sha256sum "$models_dir/$path" | cut -d' ' -f1)"
+    if [ "$actual_sha" != "$sha" ]; then
+      [ -n "$quiet" ] || log "wrong sha256: $models_dir/$path is $actual_sha, expected $sha"
+      ok=1
+    fi
+  done < "$manifest"
+  [ "$n" -gt 0 ] || { [ -n "$quiet" ] || log "empty manifest $manifest"; return 1; }
+  return $ok
+}
+
+if verify quiet; then
+  log "all files in $models_dir are present and match the manifest; nothing to do"
+  exit 0
+fi
+if [ "$check_only" = 1 ]; then
+  verify || true
+  exit 1
+fi
+
+command -v "$python" >/dev/null || { log "needs $python (set PYTHON=...)"; exit 1; }
+mkdir -p "$models_dir/samples" "$cache/wheels"
+
+# 1. Wheels, by exact version and hash, for CPython 3.11 manylinux (the files
+#    we take from them do not depend on the Python version).
+download() { # download PLATFORM_ARCH REQUIREMENTS_FILE
+  "$python" -m pip download --quiet --no-deps --require-hashes --only-binary=:all: \
+    --python-version 3.11 --implementation cp --abi cp311 \
+    --platform "manylinux_2_28_$1" --platform "manylinux2014_$1" \
+    -d "$cache/wheels" -r "$2"
+}
+log "downloading wheels into $cache/wheels"
+download x86_64 "$here/models/requirements-data.txt"
+download "$arch" "$here/models/requirements-onnxruntime.txt"
+
+# 2. Take the files out of the wheels (wheels are zip files).
+log "extracting models, ONNX Runtime and sample photos"
+"$python" - "$cache/wheels" "$cache/tflite" "$models_dir" "$arch" <<'PY'
+import glob, os, shutil, sys, zipfile
+wheels, tfl, out, arch = sys.argv[1:]
+os.makedirs(tfl, exist_ok=True)
+
+def take(pattern, member, dest):
+    matches = sorted(glob.glob(os.path.join(wheels, pattern)))
+    if not matches:
+        sys.exit(f"setup-models: no wheel matching {pattern}")
+    with zipfile.ZipFile(matches[0]) as z, z.open(member) as src, open(dest + ".tmp", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.replace(dest + ".tmp", dest)
+
+mp = "mediapipe-0.10.21-*x86_64.whl"
+take(mp, "mediapipe/modules/pose_detection/pose_detection.tflite", os.path.join(tfl, "pose_detection.tflite"))
+take(mp, "mediapipe/modules/pose_landmark/pose_landmark_full.tflite", os.path.join(tfl, "pose_landmark_full.tflite"))
+take(f"onnxruntime-1.22.1-*{arch}.whl", "onnxruntime/capi/libonnxruntime.so.1.22.1", os.path.join(out, "libonnxruntime.so"))
+for name in ["astronaut.png", "camera.png", "coffee.png"]:
+    take("scikit_image-0.24.0-*.whl", f"skimage/data/{name}", os.path.join(out, "samples", name))
+take("matplotlib-3.9.2-*.whl", "matplotlib/mpl-data/sample_data/grace_hopper.jpg", os.path.join(out, "samples", "grace_hopper.jpg"))
+PY
+
+# 3. Convert the .tflite models to ONNX with our converter in a pinned venv.
+venv="$cache/venv"
+if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/models/requirements-convert.txt" "$venv/requirements-convert.txt"; then
+  log "creating converter venv in $venv"
+  rm -rf "$venv"
+  "$python" -m venv "$venv"
+  "$venv/bin/pip" install --quiet -r "$here/models/requirements-convert.txt"
+  cp "$here/models/requirements-convert.txt" "$venv/requirements-convert.txt"
+fi
+log "converting tflite -> onnx"
+"$venv/bin/python" "$here/models/tflite2onnx.py" "$cache/tflite/pose_detection.tflite" "$models_dir/pose_detection.onnx.tmp"
+mv "$models_dir/pose_detection.onnx.tmp" "$models_dir/pose_detection.onnx"
+"$venv/bin/python" "$here/models/tflite2onnx.py" "$cache/tflite/pose_landmark_full.tflite" "$models_dir/pose_landmark_full.onnx.tmp" \
+  --outputs Identity,Identity_1,Identity_3
+mv "$models_dir/pose_landmark_full.onnx.tmp" "$models_dir/pose_landmark_full.onnx"
+
+# 4. Check what we produced.
+if verify; then
+  log "done: $models_dir is complete and matches the manifest"
+else
+  log "FAILED: files in $models_dir do not match $manifest"
+  exit 1
+fi
