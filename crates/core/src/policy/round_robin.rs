@@ -155,6 +155,13 @@ impl Profile for RoundRobin {
     fn bind_failed(&mut self, binding: &Binding) {
         self.owed.push_back(binding.node.clone());
     }
+
+    fn config_warnings(&self, cluster: &Cluster) -> Vec<String> {
+        self.unknown_ordered_nodes(cluster)
+            .into_iter()
+            .map(|n| format!("node {n:?} is in the round-robin node order but does not exist"))
+            .collect()
+    }
 }
 
 #[cfg(test)]
