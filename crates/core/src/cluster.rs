@@ -6,6 +6,17 @@
 //! [`Cluster::upsert_pod`], …) and from the scheduler's own assumptions
 //! ([`Cluster::assume`] when a bind is issued, [`Cluster::forget`] if it
 //! fails), like kube-scheduler's cache. Policies only read it.
+//!
+//! Indexes kept up to date on every write, so that a decision touches only
+//! the nodes that can matter:
+//!
+//! - nodes holding no pod of ours (the one-pod-per-node free list);
+//! - nodes ordered by free CPU (resource-fit: walk from the emptiest node and
+//!   stop at the first one too small);
+//! - our bound pods ordered by priority (preemption: the cheapest victims
+//!   come first, and the walk stops at the preemptor's priority);
+//! - pending pods of ours by nominated node (room held for a preemptor);
+//! - pending and bound members of each pod group (gangs).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -24,6 +35,12 @@ pub struct NodeState {
 }
 
 impl NodeState {
+    /// Allocatable minus requested CPU, without cloning the resource maps:
+    /// the key of the resource-fit index.
+    pub fn free_cpu_millis(&self) -> i64 {
+        self.info.allocatable.cpu_millis - self.requested.cpu_millis
+    }
+
     /// Allocatable minus requested.
     pub fn free(&self) -> Resources {
         let mut free = self.info.allocatable.clone();
@@ -53,6 +70,16 @@ pub struct Cluster {
     free_of_ours: BTreeSet<String>,
     /// Pending pods of ours by (namespace, pod group): gang membership.
     pending_groups: HashMap<(String, String), BTreeSet<PodKey>>,
+    /// Bound (or assumed), not terminating pods of ours by (namespace, pod
+    /// group): how much of a gang's quorum is already running.
+    bound_groups: HashMap<(String, String), BTreeSet<PodKey>>,
+    /// Known nodes by (free CPU millicores, name): resource-fit search order.
+    by_free_cpu: BTreeSet<(i64, String)>,
+    /// Pods of ours bound or assumed on some node, by (priority, key): the
+    /// preemption victim index, lowest priority first.
+    ours_by_priority: BTreeSet<(i32, PodKey)>,
+    /// Pending pods of ours with `status.nominatedNodeName`, by that node.
+    nominated: HashMap<String, BTreeSet<PodKey>>,
     generation: u64,
 }
 
@@ -118,6 +145,50 @@ impl Cluster {
             .collect()
     }
 
+    /// How many pods of ours in this pod group are bound (or assumed) and not
+    /// terminating: the part of a gang's `minMember` already met.
+    pub fn bound_group_members(&self, namespace: &str, group: &str) -> usize {
+        self.bound_groups
+            .get(&(namespace.to_string(), group.to_string()))
+            .map_or(0, BTreeSet::len)
+    }
+
+    /// Our pods placed on a node (bound or assumed), lowest priority first,
+    /// ties by key: the order in which preemption considers victims.
+    pub fn ours_by_priority(&self) -> impl Iterator<Item = (i32, &PodKey)> {
+        self.ours_by_priority.iter().map(|(p, k)| (*p, k))
+    }
+
+    /// Nodes by free CPU (allocatable minus requested), most free first: the
+    /// resource-fit search order, so the walk can stop at the first node
+    /// whose CPU is too small.
+    pub fn nodes_by_free_cpu_desc(&self) -> impl Iterator<Item = (i64, &NodeState)> {
+        self.by_free_cpu
+            .iter()
+            .rev()
+            .filter_map(|(cpu, name)| self.nodes.get(name).map(|n| (*cpu, n)))
+    }
+
+    /// Pending pods of ours whose `status.nominatedNodeName` is `node`: room
+    /// on that node is held for them (kube-scheduler's nominator).
+    pub fn nominated_to<'a>(&'a self, node: &str) -> impl Iterator<Item = &'a PodInfo> + 'a {
+        self.nominated
+            .get(node)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| self.pods.get(k))
+    }
+
+    /// Records (or with `None` clears) a pod's nominated node as soon as the
+    /// nomination is issued, before the watch echoes it back, so the next
+    /// decision already treats the node as held.
+    pub fn set_nominated(&mut self, key: &PodKey, node: Option<&str>) {
+        if let Some(mut pod) = self.pods.get(key).cloned() {
+            pod.nominated_node = node.map(str::to_string);
+            self.upsert_pod(pod);
+        }
+    }
+
     /// Inserts or replaces a node.
     pub fn upsert_node(&mut self, info: NodeInfo) -> NodeChange {
         self.generation += 1;
@@ -132,7 +203,11 @@ impl Cluster {
                     || info.allocatable.cpu_millis > old.allocatable.cpu_millis
                     || info.allocatable.memory_bytes > old.allocatable.memory_bytes
                     || info.allocatable.pods > old.allocatable.pods;
+                let old_free = state.free_cpu_millis();
                 state.info = info;
+                let new_free = state.free_cpu_millis();
+                self.by_free_cpu.remove(&(old_free, name.clone()));
+                self.by_free_cpu.insert((new_free, name));
                 NodeChange {
                     added: false,
                     may_fit_more,
@@ -158,6 +233,8 @@ impl Cluster {
                 if state.ours.is_empty() {
                     self.free_of_ours.insert(name.clone());
                 }
+                self.by_free_cpu
+                    .insert((state.free_cpu_millis(), name.clone()));
                 self.nodes.insert(name, state);
                 NodeChange {
                     added: true,
@@ -173,6 +250,8 @@ impl Cluster {
         self.generation += 1;
         self.free_of_ours.remove(name);
         let state = self.nodes.remove(name)?;
+        self.by_free_cpu
+            .remove(&(state.free_cpu_millis(), name.to_string()));
         let bound: BTreeSet<PodKey> = self
             .pods
             .values()
@@ -230,12 +309,34 @@ impl Cluster {
                 .or_default()
                 .insert(pod.key.clone());
         }
+        if let (true, true, Some(node)) = (pod.ours, pod.is_pending(), &pod.nominated_node) {
+            self.nominated
+                .entry(node.clone())
+                .or_default()
+                .insert(pod.key.clone());
+        }
         let Some(node) = pod.node_name.as_deref() else {
             return;
         };
+        if pod.ours {
+            self.ours_by_priority
+                .insert((pod.priority, pod.key.clone()));
+            if let (false, Some(g)) = (pod.terminating, &pod.group) {
+                self.bound_groups
+                    .entry((pod.key.namespace.clone(), g.name.clone()))
+                    .or_default()
+                    .insert(pod.key.clone());
+            }
+        }
         match self.nodes.get_mut(node) {
             Some(state) => {
+                let old_free = state.free_cpu_millis();
                 state.requested.add(&pod.requests);
+                let new_free = state.free_cpu_millis();
+                if old_free != new_free {
+                    self.by_free_cpu.remove(&(old_free, node.to_string()));
+                    self.by_free_cpu.insert((new_free, node.to_string()));
+                }
                 if pod.ours {
                     state.ours.insert(pod.key.clone());
                     self.free_of_ours.remove(node);
@@ -255,19 +356,39 @@ impl Cluster {
     fn unaccount(&mut self, pod: &PodInfo) {
         if let Some(g) = &pod.group {
             let gk = (pod.key.namespace.clone(), g.name.clone());
-            if let Some(set) = self.pending_groups.get_mut(&gk) {
-                set.remove(&pod.key);
-                if set.is_empty() {
-                    self.pending_groups.remove(&gk);
+            for index in [&mut self.pending_groups, &mut self.bound_groups] {
+                if let Some(set) = index.get_mut(&gk) {
+                    set.remove(&pod.key);
+                    if set.is_empty() {
+                        index.remove(&gk);
+                    }
                 }
+            }
+        }
+        if let Some(node) = &pod.nominated_node
+            && let Some(set) = self.nominated.get_mut(node)
+        {
+            set.remove(&pod.key);
+            if set.is_empty() {
+                self.nominated.remove(node);
             }
         }
         let Some(node) = pod.node_name.as_deref() else {
             return;
         };
+        if pod.ours {
+            self.ours_by_priority
+                .remove(&(pod.priority, pod.key.clone()));
+        }
         match self.nodes.get_mut(node) {
             Some(state) => {
+                let old_free = state.free_cpu_millis();
                 state.requested.sub(&pod.requests);
+                let new_free = state.free_cpu_millis();
+                if old_free != new_free {
+                    self.by_free_cpu.remove(&(old_free, node.to_string()));
+                    self.by_free_cpu.insert((new_free, node.to_string()));
+                }
                 if pod.ours {
                     state.ours.remove(&pod.key);
                     if state.ours.is_empty() {
