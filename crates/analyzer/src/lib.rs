@@ -1,1 +1,41 @@
-//! The posture analyzer service: MQTT frames to pose, Good/Bad, annotated image, CSV and database row.
+//! # posture-analyzer — camera frames to posture verdicts
+//!
+//! The workload the farm exists for. Each frame (a base64 JPEG from a
+//! camera over MQTT, or an image file) is decoded within size and pixel
+//! limits, run through a pose model, judged Good/Bad from the neck and torso
+//! inclination of the side facing the camera (the pure functions in
+//! [`posture_core::posture`]), and written out three ways: an annotated
+//! image, a CSV line and a `posture_log` row. A frame is acknowledged only
+//! once those are durable; bad input is counted, logged and dead-lettered,
+//! never fatal.
+//!
+//! ```text
+//!  MQTT (mqtt::run_analyzer) ─┐                                          ┌─► analyzed_images/…/<camera>_<id>.jpg
+//!  files (files::analyze_files)┴─► pipeline::Analyzer::process ─ payload ─ model ─ assess ─┼─► <camera>_results.csv (csvlog)
+//!                                     │ bad input ─► deadletter                            └─► store: DB row | spool (replayed)
+//!                                     └─► metrics (/metrics via the CLI's registry)
+//!  publish::publish_files: images ─► base64 JPEG ─► MQTT (QoS 1)      broker: embedded rumqttd for `local`
+//! ```
+
+pub mod annotate;
+pub mod broker;
+pub mod csvlog;
+pub mod deadletter;
+pub mod files;
+pub mod metrics;
+pub mod model;
+pub mod mqtt;
+pub mod payload;
+pub mod pipeline;
+pub mod publish;
+pub mod record;
+pub mod store;
+
+pub use metrics::Metrics;
+pub use model::{ModelError, PoseModel};
+pub use mqtt::{MqttConfig, MqttTls, RunStats, camera_from_topic, run_analyzer};
+pub use payload::{Limits, RejectReason};
+pub use pipeline::{AnalyzeError, Analyzer, AnalyzerConfig, Frame, Outcome, node_name};
+pub use posture_core::posture::Thresholds;
+pub use record::PostureRow;
+pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};

@@ -1,0 +1,205 @@
+//! `<camera>_results.csv`: header once, one line per frame, safe across
+//! restarts and across processes writing the same file.
+//!
+//! Every append happens under an exclusive advisory lock (`flock`), after
+//! catching up with lines other writers appended since we last looked, so
+//! the header is written exactly once and a frame id already present is not
+//! written again. Lines go out in a single `write` on an `O_APPEND` file and
+//! are fsynced before the frame is acknowledged.
+
+use std::collections::HashSet;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use crate::record::{CSV_HEADER, PostureRow};
+
+/// An error writing the CSV file.
+#[derive(Debug, thiserror::Error)]
+#[error("CSV file {path}: {source}")]
+pub struct CsvError {
+    path: PathBuf,
+    #[source]
+    source: std::io::Error,
+}
+
+/// One camera's results file.
+#[derive(Debug)]
+pub struct CsvLog {
+    path: PathBuf,
+    file: File,
+    /// Frame ids already in the file.
+    seen: HashSet<String>,
+    /// Bytes of the file already scanned into `seen`.
+    scanned: u64,
+}
+
+/// Whether [`CsvLog::append`] wrote the line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Appended {
+    /// A new line.
+    Written,
+    /// The frame id was already in the file.
+    Duplicate,
+}
+
+impl CsvLog {
+    /// Opens (creating if needed) the file at `path`.
+    pub fn open(path: &Path) -> Result<Self, CsvError> {
+        let err = |source| CsvError {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .append(true)
+            .create(true)
+            .open(path)
+            .map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            file,
+            seen: HashSet::new(),
+            scanned: 0,
+        })
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends `row` unless its frame id is already in the file.
+    pub fn append(&mut self, row: &PostureRow) -> Result<Appended, CsvError> {
+        let err = |source| CsvError {
+            path: self.path.clone(),
+            source,
+        };
+        self.file.lock().map_err(err)?;
+        let result = self.append_locked(row);
+        // Unlock errors are harmless: closing the file releases the lock too.
+        let _ = self.file.unlock();
+        result.map_err(|source| CsvError {
+            path: self.path.clone(),
+            source,
+        })
+    }
+
+    fn append_locked(&mut self, row: &PostureRow) -> std::io::Result<Appended> {
+        let len = self.file.metadata()?.len();
+        if len < self.scanned {
+            // Someone truncated or replaced the file: rescan from scratch.
+            self.seen.clear();
+            self.scanned = 0;
+        }
+        if len > self.scanned {
+            self.file.seek(SeekFrom::Start(self.scanned))?;
+            let mut tail = String::new();
+            (&self.file)
+                .take(len - self.scanned)
+                .read_to_string(&mut tail)?;
+            // Only complete lines count; a torn last line is rescanned later.
+            let complete = tail.rfind('\n').map(|i| i + 1).unwrap_or(0);
+            for line in tail[..complete]
+                .lines()
+                .skip(usize::from(self.scanned == 0))
+            {
+                if let Some(id) = line.rsplit(',').next() {
+                    self.seen.insert(id.trim_matches('"').to_string());
+                }
+            }
+            self.scanned += complete as u64;
+        }
+        if self.seen.contains(&row.frame_id) {
+            return Ok(Appended::Duplicate);
+        }
+        let mut out = String::new();
+        if len == 0 {
+            out.push_str(CSV_HEADER);
+            out.push('\n');
+        }
+        out.push_str(&row.csv_line());
+        self.file.write_all(out.as_bytes())?;
+        self.file.sync_data()?;
+        self.scanned = len + out.len() as u64;
+        self.seen.insert(row.frame_id.clone());
+        Ok(Appended::Written)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str) -> PostureRow {
+        PostureRow {
+            pi_id: "pi1".into(),
+            filename: format!("{id}.jpg"),
+            received_time: "2026-01-01T00:00:00Z".into(),
+            analyzed_time: "2026-01-01T00:00:01Z".into(),
+            neck_angle: Some(10.0),
+            body_angle: Some(3.0),
+            posture_status: "Good".into(),
+            landmarks_detected: true,
+            processed_by: "n1".into(),
+            frame_id: id.into(),
+        }
+    }
+
+    #[test]
+    fn header_once_no_duplicates_across_reopen_and_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out/pi1_results.csv");
+        let mut a = CsvLog::open(&path).unwrap();
+        assert_eq!(a.append(&row("f1")).unwrap(), Appended::Written);
+        assert_eq!(a.append(&row("f1")).unwrap(), Appended::Duplicate);
+        // A second writer on the same file sees f1 and adds f2.
+        let mut b = CsvLog::open(&path).unwrap();
+        assert_eq!(b.append(&row("f1")).unwrap(), Appended::Duplicate);
+        assert_eq!(b.append(&row("f2")).unwrap(), Appended::Written);
+        // The first writer catches up with f2.
+        assert_eq!(a.append(&row("f2")).unwrap(), Appended::Duplicate);
+        assert_eq!(a.append(&row("f3")).unwrap(), Appended::Written);
+        drop((a, b));
+        // After a restart.
+        let mut c = CsvLog::open(&path).unwrap();
+        assert_eq!(c.append(&row("f3")).unwrap(), Appended::Duplicate);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], CSV_HEADER);
+        assert!(
+            lines[1].ends_with(",f1") && lines[2].ends_with(",f2") && lines[3].ends_with(",f3")
+        );
+    }
+
+    #[test]
+    fn concurrent_threads_write_whole_lines_and_one_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pi1_results.csv");
+        let handles: Vec<_> = (0..4)
+            .map(|t| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    let mut log = CsvLog::open(&path).unwrap();
+                    for i in 0..25 {
+                        // Every thread also tries the shared ids.
+                        log.append(&row(&format!("t{t}-{i}"))).unwrap();
+                        log.append(&row(&format!("shared-{i}"))).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().unwrap();
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.iter().filter(|l| **l == CSV_HEADER).count(), 1);
+        assert_eq!(lines.len(), 1 + 4 * 25 + 25);
+        assert!(lines[1..].iter().all(|l| l.split(',').count() == 10));
+    }
+}

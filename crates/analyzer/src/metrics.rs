@@ -1,0 +1,121 @@
+//! What an operator watches on `/metrics`: frames in, verdicts out, failures
+//! by reason, how long analysis takes and how many rows wait in the spool.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+use crate::payload::RejectReason;
+
+/// Label set naming a camera.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CameraLabels {
+    /// Camera id.
+    pub camera: String,
+}
+
+/// Label set of an analysed frame.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VerdictLabels {
+    /// Camera id.
+    pub camera: String,
+    /// `good`, `bad`, `no_person` or `unmeasurable`.
+    pub verdict: String,
+}
+
+/// Label set of a failed frame.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabels {
+    /// A [`RejectReason`] label.
+    pub reason: String,
+}
+
+/// The analyzer's metrics; cheap to clone (shared handles).
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    /// Frames received (before any check).
+    pub received: Family<CameraLabels, Counter>,
+    /// Frames analysed, by verdict.
+    pub analyzed: Family<VerdictLabels, Counter>,
+    /// Frames rejected, by reason.
+    pub failed: Family<ReasonLabels, Counter>,
+    /// Redelivered frames whose row already existed.
+    pub duplicates: Counter,
+    /// Seconds from decode start to rows written.
+    pub latency: Histogram,
+    /// Rows waiting in the spool for the database.
+    pub spool_depth: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self {
+            received: Family::default(),
+            analyzed: Family::default(),
+            failed: Family::default(),
+            duplicates: Counter::default(),
+            // 5 ms … ~10 s: pose inference is ~20 ms per image on one core.
+            latency: Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+                0.005, 2.0, 12,
+            )),
+            spool_depth: Gauge::default(),
+        }
+    }
+}
+
+impl Metrics {
+    /// New metrics registered into `registry` (the caller picks the prefix,
+    /// e.g. `registry.sub_registry_with_prefix("analyzer")`).
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self::default();
+        registry.register(
+            "frames_received",
+            "Frames received from cameras or files",
+            m.received.clone(),
+        );
+        registry.register(
+            "frames_analyzed",
+            "Frames analysed, by posture verdict",
+            m.analyzed.clone(),
+        );
+        registry.register(
+            "frames_failed",
+            "Frames that can never be analysed, by reason (kept in the dead-letter folder)",
+            m.failed.clone(),
+        );
+        registry.register(
+            "frames_duplicate",
+            "Redelivered frames whose row already existed",
+            m.duplicates.clone(),
+        );
+        registry.register(
+            "analysis_duration_seconds",
+            "Time to analyse one frame and write its outputs",
+            m.latency.clone(),
+        );
+        registry.register(
+            "spool_depth",
+            "Rows waiting in the local spool for the database",
+            m.spool_depth.clone(),
+        );
+        // Every reason shows up as 0 before it first happens.
+        for r in RejectReason::ALL {
+            let _ = m.failed.get_or_create(&ReasonLabels {
+                reason: r.as_str().to_string(),
+            });
+        }
+        m
+    }
+
+    /// Count of rejected frames for `reason` (tests, summaries).
+    pub fn failed_count(&self, reason: RejectReason) -> u64 {
+        self.failed
+            .get_or_create(&ReasonLabels {
+                reason: reason.as_str().to_string(),
+            })
+            .get()
+    }
+}

@@ -1,0 +1,351 @@
+//! The MQTT edge: subscribe to camera topics and feed frames to the
+//! [`Analyzer`]; and the connection settings shared with the publisher.
+//!
+//! QoS 1 with a persistent session (`clean_session = false`, stable client
+//! id), so frames published while the analyzer restarts wait at the broker.
+//! Acknowledgements are manual: a frame's PUBACK goes out only after its
+//! outputs are durable ([`Analyzer::process`] returned `Ok`). A frame in hand
+//! when the connection drops is not acknowledged; the broker redelivers it
+//! and its frame id makes the second pass a no-op.
+//!
+//! ```text
+//!  broker ─► EventLoop (poll task) ─► bounded channel ─► worker: Analyzer::process ─► client.ack
+//! ```
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rumqttc::{
+    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration,
+    Transport,
+};
+use tokio::sync::mpsc;
+
+use crate::pipeline::{Analyzer, Frame, Outcome};
+
+/// Largest MQTT packet (the protocol's limit). The client accepts anything
+/// the broker sends so an oversized frame reaches our own size check (and the
+/// dead-letter folder) instead of breaking the connection in a loop.
+pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct MqttConfig {
+    /// Broker host name or address.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Client id; stable per camera/host so the broker keeps the session.
+    pub client_id: String,
+    /// Optional user name.
+    pub username: Option<String>,
+    /// Optional password.
+    pub password: Option<String>,
+    /// TLS settings, when the broker speaks TLS.
+    pub tls: Option<MqttTls>,
+    /// Keep-alive interval.
+    pub keep_alive: Duration,
+}
+
+/// TLS to the broker (rustls; the process installs its crypto provider).
+#[derive(Clone, Debug)]
+pub struct MqttTls {
+    /// PEM bundle of trusted CAs.
+    pub ca_file: PathBuf,
+}
+
+/// An MQTT setup problem (connection trouble is retried, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum MqttError {
+    /// The CA file could not be read.
+    #[error("reading the MQTT CA file {path}: {source}")]
+    CaFile {
+        /// Which file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// No topic to subscribe to.
+    #[error("no MQTT topic given (use --topic or MQTT_TOPIC)")]
+    NoTopic,
+}
+
+impl MqttConfig {
+    /// A plain-TCP config with defaults for everything else.
+    pub fn new(host: impl Into<String>, port: u16, client_id: impl Into<String>) -> Self {
+        Self {
+            host: host.into(),
+            port,
+            client_id: client_id.into(),
+            username: None,
+            password: None,
+            tls: None,
+            keep_alive: Duration::from_secs(30),
+        }
+    }
+
+    /// rumqttc options for this config.
+    pub fn options(&self, clean_session: bool) -> Result<MqttOptions, MqttError> {
+        let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        o.set_keep_alive(self.keep_alive);
+        o.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
+        // A non-empty client id is required for a persistent session; ours never is.
+        o.set_clean_session(clean_session || self.client_id.is_empty());
+        if let Some(user) = &self.username {
+            o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
+        }
+        if let Some(tls) = &self.tls {
+            let ca = std::fs::read(&tls.ca_file).map_err(|source| MqttError::CaFile {
+                path: tls.ca_file.clone(),
+                source,
+            })?;
+            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+                ca,
+                alpn: None,
+                client_auth: None,
+            }));
+        }
+        Ok(o)
+    }
+}
+
+/// The camera id of a topic: its last non-empty segment (`images/pi1` → `pi1`).
+pub fn camera_from_topic(topic: &str) -> String {
+    topic
+        .rsplit('/')
+        .find(|s| !s.is_empty())
+        .unwrap_or(topic)
+        .to_string()
+}
+
+/// Reconnect delays: doubling from `initial` up to `max`.
+#[derive(Clone, Copy, Debug)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    current: Duration,
+}
+
+impl Backoff {
+    /// A backoff starting at `initial`, capped at `max`.
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        Self {
+            initial,
+            max,
+            current: initial,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.current;
+        self.current = (self.current * 2).min(self.max);
+        d
+    }
+
+    /// Back to the initial delay (after a success).
+    pub fn reset(&mut self) {
+        self.current = self.initial;
+    }
+}
+
+/// Counts of one analyzer run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunStats {
+    /// Frames acknowledged after analysis.
+    pub analyzed: u64,
+    /// Frames acknowledged after rejection (dead-lettered).
+    pub rejected: u64,
+}
+
+/// Subscribes to `topics` and analyses every frame until `shutdown`
+/// resolves; then finishes the frame in hand, acknowledges it and
+/// disconnects. `on_connection` is told when the broker connection goes up
+/// or down (readiness). `on_outcome` sees each acknowledged frame.
+/// Broker outages are retried forever with backoff.
+pub async fn run_analyzer(
+    cfg: &MqttConfig,
+    topics: &[String],
+    camera_override: Option<&str>,
+    analyzer: &mut Analyzer,
+    shutdown: impl Future<Output = ()>,
+    on_connection: impl Fn(bool) + Send + 'static,
+    mut on_outcome: impl FnMut(&Outcome),
+) -> Result<RunStats, MqttError> {
+    if topics.is_empty() {
+        return Err(MqttError::NoTopic);
+    }
+    let options = cfg.options(false)?;
+    tracing::info!(broker = %format!("{}:{}", cfg.host, cfg.port), client_id = %cfg.client_id, ?topics, "analyzer connecting (QoS 1, persistent session, manual acks)");
+    // Request channel: acks and subscribes; 64 is far above what one worker queues.
+    let (client, eventloop) = AsyncClient::new(options, 64);
+    // Frames between the network task and the worker. Small on purpose: the
+    // backlog belongs at the broker (it survives our restarts), not in memory.
+    let (tx, mut rx) = mpsc::channel::<Publish>(4);
+    let poller = tokio::spawn(poll_loop(
+        eventloop,
+        client.clone(),
+        topics.to_vec(),
+        tx,
+        on_connection,
+    ));
+    tokio::pin!(shutdown);
+    let mut stats = RunStats::default();
+    let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
+    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    'frames: loop {
+        let publish = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            p = rx.recv() => match p {
+                Some(p) => p,
+                None => break,
+            },
+            _ = flush_tick.tick() => {
+                analyzer.flush_spool().await;
+                continue;
+            }
+        };
+        let topic = publish.topic.clone();
+        let frame = Frame {
+            camera: camera_override
+                .map(str::to_string)
+                .unwrap_or_else(|| camera_from_topic(&topic)),
+            source: topic,
+            name_hint: None,
+            payload: publish.payload.to_vec(),
+            received: jiff::Timestamp::now(),
+        };
+        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let outcome = loop {
+            match analyzer.process(&frame).await {
+                Ok(o) => break o,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::error!(error = %e, camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
+                    tokio::select! {
+                        () = &mut shutdown => break 'frames,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        match &outcome {
+            Outcome::Analyzed { .. } => stats.analyzed += 1,
+            Outcome::Rejected { .. } => stats.rejected += 1,
+        }
+        if let Err(e) = client.ack(&publish).await {
+            // The event loop is gone (shutting down): the broker redelivers.
+            tracing::warn!(error = %e, "could not acknowledge a frame");
+        }
+        on_outcome(&outcome);
+    }
+    tracing::info!(
+        analyzed = stats.analyzed,
+        rejected = stats.rejected,
+        "analyzer stopping"
+    );
+    drop(rx);
+    let _ = client.disconnect().await;
+    // Let the network task send the acks and the DISCONNECT.
+    let _ = tokio::time::timeout(Duration::from_secs(3), poller).await;
+    analyzer.flush_spool().await;
+    Ok(stats)
+}
+
+async fn poll_loop(
+    mut eventloop: EventLoop,
+    client: AsyncClient,
+    topics: Vec<String>,
+    tx: mpsc::Sender<Publish>,
+    on_connection: impl Fn(bool),
+) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut down_logged = false;
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(
+                    session_present = ack.session_present,
+                    "connected to the MQTT broker"
+                );
+                backoff.reset();
+                down_logged = false;
+                on_connection(true);
+                // Subscribing again is harmless when the session kept the subscription.
+                for topic in &topics {
+                    if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                        tracing::error!(%topic, error = %e, "could not queue the subscription");
+                    }
+                }
+            }
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                tracing::debug!(?ack, "subscribed");
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => {
+                if tx.send(p).await.is_err() {
+                    // The worker stopped: keep polling so its acks and the
+                    // disconnect go out, until the disconnect is sent.
+                    continue;
+                }
+            }
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+                // Flush the DISCONNECT itself.
+                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                on_connection(false);
+                if tx.is_closed() {
+                    return;
+                }
+                let delay = backoff.next_delay();
+                if !down_logged {
+                    tracing::warn!(error = %e, retry_in = ?delay, "MQTT broker unreachable; reconnecting with backoff");
+                    down_logged = true;
+                } else {
+                    tracing::debug!(error = %e, retry_in = ?delay, "MQTT broker still unreachable");
+                }
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn camera_is_the_last_topic_segment() {
+        assert_eq!(camera_from_topic("images/pi1"), "pi1");
+        assert_eq!(camera_from_topic("farm/images/pi7/"), "pi7");
+        assert_eq!(camera_from_topic("pi3"), "pi3");
+    }
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let d: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(d, [100, 200, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay().as_millis(), 100);
+    }
+
+    #[test]
+    fn options_are_persistent_and_accept_big_packets() {
+        let o = MqttConfig::new("h", 1883, "analyzer-pi1")
+            .options(false)
+            .unwrap();
+        assert!(!o.clean_session());
+        assert_eq!(o.max_packet_size(), MQTT_MAX_PACKET);
+        let mut cfg = MqttConfig::new("h", 8883, "x");
+        cfg.tls = Some(MqttTls {
+            ca_file: "/nonexistent/ca.pem".into(),
+        });
+        assert!(matches!(cfg.options(false), Err(MqttError::CaFile { .. })));
+    }
+}
