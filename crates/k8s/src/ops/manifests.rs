@@ -1,0 +1,848 @@
+//! Rendering the manifests documented in `deploy/` into what `up` applies.
+//!
+//! The files are embedded with `include_str!`, parsed, and transformed by a
+//! few structural rules — namespace, image, number of cameras and their MQTT
+//! topics, the placement of ScaledJobs, the ownership label — so that
+//! rendering with the default options reproduces the documented objects
+//! (tested below). Everything here is pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use kube::api::ObjectMeta;
+use serde_json::{Value, json};
+
+use super::plan::{ApplyPlan, PlannedObject, Source};
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OpsError};
+
+/// One manifest file of `deploy/`, embedded in the binary.
+#[derive(Clone, Copy, Debug)]
+pub struct EmbeddedFile {
+    /// Path relative to the repository root, for messages.
+    pub path: &'static str,
+    /// Which part of the system it deploys.
+    pub source: Source,
+    /// The YAML text (one or more documents).
+    pub text: &'static str,
+}
+
+/// The namespace the `deploy/` files use for workloads; `--namespace` replaces it.
+pub const DOCUMENTED_NAMESPACE: &str = "default";
+
+/// Environment variable names that carry an analyzer's MQTT topic in the
+/// documented Job/ScaledJob templates (first match wins).
+pub const TOPIC_ENV: &str = "MQTT_TOPIC";
+
+/// Name of the DB Secret when the documented workloads name none.
+pub const DEFAULT_DB_SECRET: &str = "posture-db";
+
+/// How analyzers are placed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// One Job per camera with `schedulerName` set to the custom scheduler.
+    #[default]
+    RoundRobin,
+    /// One KEDA ScaledJob per camera, pinned by node affinity from the even-spread plan.
+    Keda,
+}
+
+impl Mode {
+    /// The spelling used on the command line and in `status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RoundRobin => "round-robin",
+            Self::Keda => "keda",
+        }
+    }
+}
+
+/// Database credentials for the analyzers, turned into a Secret. Built from
+/// the operator's environment at `up` time; never written to a file.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DbCredentials {
+    /// A complete `postgres://` URL.
+    pub database_url: String,
+}
+
+impl std::fmt::Debug for DbCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the password.
+        f.debug_struct("DbCredentials").finish_non_exhaustive()
+    }
+}
+
+impl DbCredentials {
+    /// Reads `DATABASE_URL`, or else all of `DB_HOST`, `DB_PORT`, `DB_NAME`,
+    /// `DB_USER`, `DB_PASSWORD`. `Ok(None)` when none is set; an error naming
+    /// the missing variables when only some are.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, OpsError> {
+        let nonempty = |k: &str| get(k).filter(|v| !v.is_empty());
+        if let Some(url) = nonempty("DATABASE_URL") {
+            return Ok(Some(Self { database_url: url }));
+        }
+        const PARTS: [&str; 5] = ["DB_HOST", "DB_PORT", "DB_NAME", "DB_USER", "DB_PASSWORD"];
+        let values: Vec<Option<String>> = PARTS.iter().map(|k| nonempty(k)).collect();
+        if values.iter().all(Option::is_none) {
+            return Ok(None);
+        }
+        let missing: Vec<&str> = PARTS
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(k, _)| *k)
+            .collect();
+        if !missing.is_empty() {
+            return Err(OpsError::manifest(
+                "DB Secret",
+                format!(
+                    "set DATABASE_URL, or all of DB_HOST DB_PORT DB_NAME DB_USER DB_PASSWORD (missing: {})",
+                    missing.join(" ")
+                ),
+            ));
+        }
+        let [host, port, name, user, password] =
+            [0, 1, 2, 3, 4].map(|i| values[i].clone().unwrap_or_default());
+        if port.parse::<u16>().is_err() {
+            return Err(OpsError::manifest(
+                "DB Secret",
+                format!("DB_PORT {port:?} is not a port number"),
+            ));
+        }
+        Ok(Some(Self {
+            database_url: format!(
+                "postgres://{}:{}@{host}:{port}/{}",
+                percent_encode(&user),
+                percent_encode(&password),
+                percent_encode(&name)
+            ),
+        }))
+    }
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, so user
+/// names and passwords with `@`, `:` or `/` survive inside a URL.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// What `up` was asked to deploy. `Default` reproduces `deploy/` as documented.
+#[derive(Clone, Debug, Default)]
+pub struct RenderOptions {
+    /// Workload namespace; `None` keeps [`DOCUMENTED_NAMESPACE`].
+    pub namespace: Option<String>,
+    /// Container image for every posture-farm container; `None` keeps the documented one.
+    pub image: Option<String>,
+    /// Placement mode.
+    pub mode: Mode,
+    /// Number of cameras (analyzer workloads); `None` keeps the documented number,
+    /// or the number of `topics` when those are given.
+    pub cameras: Option<usize>,
+    /// MQTT topic per camera, in order; empty keeps the documented topics.
+    pub topics: Vec<String>,
+    /// DB credentials; `None` applies no Secret.
+    pub db: Option<DbCredentials>,
+}
+
+/// The rendered plan plus what the operator should know about it.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    /// The ordered objects to apply.
+    pub plan: ApplyPlan,
+    /// Non-fatal findings (e.g. workloads reference a Secret that will not be created).
+    pub warnings: Vec<String>,
+}
+
+/// Parses every document of a file into JSON values, skipping empty documents.
+pub fn parse_file(file: &EmbeddedFile) -> Result<Vec<Value>, OpsError> {
+    let docs: Vec<Value> =
+        serde_saphyr::from_multiple(file.text).map_err(|source| OpsError::Yaml {
+            file: file.path.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(docs.into_iter().filter(|d| !d.is_null()).collect())
+}
+
+/// Renders the files for `opts` into an ordered apply plan.
+pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, OpsError> {
+    let namespace = opts.namespace.as_deref().unwrap_or(DOCUMENTED_NAMESPACE);
+    let mut warnings = Vec::new();
+    let mut platform: Vec<(Source, String, Value)> = Vec::new();
+    let mut workloads: Vec<(Source, String, Value)> = Vec::new();
+    for file in files {
+        let wanted = matches!(
+            (file.source, opts.mode),
+            (Source::Scheduler | Source::Generated, _)
+                | (Source::Jobs, Mode::RoundRobin)
+                | (Source::Keda, Mode::Keda)
+        );
+        if !wanted {
+            continue;
+        }
+        for (i, doc) in parse_file(file)?.into_iter().enumerate() {
+            let origin = format!("{}#{i}", file.path);
+            let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+            if matches!(kind, "Job" | "ScaledJob") {
+                workloads.push((file.source, origin, doc));
+            } else {
+                platform.push((file.source, origin, doc));
+            }
+        }
+    }
+
+    let documented_image = workloads
+        .first()
+        .and_then(|(_, _, doc)| {
+            containers(doc)
+                .first()
+                .and_then(|c| c.get("image"))
+                .and_then(Value::as_str)
+        })
+        .map(str::to_string);
+    let workloads = expand_cameras(workloads, opts)?;
+
+    let mut objects = Vec::new();
+    if namespace != DOCUMENTED_NAMESPACE && namespace != "kube-system" {
+        let ns = Namespace {
+            metadata: ObjectMeta {
+                name: Some(namespace.to_string()),
+                labels: Some(BTreeMap::from([(
+                    MANAGED_BY_LABEL.to_string(),
+                    MANAGED_BY_VALUE.to_string(),
+                )])),
+                ..ObjectMeta::default()
+            },
+            ..Namespace::default()
+        };
+        objects.push(PlannedObject::new(
+            to_value(&ns)?,
+            Source::Generated,
+            "namespace",
+        )?);
+    }
+
+    let secret_name =
+        referenced_secret(&workloads).unwrap_or_else(|| DEFAULT_DB_SECRET.to_string());
+    match &opts.db {
+        Some(db) => {
+            let secret = Secret {
+                metadata: ObjectMeta {
+                    name: Some(secret_name),
+                    namespace: Some(namespace.to_string()),
+                    labels: Some(BTreeMap::from([(
+                        MANAGED_BY_LABEL.to_string(),
+                        MANAGED_BY_VALUE.to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("Opaque".to_string()),
+                data: Some(BTreeMap::from([(
+                    "DATABASE_URL".to_string(),
+                    ByteString(db.database_url.clone().into_bytes()),
+                )])),
+                ..Secret::default()
+            };
+            objects.push(PlannedObject::new(
+                to_value(&secret)?,
+                Source::Generated,
+                "DB Secret",
+            )?);
+        }
+        None => {
+            if referenced_secret(&workloads).is_some() {
+                warnings.push(format!(
+                    "no DATABASE_URL (or DB_HOST/DB_PORT/DB_NAME/DB_USER/DB_PASSWORD) in the environment: Secret {namespace}/{secret_name} is not applied; analyzers read it only if it exists"
+                ));
+            }
+        }
+    }
+
+    for (source, origin, mut doc) in platform.into_iter().chain(workloads) {
+        set_namespace(&mut doc, namespace);
+        if let (Some(image), Some(documented)) = (&opts.image, &documented_image) {
+            set_image(&mut doc, documented, image);
+        }
+        add_managed_label(&mut doc);
+        objects.push(PlannedObject::new(doc, source, &origin)?);
+    }
+    Ok(Rendered {
+        plan: ApplyPlan::new(objects),
+        warnings,
+    })
+}
+
+fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, OpsError> {
+    serde_json::to_value(v).map_err(|e| OpsError::manifest("generated object", e.to_string()))
+}
+
+/// Pins each ScaledJob of the plan to a node with required node affinity on
+/// the `gpu-node` label (`placement`: ScaledJob name → node). ScaledJobs not in
+/// `placement` are left unpinned.
+pub fn assign_nodes(plan: &mut ApplyPlan, placement: &BTreeMap<String, String>) {
+    for object in &mut plan.objects {
+        if object.kind_name() != "ScaledJob" {
+            continue;
+        }
+        let Some(node) = placement.get(object.name()) else {
+            continue;
+        };
+        let Some(pod_spec) = object
+            .object
+            .pointer_mut("/spec/jobTargetRef/template/spec")
+        else {
+            continue;
+        };
+        let Some(pod_spec) = pod_spec.as_object_mut() else {
+            continue;
+        };
+        pod_spec.insert(
+            "affinity".to_string(),
+            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": super::nodes::GPU_NODE_LABEL, "operator": "In", "values": [node]}]}
+            ]}}}),
+        );
+    }
+}
+
+/// The pod spec of a workload or Deployment, if it has one.
+fn pod_spec_mut(doc: &mut Value) -> Option<&mut Value> {
+    let pointer = match doc.get("kind").and_then(Value::as_str)? {
+        "ScaledJob" => "/spec/jobTargetRef/template",
+        "Deployment" | "Job" => "/spec/template",
+        _ => return None,
+    };
+    doc.pointer_mut(pointer)
+}
+
+fn containers(doc: &Value) -> Vec<&Value> {
+    let pointer = match doc.get("kind").and_then(Value::as_str) {
+        Some("ScaledJob") => "/spec/jobTargetRef/template/spec",
+        _ => "/spec/template/spec",
+    };
+    let Some(spec) = doc.pointer(pointer) else {
+        return Vec::new();
+    };
+    ["initContainers", "containers"]
+        .iter()
+        .filter_map(|k| spec.get(*k).and_then(Value::as_array))
+        .flatten()
+        .collect()
+}
+
+fn for_each_container(doc: &mut Value, mut f: impl FnMut(&mut Value)) {
+    let Some(template) = pod_spec_mut(doc) else {
+        return;
+    };
+    for key in ["initContainers", "containers"] {
+        if let Some(list) = template
+            .pointer_mut(&format!("/spec/{key}"))
+            .and_then(Value::as_array_mut)
+        {
+            list.iter_mut().for_each(&mut f);
+        }
+    }
+}
+
+/// Moves an object from the documented namespace into `namespace`: its own
+/// `metadata.namespace`, RBAC subjects, and container env vars named
+/// `*NAMESPACE` that carry the documented value. `kube-system` stays.
+fn set_namespace(doc: &mut Value, namespace: &str) {
+    if namespace == DOCUMENTED_NAMESPACE {
+        return;
+    }
+    if let Some(ns) = doc.pointer_mut("/metadata/namespace")
+        && ns.as_str() == Some(DOCUMENTED_NAMESPACE)
+    {
+        *ns = Value::String(namespace.to_string());
+    }
+    if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_array_mut) {
+        for s in subjects {
+            if let Some(ns) = s.get_mut("namespace")
+                && ns.as_str() == Some(DOCUMENTED_NAMESPACE)
+            {
+                *ns = Value::String(namespace.to_string());
+            }
+        }
+    }
+    for_each_container(doc, |c| {
+        if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+            for e in env {
+                let is_ns = e
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| n.ends_with("NAMESPACE"));
+                if let Some(v) = e.get_mut("value")
+                    && is_ns
+                    && v.as_str() == Some(DOCUMENTED_NAMESPACE)
+                {
+                    *v = Value::String(namespace.to_string());
+                }
+            }
+        }
+    });
+}
+
+/// Replaces the documented posture-farm image in every container.
+fn set_image(doc: &mut Value, documented: &str, image: &str) {
+    for_each_container(doc, |c| {
+        if let Some(v) = c.get_mut("image")
+            && v.as_str() == Some(documented)
+        {
+            *v = Value::String(image.to_string());
+        }
+    });
+}
+
+/// Adds the ownership label to the object and to its pod template, so `down`
+/// finds both the object and the pods it spawns.
+fn add_managed_label(doc: &mut Value) {
+    fn label(meta: &mut Value) {
+        let Some(meta) = meta.as_object_mut() else {
+            return;
+        };
+        let labels = meta.entry("labels").or_insert_with(|| json!({}));
+        if let Some(labels) = labels.as_object_mut() {
+            labels
+                .entry(MANAGED_BY_LABEL)
+                .or_insert_with(|| Value::String(MANAGED_BY_VALUE.to_string()));
+        }
+    }
+    if let Some(meta) = doc.get_mut("metadata") {
+        label(meta);
+    }
+    if let Some(template) = pod_spec_mut(doc) {
+        let meta = template
+            .as_object_mut()
+            .map(|t| t.entry("metadata").or_insert_with(|| json!({})));
+        if let Some(meta) = meta {
+            label(meta);
+        }
+    }
+}
+
+/// The Secret the workloads' containers read (via `secretKeyRef` or
+/// `envFrom.secretRef`), if any.
+fn referenced_secret(workloads: &[(Source, String, Value)]) -> Option<String> {
+    workloads.iter().find_map(|(_, _, doc)| {
+        containers(doc).into_iter().find_map(|c| {
+            let from_env = c.get("env").and_then(Value::as_array).and_then(|env| {
+                env.iter().find_map(|e| {
+                    e.pointer("/valueFrom/secretKeyRef/name")
+                        .and_then(Value::as_str)
+                })
+            });
+            let from_env_from = c.get("envFrom").and_then(Value::as_array).and_then(|list| {
+                list.iter()
+                    .find_map(|e| e.pointer("/secretRef/name").and_then(Value::as_str))
+            });
+            from_env.or(from_env_from).map(str::to_string)
+        })
+    })
+}
+
+fn topic_of(doc: &Value) -> Option<String> {
+    containers(doc).into_iter().find_map(|c| {
+        c.get("env").and_then(Value::as_array).and_then(|env| {
+            env.iter().find_map(|e| {
+                (e.get("name").and_then(Value::as_str) == Some(TOPIC_ENV))
+                    .then(|| e.get("value").and_then(Value::as_str).map(str::to_string))
+                    .flatten()
+            })
+        })
+    })
+}
+
+fn set_topic(doc: &mut Value, topic: &str) {
+    for_each_container(doc, |c| {
+        if let Some(env) = c.get_mut("env").and_then(Value::as_array_mut) {
+            for e in env {
+                if e.get("name").and_then(Value::as_str) == Some(TOPIC_ENV) {
+                    e["value"] = Value::String(topic.to_string());
+                }
+            }
+        }
+    });
+}
+
+/// Replaces every string equal to `from` anywhere in `v` by `to` (names of a
+/// cloned camera workload appear in labels, container names, file paths).
+fn replace_strings(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) if s == from => *s = to.to_string(),
+        Value::Array(a) => a.iter_mut().for_each(|x| replace_strings(x, from, to)),
+        Value::Object(o) => o.values_mut().for_each(|x| replace_strings(x, from, to)),
+        _ => {}
+    }
+}
+
+/// Produces one workload per camera. Camera `i` uses the `i`-th documented
+/// workload when there is one; beyond that, a copy of the first with name
+/// `<first>-<i>` and topic `<first topic>-<i>`. `--topics` overrides topics.
+fn expand_cameras(
+    docs: Vec<(Source, String, Value)>,
+    opts: &RenderOptions,
+) -> Result<Vec<(Source, String, Value)>, OpsError> {
+    let Some(first) = docs.first().cloned() else {
+        return Ok(docs);
+    };
+    let cameras = match (opts.cameras, opts.topics.len()) {
+        (Some(n), t) if t > 0 && t != n => {
+            return Err(OpsError::manifest(
+                "cameras",
+                format!("--cameras {n} but {t} topics given; give one topic per camera"),
+            ));
+        }
+        (Some(n), _) => n,
+        (None, 0) => docs.len(),
+        (None, t) => t,
+    };
+    if cameras == 0 {
+        return Err(OpsError::manifest(
+            "cameras",
+            "at least one camera is needed",
+        ));
+    }
+    let (source, origin, base) = first;
+    let base_name = base
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let base_topic = topic_of(&base);
+    let mut out = Vec::with_capacity(cameras);
+    for i in 0..cameras {
+        let mut item = match docs.get(i) {
+            Some(doc) => doc.clone(),
+            None => {
+                let mut doc = base.clone();
+                let name = format!("{base_name}-{i}");
+                replace_strings(&mut doc, &base_name, &name);
+                if let Some(topic) = &base_topic {
+                    set_topic(&mut doc, &format!("{topic}-{i}"));
+                }
+                (source, format!("{origin} (camera {i})"), doc)
+            }
+        };
+        if let Some(topic) = opts.topics.get(i) {
+            if topic_of(&item.2).is_none() {
+                return Err(OpsError::manifest(
+                    &item.1,
+                    format!("has no {TOPIC_ENV} env var to set the topic in"),
+                ));
+            }
+            set_topic(&mut item.2, topic);
+        }
+        out.push(item);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SCHED: &str = r#"
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: rr-scheduler
+  namespace: kube-system
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: rr-scheduler
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: rr-scheduler}
+subjects:
+- {kind: ServiceAccount, name: rr-scheduler, namespace: kube-system}
+- {kind: ServiceAccount, name: balancer, namespace: default}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: rr-scheduler, namespace: kube-system}
+spec:
+  selector: {matchLabels: {app: rr-scheduler}}
+  template:
+    metadata: {labels: {app: rr-scheduler}}
+    spec:
+      containers:
+      - name: scheduler
+        image: example/posture-farm:latest
+        env:
+        - {name: POD_NAMESPACE, value: default}
+"#;
+
+    const JOBS: &str = r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {name: posture-pi1, namespace: default, labels: {app: posture}}
+spec:
+  template:
+    metadata: {labels: {app: posture, camera: posture-pi1}}
+    spec:
+      schedulerName: rr-scheduler
+      restartPolicy: Never
+      containers:
+      - name: analyzer
+        image: example/posture-farm:latest
+        env:
+        - {name: MQTT_TOPIC, value: camera/pi1}
+        - name: DATABASE_URL
+          valueFrom: {secretKeyRef: {name: posture-db, key: DATABASE_URL, optional: true}}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: posture-pi1-1, namespace: default, labels: {app: posture}}
+spec:
+  template:
+    metadata: {labels: {app: posture, camera: posture-pi1-1}}
+    spec:
+      schedulerName: rr-scheduler
+      restartPolicy: Never
+      containers:
+      - name: analyzer
+        image: example/posture-farm:latest
+        env:
+        - {name: MQTT_TOPIC, value: camera/pi1-1}
+"#;
+
+    fn files() -> Vec<EmbeddedFile> {
+        vec![
+            EmbeddedFile {
+                path: "sched.yaml",
+                source: Source::Scheduler,
+                text: SCHED,
+            },
+            EmbeddedFile {
+                path: "jobs.yaml",
+                source: Source::Jobs,
+                text: JOBS,
+            },
+        ]
+    }
+
+    fn names(r: &Rendered) -> Vec<String> {
+        r.plan.objects.iter().map(PlannedObject::describe).collect()
+    }
+
+    #[test]
+    fn defaults_reproduce_the_files_plus_the_ownership_label() {
+        let r = render(&files(), &RenderOptions::default()).expect("renders");
+        let mut expected: Vec<Value> = files()
+            .iter()
+            .flat_map(|f| parse_file(f).expect("parses"))
+            .collect();
+        expected.iter_mut().for_each(add_managed_label);
+        let got: Vec<Value> = r.plan.objects.iter().map(|o| o.object.clone()).collect();
+        // Order is by stage, which here is file order.
+        assert_eq!(got, expected);
+        assert_eq!(
+            r.warnings.len(),
+            1,
+            "no DB env: the referenced Secret is reported"
+        );
+    }
+
+    #[test]
+    fn namespace_image_and_secret_are_rendered() {
+        let opts = RenderOptions {
+            namespace: Some("posture".into()),
+            image: Some("reg.example/pf:v2".into()),
+            db: Some(DbCredentials {
+                database_url: "postgres://u:p@h:5432/d".into(),
+            }),
+            ..RenderOptions::default()
+        };
+        let r = render(&files(), &opts).expect("renders");
+        assert_eq!(
+            names(&r),
+            [
+                "Namespace posture",
+                "ServiceAccount kube-system/rr-scheduler",
+                "ClusterRoleBinding rr-scheduler",
+                "Secret posture/posture-db",
+                "Deployment kube-system/rr-scheduler",
+                "Job posture/posture-pi1",
+                "Job posture/posture-pi1-1",
+            ]
+        );
+        let crb = &r.plan.objects[2].object;
+        assert_eq!(crb["subjects"][0]["namespace"], "kube-system");
+        assert_eq!(crb["subjects"][1]["namespace"], "posture");
+        let dep = &r.plan.objects[4].object;
+        assert_eq!(
+            dep.pointer("/spec/template/spec/containers/0/image"),
+            Some(&json!("reg.example/pf:v2"))
+        );
+        assert_eq!(
+            dep.pointer("/spec/template/spec/containers/0/env/0/value"),
+            Some(&json!("posture"))
+        );
+        assert_eq!(
+            dep.pointer("/spec/template/metadata/labels/app.kubernetes.io~1managed-by"),
+            Some(&json!("posture-farm"))
+        );
+        let secret = &r.plan.objects[3].object;
+        // base64 of the URL, never the plain text in a file.
+        assert_eq!(
+            secret.pointer("/data/DATABASE_URL"),
+            Some(&json!("cG9zdGdyZXM6Ly91OnBAaDo1NDMyL2Q="))
+        );
+        assert!(r.warnings.is_empty());
+    }
+
+    #[test]
+    fn cameras_beyond_the_documented_ones_are_cloned_from_the_first() {
+        let opts = RenderOptions {
+            cameras: Some(3),
+            ..RenderOptions::default()
+        };
+        let r = render(&files(), &opts).expect("renders");
+        let jobs: Vec<&PlannedObject> = r
+            .plan
+            .objects
+            .iter()
+            .filter(|o| o.kind_name() == "Job")
+            .collect();
+        assert_eq!(jobs.len(), 3);
+        assert_eq!(jobs[2].name(), "posture-pi1-2");
+        assert_eq!(topic_of(&jobs[1].object).as_deref(), Some("camera/pi1-1"));
+        assert_eq!(topic_of(&jobs[2].object).as_deref(), Some("camera/pi1-2"));
+        assert_eq!(
+            jobs[2]
+                .object
+                .pointer("/spec/template/metadata/labels/camera"),
+            Some(&json!("posture-pi1-2"))
+        );
+
+        let opts = RenderOptions {
+            cameras: Some(1),
+            ..RenderOptions::default()
+        };
+        let r = render(&files(), &opts).expect("renders");
+        assert_eq!(r.plan.workload_names("Job"), ["posture-pi1"]);
+    }
+
+    #[test]
+    fn topics_set_the_camera_count_and_must_agree_with_cameras() {
+        let opts = RenderOptions {
+            topics: vec!["a".into(), "b".into(), "c".into()],
+            ..RenderOptions::default()
+        };
+        let r = render(&files(), &opts).expect("renders");
+        let topics: Vec<Option<String>> = r
+            .plan
+            .stage(super::super::plan::Stage::Workloads)
+            .map(|o| topic_of(&o.object))
+            .collect();
+        assert_eq!(
+            topics,
+            [Some("a".into()), Some("b".into()), Some("c".into())]
+        );
+
+        let opts = RenderOptions {
+            cameras: Some(2),
+            topics: vec!["a".into()],
+            ..RenderOptions::default()
+        };
+        let err = render(&files(), &opts).expect_err("mismatch");
+        assert!(err.to_string().contains("one topic per camera"), "{err}");
+        let opts = RenderOptions {
+            cameras: Some(0),
+            ..RenderOptions::default()
+        };
+        assert!(render(&files(), &opts).is_err());
+    }
+
+    #[test]
+    fn db_credentials_from_parts_are_url_encoded_and_partial_sets_fail() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        let db = DbCredentials::from_env(env(&[
+            ("DB_HOST", "db"),
+            ("DB_PORT", "5432"),
+            ("DB_NAME", "posture"),
+            ("DB_USER", "pf"),
+            ("DB_PASSWORD", "p@ss:w/rd"),
+        ]))
+        .expect("complete")
+        .expect("set");
+        assert_eq!(
+            db.database_url,
+            "postgres://pf:p%40ss%3Aw%2Frd@db:5432/posture"
+        );
+        assert!(
+            !format!("{db:?}").contains("ss"),
+            "Debug must not leak the password"
+        );
+        assert_eq!(DbCredentials::from_env(env(&[])).expect("ok"), None);
+        let err = DbCredentials::from_env(env(&[("DB_HOST", "db")])).expect_err("partial");
+        assert!(err.to_string().contains("DB_PORT"), "{err}");
+        let url = DbCredentials::from_env(env(&[
+            ("DATABASE_URL", "postgres://x"),
+            ("DB_HOST", "ignored"),
+        ]));
+        assert_eq!(url.expect("ok").expect("set").database_url, "postgres://x");
+    }
+
+    #[test]
+    fn keda_mode_pins_scaled_jobs_with_node_affinity() {
+        const KEDA: &str = r#"
+apiVersion: keda.sh/v1alpha1
+kind: ScaledJob
+metadata: {name: posture-pi1, namespace: default}
+spec:
+  jobTargetRef:
+    template:
+      spec:
+        containers:
+        - {name: analyzer, image: example/posture-farm:latest, env: [{name: MQTT_TOPIC, value: camera/pi1}]}
+  triggers:
+  - {type: external, metadata: {scalerAddress: "posture-scaler.default:50051"}}
+"#;
+        let mut files = files();
+        files.push(EmbeddedFile {
+            path: "keda.yaml",
+            source: Source::Keda,
+            text: KEDA,
+        });
+        let opts = RenderOptions {
+            mode: Mode::Keda,
+            cameras: Some(2),
+            ..RenderOptions::default()
+        };
+        let mut r = render(&files, &opts).expect("renders");
+        assert!(
+            r.plan.workload_names("Job").is_empty(),
+            "no round-robin Jobs in KEDA mode"
+        );
+        let names = r.plan.workload_names("ScaledJob");
+        assert_eq!(names, ["posture-pi1", "posture-pi1-1"]);
+        let placement = BTreeMap::from([("posture-pi1".to_string(), "orin".to_string())]);
+        assign_nodes(&mut r.plan, &placement);
+        let sj = r
+            .plan
+            .objects
+            .iter()
+            .find(|o| o.name() == "posture-pi1" && o.kind_name() == "ScaledJob")
+            .expect("present");
+        assert_eq!(
+            sj.object.pointer("/spec/jobTargetRef/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions/0/values/0"),
+            Some(&json!("orin"))
+        );
+    }
+}

@@ -1,0 +1,109 @@
+//! Operations: what `posture-farm up`, `down` and `status` do to a cluster.
+//!
+//! Deciding is separated from acting. The pure half renders the manifests
+//! documented in `deploy/` (embedded at compile time, so what `up` applies is
+//! by construction what the repository documents), orders them into an apply
+//! plan and summarises cluster state for `status`. The I/O half is thin: it
+//! server-side-applies each planned object with the field manager
+//! [`FIELD_MANAGER`], taints the control-plane node, labels GPU nodes, waits
+//! for readiness, collects results from analyzer pods and deletes — only ever
+//! objects carrying the [`MANAGED_BY_LABEL`] label that `up` puts on
+//! everything it creates.
+//!
+//! ```text
+//!  deploy/*.yaml (include_str!) ─► manifests::render ─► plan::ApplyPlan (ordered stages)
+//!                                                            │
+//!  nodes::taint_master / label_gpu_nodes ◄── up ─────────────┼─► apply::apply_plan (SSA, unchanged/configured/created)
+//!                                                            └─► wait::wait_ready (Deployments available, pods scheduled)
+//!  down: collect::collect_results (exec tar) ─► teardown::teardown (Jobs → Pods → [purge] …) ─► nodes::untaint
+//!  status: status::gather ─► status::StatusReport (pure summary)
+//! ```
+
+pub mod apply;
+pub mod manifests;
+pub mod nodes;
+pub mod plan;
+pub mod status;
+pub mod wait;
+
+/// Field manager for every server-side apply `up` performs. Re-applying the
+/// same content with the same manager is a no-op on the API server, which is
+/// what makes `up` idempotent.
+pub const FIELD_MANAGER: &str = "posture-farm";
+
+/// Label key put on every object `up` creates; `down` and `status` select by it.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+
+/// Value of [`MANAGED_BY_LABEL`] on objects `up` creates.
+pub const MANAGED_BY_VALUE: &str = "posture-farm";
+
+/// The label selector matching everything `up` created.
+pub fn managed_selector() -> String {
+    format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}")
+}
+
+/// Why an operation on the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpsError {
+    /// An embedded or rendered manifest could not be understood.
+    #[error("manifest {what}: {reason}")]
+    Manifest {
+        /// Which document (file name and index, or object name).
+        what: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// A YAML document failed to parse.
+    #[error("cannot parse YAML in {file}")]
+    Yaml {
+        /// The embedded file.
+        file: String,
+        #[source]
+        source: Box<serde_saphyr::Error>,
+    },
+    /// A call to the Kubernetes API failed.
+    #[error("{action}")]
+    Kube {
+        /// What was being done, e.g. `apply Deployment kube-system/rr-scheduler`.
+        action: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Waiting for readiness ran past its deadline.
+    #[error("timed out after {seconds}s waiting for {what}")]
+    Timeout {
+        /// What was not ready.
+        what: String,
+        /// The limit that was exceeded.
+        seconds: u64,
+    },
+    /// Writing collected results to disk failed.
+    #[error("cannot write results to {path}")]
+    Io {
+        /// The local path.
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl OpsError {
+    pub(crate) fn kube(action: impl Into<String>, source: kube::Error) -> Self {
+        Self::Kube {
+            action: action.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn manifest(what: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self::Manifest {
+            what: what.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Whether an API error is a 404 Not Found.
+pub(crate) fn is_not_found(err: &kube::Error) -> bool {
+    matches!(err, kube::Error::Api(status) if status.code == 404)
+}

@@ -1,0 +1,437 @@
+//! Node preparation: keep analyzers off the control-plane node with a taint,
+//! and label GPU nodes `gpu-node=<name>` (the label node affinity and the
+//! GPU-aware policies rely on).
+//!
+//! The taint is posture-farm's own, [`MASTER_TAINT_KEY`]`:NoSchedule`, not
+//! the kubeadm `node-role.kubernetes.io/control-plane` taint: `down` removes
+//! exactly what `up` added and never a taint the cluster installer put there
+//! (K3s does not taint its server at all, kubeadm does). Our schedulers and
+//! the default scheduler both honour any NoSchedule taint.
+//!
+//! `spec.taints` is an atomic list for server-side apply (applying it would
+//! replace other managers' taints), so taints are changed with a JSON merge
+//! patch of the full list carrying the `resourceVersion` read just before, so
+//! a concurrent change makes the API server answer 409 instead of losing it.
+//! A GPU label `up` adds is marked by [`LABELLED_ANNOTATION`] so
+//! `down --purge` removes only labels it added.
+
+use k8s_openapi::api::core::v1::{Node, Taint};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::OpsError;
+
+/// The node label placement relies on; its value is the node's name.
+pub const GPU_NODE_LABEL: &str = "gpu-node";
+
+/// Key of the taint `up` puts on control-plane nodes (effect NoSchedule).
+pub const MASTER_TAINT_KEY: &str = "posture-farm/control-plane";
+
+/// Annotation marking that `up` (not the operator) set [`GPU_NODE_LABEL`].
+pub const LABELLED_ANNOTATION: &str = "posture-farm/gpu-node-labelled";
+
+/// Labels that identify a control-plane node (current and legacy spelling).
+pub const CONTROL_PLANE_LABELS: [&str; 2] = [
+    "node-role.kubernetes.io/control-plane",
+    "node-role.kubernetes.io/master",
+];
+
+/// What happened to one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeChange {
+    /// The node.
+    pub node: String,
+    /// What was done, e.g. `tainted`, `labelled gpu-node=orin`.
+    pub action: String,
+    /// False when the node already was as wanted (nothing sent).
+    pub changed: bool,
+}
+
+fn name_of(node: &Node) -> &str {
+    node.metadata.name.as_deref().unwrap_or_default()
+}
+
+/// Whether a node carries a control-plane role label.
+pub fn is_control_plane(node: &Node) -> bool {
+    node.metadata
+        .labels
+        .as_ref()
+        .is_some_and(|l| CONTROL_PLANE_LABELS.iter().any(|k| l.contains_key(*k)))
+}
+
+/// The nodes to taint: `explicit` (`--master`) when given, else every node
+/// with a control-plane label.
+pub fn masters(nodes: &[Node], explicit: Option<&str>) -> Vec<String> {
+    match explicit {
+        Some(name) => vec![name.to_string()],
+        None => nodes
+            .iter()
+            .filter(|n| is_control_plane(n))
+            .map(|n| name_of(n).to_string())
+            .collect(),
+    }
+}
+
+/// The GPU nodes: `explicit` (`--gpu-nodes`) when given, else every node that
+/// is not a master.
+pub fn gpu_nodes(nodes: &[Node], masters: &[String], explicit: &[String]) -> Vec<String> {
+    if !explicit.is_empty() {
+        return explicit.to_vec();
+    }
+    nodes
+        .iter()
+        .map(|n| name_of(n).to_string())
+        .filter(|n| !masters.contains(n))
+        .collect()
+}
+
+fn our_taint() -> Taint {
+    Taint {
+        key: MASTER_TAINT_KEY.to_string(),
+        effect: "NoSchedule".to_string(),
+        value: None,
+        time_added: None,
+    }
+}
+
+/// The node's taints with ours added; `None` when it is already there.
+pub fn with_taint(taints: &[Taint]) -> Option<Vec<Taint>> {
+    if taints
+        .iter()
+        .any(|t| t.key == MASTER_TAINT_KEY && t.effect == "NoSchedule")
+    {
+        return None;
+    }
+    let mut out = taints.to_vec();
+    out.push(our_taint());
+    Some(out)
+}
+
+/// The node's taints with ours removed; `None` when it is not there.
+pub fn without_taint(taints: &[Taint]) -> Option<Vec<Taint>> {
+    if !taints.iter().any(|t| t.key == MASTER_TAINT_KEY) {
+        return None;
+    }
+    Some(
+        taints
+            .iter()
+            .filter(|t| t.key != MASTER_TAINT_KEY)
+            .cloned()
+            .collect(),
+    )
+}
+
+fn taints_of(node: &Node) -> &[Taint] {
+    node.spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default()
+}
+
+/// Lists every node.
+pub async fn list_nodes(client: &Client) -> Result<Vec<Node>, OpsError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let list = api
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| OpsError::kube("list nodes", e))?;
+    Ok(list.items)
+}
+
+async fn patch_taints(api: &Api<Node>, node: &Node, taints: Vec<Taint>) -> Result<(), OpsError> {
+    let name = name_of(node);
+    let patch = json!({
+        "metadata": {"resourceVersion": node.metadata.resource_version},
+        "spec": {"taints": taints},
+    });
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| OpsError::kube(format!("patch taints of node {name}"), e))?;
+    Ok(())
+}
+
+/// Adds the posture taint to each named node (idempotent).
+pub async fn taint(
+    client: &Client,
+    nodes: &[Node],
+    names: &[String],
+) -> Result<Vec<NodeChange>, OpsError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut changes = Vec::new();
+    for name in names {
+        let node = nodes.iter().find(|n| name_of(n) == name).ok_or_else(|| {
+            OpsError::manifest(
+                format!("node {name}"),
+                "no such node in the cluster (check --master)",
+            )
+        })?;
+        let changed = match with_taint(taints_of(node)) {
+            Some(taints) => {
+                patch_taints(&api, node, taints).await?;
+                true
+            }
+            None => false,
+        };
+        tracing::info!(node = %name, changed, taint = MASTER_TAINT_KEY, "master tainted");
+        changes.push(NodeChange {
+            node: name.clone(),
+            action: format!("tainted {MASTER_TAINT_KEY}:NoSchedule"),
+            changed,
+        });
+    }
+    Ok(changes)
+}
+
+/// Removes the posture taint from every node that carries it.
+pub async fn untaint_all(client: &Client) -> Result<Vec<NodeChange>, OpsError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let nodes = list_nodes(client).await?;
+    let mut changes = Vec::new();
+    for node in &nodes {
+        if let Some(taints) = without_taint(taints_of(node)) {
+            patch_taints(&api, node, taints).await?;
+            tracing::info!(node = %name_of(node), taint = MASTER_TAINT_KEY, "master untainted");
+            changes.push(NodeChange {
+                node: name_of(node).to_string(),
+                action: format!("untainted {MASTER_TAINT_KEY}"),
+                changed: true,
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// Labels each named node `gpu-node=<name>` (idempotent); marks labels it adds.
+pub async fn label_gpu_nodes(
+    client: &Client,
+    nodes: &[Node],
+    names: &[String],
+) -> Result<Vec<NodeChange>, OpsError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let mut changes = Vec::new();
+    for name in names {
+        let node = nodes.iter().find(|n| name_of(n) == name).ok_or_else(|| {
+            OpsError::manifest(
+                format!("node {name}"),
+                "no such node in the cluster (check --gpu-nodes)",
+            )
+        })?;
+        let current = node
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(GPU_NODE_LABEL));
+        let changed = current.map(String::as_str) != Some(name.as_str());
+        if changed {
+            let patch = json!({"metadata": {
+                "labels": {GPU_NODE_LABEL: name},
+                "annotations": {LABELLED_ANNOTATION: "true"},
+            }});
+            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| OpsError::kube(format!("label node {name}"), e))?;
+        }
+        changes.push(NodeChange {
+            node: name.clone(),
+            action: format!("labelled {GPU_NODE_LABEL}={name}"),
+            changed,
+        });
+    }
+    Ok(changes)
+}
+
+/// Removes `gpu-node` labels that `up` added (those with [`LABELLED_ANNOTATION`]).
+pub async fn unlabel_gpu_nodes(client: &Client) -> Result<Vec<NodeChange>, OpsError> {
+    let api: Api<Node> = Api::all(client.clone());
+    let lp = ListParams::default().labels(GPU_NODE_LABEL);
+    let nodes = api
+        .list(&lp)
+        .await
+        .map_err(|e| OpsError::kube("list GPU nodes", e))?;
+    let mut changes = Vec::new();
+    for node in &nodes.items {
+        let ours = node
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key(LABELLED_ANNOTATION));
+        if !ours {
+            continue;
+        }
+        let name = name_of(node);
+        let patch = json!({"metadata": {"labels": {GPU_NODE_LABEL: null}, "annotations": {LABELLED_ANNOTATION: null}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(|e| OpsError::kube(format!("unlabel node {name}"), e))?;
+        changes.push(NodeChange {
+            node: name.to_string(),
+            action: format!("removed label {GPU_NODE_LABEL}"),
+            changed: true,
+        });
+    }
+    Ok(changes)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::test_support::ApiMock;
+    use serde_json::Value;
+
+    pub(crate) fn node_json(name: &str, labels: Value, taints: Value) -> Value {
+        json!({
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": name, "resourceVersion": "100", "labels": labels},
+            "spec": {"taints": taints},
+        })
+    }
+
+    fn node(name: &str, labels: Value, taints: Value) -> Node {
+        serde_json::from_value(node_json(name, labels, taints)).expect("valid node")
+    }
+
+    #[test]
+    fn masters_are_detected_by_role_labels_or_named() {
+        let nodes = vec![
+            node(
+                "nuc",
+                json!({"node-role.kubernetes.io/control-plane": "true"}),
+                json!([]),
+            ),
+            node(
+                "old",
+                json!({"node-role.kubernetes.io/master": ""}),
+                json!([]),
+            ),
+            node("orin", json!({}), json!([])),
+        ];
+        assert_eq!(masters(&nodes, None), ["nuc", "old"]);
+        assert_eq!(masters(&nodes, Some("orin")), ["orin"]);
+        let m = masters(&nodes, None);
+        assert_eq!(gpu_nodes(&nodes, &m, &[]), ["orin"]);
+        assert_eq!(gpu_nodes(&nodes, &m, &["nuc".to_string()]), ["nuc"]);
+    }
+
+    #[test]
+    fn taint_is_added_once_and_removed_without_touching_others() {
+        let kubeadm = Taint {
+            key: "node-role.kubernetes.io/control-plane".into(),
+            effect: "NoSchedule".into(),
+            ..Taint::default()
+        };
+        let added = with_taint(std::slice::from_ref(&kubeadm)).expect("added");
+        assert_eq!(added.len(), 2);
+        assert_eq!(with_taint(&added), None, "idempotent");
+        assert_eq!(without_taint(&added), Some(vec![kubeadm.clone()]));
+        assert_eq!(
+            without_taint(&[kubeadm]),
+            None,
+            "never removes a taint it did not add"
+        );
+    }
+
+    #[tokio::test]
+    async fn taint_sends_full_list_with_resource_version_and_skips_tainted_nodes() {
+        let (client, mut mock) = ApiMock::new();
+        let nodes = vec![
+            node(
+                "nuc",
+                json!({}),
+                json!([{"key": "other", "effect": "NoExecute"}]),
+            ),
+            node(
+                "done",
+                json!({}),
+                json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}]),
+            ),
+        ];
+        let task = tokio::spawn(async move {
+            taint(&client, &nodes, &["nuc".to_string(), "done".to_string()]).await
+        });
+        let req = mock.next().await;
+        assert_eq!(req.method, "PATCH");
+        assert_eq!(req.path, "/api/v1/nodes/nuc");
+        assert_eq!(req.content_type, "application/merge-patch+json");
+        assert_eq!(
+            req.body,
+            json!({"metadata": {"resourceVersion": "100"}, "spec": {"taints": [
+                {"key": "other", "effect": "NoExecute"},
+                {"key": MASTER_TAINT_KEY, "effect": "NoSchedule"},
+            ]}})
+        );
+        req.respond(200, node_json("nuc", json!({}), json!([])));
+        let changes = task.await.expect("joins").expect("ok");
+        assert_eq!(
+            changes.iter().map(|c| c.changed).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_master_is_a_clear_error() {
+        let (client, _mock) = ApiMock::new();
+        let err = taint(&client, &[], &["ghost".to_string()])
+            .await
+            .expect_err("no node");
+        assert!(err.to_string().contains("--master"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn untaint_all_patches_only_nodes_with_our_taint() {
+        let (client, mut mock) = ApiMock::new();
+        let task = tokio::spawn(async move { untaint_all(&client).await });
+        let req = mock.next().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("GET", "/api/v1/nodes")
+        );
+        req.respond(200, json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
+            node_json("nuc", json!({}), json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}, {"key": "keep", "effect": "NoSchedule"}])),
+            node_json("orin", json!({}), json!([{"key": "keep", "effect": "NoSchedule"}])),
+        ]}));
+        let req = mock.next().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("PATCH", "/api/v1/nodes/nuc")
+        );
+        assert_eq!(
+            req.body["spec"]["taints"],
+            json!([{"key": "keep", "effect": "NoSchedule"}])
+        );
+        req.respond(200, node_json("nuc", json!({}), json!([])));
+        let changes = task.await.expect("joins").expect("ok");
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].node, "nuc");
+    }
+
+    #[tokio::test]
+    async fn gpu_labels_are_set_once_and_marked() {
+        let (client, mut mock) = ApiMock::new();
+        let nodes = vec![
+            node("orin", json!({}), json!([])),
+            node("agx", json!({"gpu-node": "agx"}), json!([])),
+        ];
+        let task = tokio::spawn(async move {
+            label_gpu_nodes(&client, &nodes, &["orin".to_string(), "agx".to_string()]).await
+        });
+        let req = mock.next().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("PATCH", "/api/v1/nodes/orin")
+        );
+        assert_eq!(
+            req.body,
+            json!({"metadata": {"labels": {"gpu-node": "orin"}, "annotations": {LABELLED_ANNOTATION: "true"}}})
+        );
+        req.respond(
+            200,
+            node_json("orin", json!({"gpu-node": "orin"}), json!([])),
+        );
+        let changes = task.await.expect("joins").expect("ok");
+        assert_eq!(
+            changes.iter().map(|c| c.changed).collect::<Vec<_>>(),
+            [true, false]
+        );
+    }
+}
