@@ -1,0 +1,202 @@
+//! End-to-end: the real models on real photos, against MediaPipe Python's
+//! landmarks recorded in `tests/data/mediapipe_reference.json` by
+//! `scripts/models/record_reference.py`.
+//!
+//! Needs the models directory made by `scripts/setup-models.sh` (found via
+//! `POSTURE_MODELS_DIR`, else `<workspace>/models`). Without it these tests
+//! fail when `CI` is set and print a skip notice otherwise.
+
+use std::path::PathBuf;
+
+use posture_core::posture::landmark;
+use posture_pose::image::{self, Rgb, RgbImage};
+use posture_pose::{PoseConfig, PoseEstimator};
+
+fn models_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("POSTURE_MODELS_DIR") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
+    };
+    match posture_pose::check_models_dir(&dir) {
+        Ok(()) if dir.join("samples").is_dir() => Some(dir),
+        r => {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "CI is set but the pose models are missing ({r:?}); run scripts/setup-models.sh first"
+            );
+            eprintln!(
+                "SKIP: pose models not found in {} ({r:?}); run scripts/setup-models.sh",
+                dir.display()
+            );
+            None
+        }
+    }
+}
+
+fn estimator(dir: &std::path::Path) -> PoseEstimator {
+    PoseEstimator::load(&PoseConfig {
+        models_dir: dir.to_path_buf(),
+        ..PoseConfig::default()
+    })
+    .expect("load models")
+}
+
+fn reference() -> serde_json::Value {
+    serde_json::from_str(include_str!("data/mediapipe_reference.json")).expect("fixture is JSON")
+}
+
+fn load(dir: &std::path::Path, name: &str) -> RgbImage {
+    image::open(dir.join("samples").join(name))
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .to_rgb8()
+}
+
+const KEY_POINTS: [(usize, &str); 6] = [
+    (landmark::LEFT_EAR, "left ear"),
+    (landmark::RIGHT_EAR, "right ear"),
+    (landmark::LEFT_SHOULDER, "left shoulder"),
+    (landmark::RIGHT_SHOULDER, "right shoulder"),
+    (landmark::LEFT_HIP, "left hip"),
+    (landmark::RIGHT_HIP, "right hip"),
+];
+
+#[test]
+fn ear_shoulder_hip_match_mediapipe_python() {
+    let Some(dir) = models_dir() else { return };
+    let mut est = estimator(&dir);
+    let reference = reference();
+    let images = reference["images"].as_object().expect("images");
+    let mut compared = 0;
+    for (name, want) in images {
+        let img = load(&dir, name);
+        assert_eq!(
+            (img.width() as u64, img.height() as u64),
+            (
+                want["width"].as_u64().unwrap(),
+                want["height"].as_u64().unwrap()
+            )
+        );
+        let got = est.estimate(&img).expect("estimate");
+        let Some(want_lms) = want["landmarks"].as_array() else {
+            assert!(
+                got.is_none(),
+                "{name}: MediaPipe finds nobody, we found {got:?}"
+            );
+            continue;
+        };
+        let got = got.unwrap_or_else(|| panic!("{name}: MediaPipe finds a person, we do not"));
+        assert_eq!(got.landmarks.len(), landmark::COUNT);
+        // PNG decodes identically everywhere: we match MediaPipe to ~0.1 px.
+        // JPEG decoders differ (the image crate vs OpenCV's libjpeg-turbo) by
+        // a few grey levels. Measured on grace_hopper.jpg: MediaPipe run on
+        // the image crate's decode agrees with us to 0.02 px, and differs
+        // from MediaPipe on OpenCV's decode by up to 5.5 px (right shoulder).
+        let jpeg = !name.ends_with(".png");
+        let tolerance = if jpeg { 6.0 } else { 0.5 };
+        for (i, what) in KEY_POINTS {
+            let (wx, wy) = (
+                want_lms[i]["x"].as_f64().unwrap(),
+                want_lms[i]["y"].as_f64().unwrap(),
+            );
+            let (gx, gy) = (got.landmarks[i].x as f64, got.landmarks[i].y as f64);
+            let d = ((gx - wx).powi(2) + (gy - wy).powi(2)).sqrt();
+            let wv = want_lms[i]["visibility"].as_f64().unwrap();
+            eprintln!(
+                "{name} {what}: ours ({gx:.2}, {gy:.2}) mediapipe ({wx:.2}, {wy:.2}) off by {d:.2} px, visibility {wv}"
+            );
+            if jpeg && wv < 0.5 {
+                // Guessed positions of body parts outside a JPEG frame amplify
+                // the decoder difference; only PNGs pin those down.
+                continue;
+            }
+            assert!(
+                d <= tolerance,
+                "{name} {what}: off by {d:.2} px (> {tolerance})"
+            );
+            assert!(
+                (got.landmarks[i].visibility as f64 - wv).abs() < 0.05,
+                "{name} {what}: visibility {} vs {wv}",
+                got.landmarks[i].visibility
+            );
+            compared += 1;
+        }
+    }
+    assert!(compared >= 16, "compared only {compared} landmarks");
+}
+
+#[test]
+fn finds_people_in_photos_of_people() {
+    let Some(dir) = models_dir() else { return };
+    let mut est = estimator(&dir);
+    for name in ["astronaut.png", "camera.png", "grace_hopper.jpg"] {
+        let img = load(&dir, name);
+        let pose = est
+            .estimate(&img)
+            .expect("estimate")
+            .unwrap_or_else(|| panic!("{name}: nobody found"));
+        assert!(pose.score >= 0.5, "{name}: score {}", pose.score);
+        // The head is inside the picture and above the shoulders.
+        let nose = pose.landmarks[landmark::NOSE];
+        let shoulders_y = (pose.landmarks[landmark::LEFT_SHOULDER].y
+            + pose.landmarks[landmark::RIGHT_SHOULDER].y)
+            / 2.0;
+        assert!(
+            nose.x >= 0.0
+                && nose.x < img.width() as f32
+                && nose.y >= 0.0
+                && nose.y < img.height() as f32,
+            "{name}: nose {nose:?}"
+        );
+        assert!(nose.y < shoulders_y, "{name}: nose below shoulders");
+        assert!(
+            nose.visibility > 0.9,
+            "{name}: nose visibility {}",
+            nose.visibility
+        );
+    }
+}
+
+#[test]
+fn finds_nobody_where_there_is_nobody() {
+    let Some(dir) = models_dir() else { return };
+    let mut est = estimator(&dir);
+    assert!(
+        est.estimate(&load(&dir, "coffee.png"))
+            .expect("estimate")
+            .is_none(),
+        "a cup of coffee is not a person"
+    );
+    let grey = RgbImage::from_pixel(640, 480, Rgb([128, 128, 128]));
+    assert!(
+        est.estimate(&grey).expect("estimate").is_none(),
+        "blank image"
+    );
+    // Deterministic noise (xorshift), no RNG crate needed.
+    let mut s: u32 = 0x9e37_79b9;
+    let noise = RgbImage::from_fn(320, 240, |_, _| {
+        let mut px = [0u8; 3];
+        for p in &mut px {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            *p = (s >> 24) as u8;
+        }
+        Rgb(px)
+    });
+    assert!(est.estimate(&noise).expect("estimate").is_none(), "noise");
+}
+
+#[test]
+fn result_does_not_depend_on_previous_images() {
+    let Some(dir) = models_dir() else { return };
+    let mut est = estimator(&dir);
+    let a = load(&dir, "astronaut.png");
+    let first = est.estimate(&a).expect("estimate");
+    est.estimate(&load(&dir, "camera.png")).expect("estimate");
+    est.estimate(&RgbImage::new(10, 10)).expect("estimate");
+    assert_eq!(est.estimate(&a).expect("estimate"), first);
+    assert!(matches!(
+        est.estimate(&RgbImage::new(0, 0)),
+        Err(posture_pose::PoseError::EmptyImage)
+    ));
+}
