@@ -1,0 +1,287 @@
+//! The usage source against a real Prometheus (Debian `prometheus`) scraping
+//! a real `prometheus-node-exporter` whose textfile collector serves the GPU
+//! metric files this test writes.
+//!
+//! Checks: values appear (discovered by label and configured by
+//! instance + metric), change, turn stale when their series goes away or is
+//! NaN, Prometheus being stopped gives an error and a stale snapshot with the
+//! last good values, and the source recovers when Prometheus is back.
+//!
+//! Without the binaries the test fails when `CI` is set and is skipped
+//! otherwise (install: `apt-get install prometheus prometheus-node-exporter`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use posture_core::gpu::{GpuSnapshot, UsageState};
+use posture_gpu::config::{DEFAULT_QUERY_TEMPLATE, default_discover};
+use posture_gpu::{GpuConfig, GpuSource, PromClient, SourceSettings};
+use tokio::sync::watch;
+
+const PROMETHEUS: &str = "prometheus";
+const NODE_EXPORTER: &str = "prometheus-node-exporter";
+
+/// A spawned server, killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find(bin: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
+        .map(|d| d.join(bin))
+        .find(|p| p.is_file())
+}
+
+/// The binaries, or `None` with a skip notice (a failure under `CI`).
+fn binaries() -> Option<(PathBuf, PathBuf)> {
+    match (find(PROMETHEUS), find(NODE_EXPORTER)) {
+        (Some(p), Some(n)) => Some((p, n)),
+        _ => {
+            let msg = "prometheus and prometheus-node-exporter are not installed \
+                       (apt-get install prometheus prometheus-node-exporter)";
+            assert!(std::env::var_os("CI").is_none(), "{msg}");
+            eprintln!("SKIPPED: {msg}");
+            None
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn start_exporter(bin: &Path, port: u16, textfiles: &Path) -> Proc {
+    let child = Command::new(bin)
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .arg("--collector.disable-defaults")
+        .arg("--collector.textfile")
+        .arg(format!(
+            "--collector.textfile.directory={}",
+            textfiles.display()
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning node-exporter");
+    Proc(child)
+}
+
+fn start_prometheus(bin: &Path, port: u16, dir: &Path, exporter_port: u16) -> Proc {
+    let config = dir.join("prometheus.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
+        ),
+    )
+    .expect("writing prometheus.yml");
+    let data = dir.join("data");
+    let child = Command::new(bin)
+        .arg(format!("--config.file={}", config.display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawning prometheus");
+    Proc(child)
+}
+
+/// Writes the metric file atomically (the collector may read at any time).
+fn write_metrics(dir: &Path, text: &str) {
+    let tmp = dir.join("gpu.prom.tmp");
+    std::fs::write(&tmp, text).expect("writing metrics");
+    std::fs::rename(&tmp, dir.join("gpu.prom")).expect("renaming metrics");
+}
+
+/// Waits until a published snapshot satisfies `ok`, or panics with the last one.
+async fn wait_for(
+    rx: &mut watch::Receiver<GpuSnapshot>,
+    what: &str,
+    ok: impl Fn(&GpuSnapshot) -> bool,
+) -> GpuSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(45);
+    loop {
+        {
+            let s = rx.borrow_and_update();
+            if ok(&s) {
+                return s.clone();
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || tokio::time::timeout(left, rx.changed()).await.is_err() {
+            panic!(
+                "timed out waiting for {what}; last snapshot: {:#?}",
+                *rx.borrow()
+            );
+        }
+    }
+}
+
+fn state(s: &GpuSnapshot, node: &str) -> Option<UsageState> {
+    s.nodes.get(node).map(|u| u.state)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_a_real_prometheus_through_outages() {
+    let Some((prometheus, exporter)) = binaries() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let textfiles = tmp.path().join("textfiles");
+    std::fs::create_dir_all(&textfiles).unwrap();
+    let exporter_port = free_port();
+    // agx and xavier are discovered from their `node` label; orin exports a
+    // different metric without one and is configured by instance + metric.
+    write_metrics(
+        &textfiles,
+        "jetson_gpu_usage_percent{node=\"agx\"} 20\n\
+         jetson_gpu_usage_percent{node=\"xavier\"} 70\n\
+         jetson_orin_gpu_load_percent 35\n",
+    );
+    let _exporter = start_exporter(&exporter, exporter_port, &textfiles);
+    let prom_port = free_port();
+    let prom_dir = tmp.path().join("prom");
+    std::fs::create_dir_all(&prom_dir).unwrap();
+    let mut prom = Some(start_prometheus(
+        &prometheus,
+        prom_port,
+        &prom_dir,
+        exporter_port,
+    ));
+
+    let config = GpuConfig::parse(
+        &format!(
+            "nodes:\n  orin: {{ instance: \"127.0.0.1:{exporter_port}\", metric: jetson_orin_gpu_load_percent }}\n"
+        ),
+        "test",
+    )
+    .unwrap()
+    .resolve(DEFAULT_QUERY_TEMPLATE, default_discover(), &[])
+    .unwrap();
+    let client = PromClient::new(
+        &format!("http://127.0.0.1:{prom_port}"),
+        Duration::from_secs(2),
+    )
+    .unwrap();
+    let source = GpuSource::new(
+        client,
+        config,
+        SourceSettings {
+            poll_interval: Duration::from_millis(300),
+            stale_after: Duration::from_secs(10),
+        },
+    );
+    let (mut rx, _task) = source.spawn();
+
+    // Values appear, with the sample's own recent timestamp.
+    let s = wait_for(&mut rx, "three fresh nodes", |s| {
+        s.usage("agx") == Some(20.0)
+            && s.usage("orin") == Some(35.0)
+            && s.usage("xavier") == Some(70.0)
+    })
+    .await;
+    let agx = s.nodes["agx"].sample.unwrap();
+    assert!(
+        s.taken_at - agx.sampled_at < 5_000,
+        "sample time is the scrape's: {agx:?}"
+    );
+
+    // Values change.
+    write_metrics(
+        &textfiles,
+        "jetson_gpu_usage_percent{node=\"agx\"} 45\n\
+         jetson_gpu_usage_percent{node=\"xavier\"} 70\n\
+         jetson_orin_gpu_load_percent 35\n",
+    );
+    wait_for(&mut rx, "agx at 45 %", |s| s.usage("agx") == Some(45.0)).await;
+
+    // A series that goes away turns its node stale (last value kept); NaN
+    // and out-of-range values are refused the same way.
+    write_metrics(
+        &textfiles,
+        "jetson_gpu_usage_percent{node=\"agx\"} NaN\n\
+         jetson_orin_gpu_load_percent 135\n",
+    );
+    let s = wait_for(&mut rx, "xavier stale, agx NaN, orin out of range", |s| {
+        state(s, "xavier") == Some(UsageState::Stale)
+            && state(s, "agx") == Some(UsageState::Stale)
+            && state(s, "orin") == Some(UsageState::Stale)
+    })
+    .await;
+    assert_eq!(s.nodes["xavier"].sample.unwrap().usage_percent, 70.0);
+    assert_eq!(s.nodes["agx"].sample.unwrap().usage_percent, 45.0);
+    assert_eq!(s.nodes["agx"].error.as_deref(), Some("usage is NaN"));
+    assert!(
+        s.nodes["orin"]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("outside"),
+        "{s:#?}"
+    );
+    assert!(s.fresh().next().is_none());
+
+    write_metrics(
+        &textfiles,
+        "jetson_gpu_usage_percent{node=\"agx\"} 30\n\
+         jetson_orin_gpu_load_percent 40\n",
+    );
+    wait_for(&mut rx, "agx and orin fresh again", |s| {
+        s.usage("agx") == Some(30.0) && s.usage("orin") == Some(40.0)
+    })
+    .await;
+
+    // Prometheus stopped: an error per node, last good values kept, stale.
+    drop(prom.take());
+    let s = wait_for(&mut rx, "every node stale with Prometheus down", |s| {
+        ["agx", "orin", "xavier"]
+            .iter()
+            .all(|n| state(s, n) == Some(UsageState::Stale))
+            && s.nodes["agx"]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("unreachable"))
+    })
+    .await;
+    assert_eq!(s.nodes["agx"].sample.unwrap().usage_percent, 30.0);
+    assert!(
+        s.nodes["orin"]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("unreachable")
+    );
+
+    // Prometheus back (same port and data): the source recovers by itself,
+    // with samples scraped after the restart.
+    let restarted_at = posture_gpu::now_millis();
+    prom = Some(start_prometheus(
+        &prometheus,
+        prom_port,
+        &prom_dir,
+        exporter_port,
+    ));
+    wait_for(&mut rx, "recovery after restart", |s| {
+        s.usage("agx") == Some(30.0)
+            && s.usage("orin") == Some(40.0)
+            && s.nodes["agx"]
+                .sample
+                .is_some_and(|x| x.sampled_at >= restarted_at)
+    })
+    .await;
+    drop(prom);
+}
