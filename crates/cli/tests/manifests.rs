@@ -1,0 +1,212 @@
+//! Every manifest under `deploy/` must be a valid Kubernetes object: parsed
+//! into its typed `k8s-openapi` struct and serialised back without losing a
+//! field (an unknown or misspelt field would vanish in the round trip, so
+//! this rejects unknown fields). KEDA objects have no typed struct here:
+//! their embedded pod templates are checked the same way and the rest
+//! against the fields of KEDA's v2 ScaledJob schema.
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            yaml_files(&path, out);
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+            && path.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml")
+            && !path.components().any(|c| c.as_os_str() == "compose")
+        {
+            out.push(path);
+        }
+    }
+}
+
+/// Drops nulls and empty maps/lists the typed model omits when serialising.
+fn normalise(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), normalise(v)))
+                .filter(|(_, v)| !matches!(v, Value::Object(m) if m.is_empty()))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(normalise).collect()),
+        other => other.clone(),
+    }
+}
+
+/// First path where `a` has something `b` lacks or differs.
+fn diff(a: &Value, b: &Value, path: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x.iter().find_map(|(k, v)| match y.get(k) {
+            None => Some(format!("{path}.{k} (unknown field)")),
+            Some(w) => diff(v, w, &format!("{path}.{k}")),
+        }),
+        (Value::Array(x), Value::Array(y)) => {
+            if x.len() != y.len() {
+                return Some(format!("{path} (length)"));
+            }
+            x.iter()
+                .zip(y)
+                .enumerate()
+                .find_map(|(i, (v, w))| diff(v, w, &format!("{path}[{i}]")))
+        }
+        // Quantities and int-or-string may change representation.
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+            (n.to_string() != *s).then(|| format!("{path} ({n} vs {s:?})"))
+        }
+        _ => (a != b).then(|| format!("{path} ({a} vs {b})")),
+    }
+}
+
+fn round_trip<T: DeserializeOwned + serde::Serialize>(doc: &Value) -> Result<(), String> {
+    let typed: T = serde_json::from_value(doc.clone()).map_err(|e| format!("does not parse: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    match diff(&normalise(doc), &normalise(&back), "") {
+        None => Ok(()),
+        Some(d) => Err(format!("field lost in round trip: {d}")),
+    }
+}
+
+fn check_keda(doc: &Value) -> Result<(), String> {
+    use k8s_openapi::api::core::v1::PodTemplateSpec;
+    let kind = doc["kind"].as_str().unwrap_or_default();
+    let spec = doc.get("spec").ok_or("missing spec")?;
+    match kind {
+        "ScaledJob" => {
+            const KNOWN: &[&str] = &[
+                "jobTargetRef", "pollingInterval", "successfulJobsHistoryLimit",
+                "failedJobsHistoryLimit", "envSourceContainerName", "minReplicaCount",
+                "maxReplicaCount", "rolloutStrategy", "rollout", "scalingStrategy",
+                "triggers",
+            ];
+            for k in spec.as_object().ok_or("spec is not a map")?.keys() {
+                if !KNOWN.contains(&k.as_str()) {
+                    return Err(format!("spec.{k} is not a ScaledJob field"));
+                }
+            }
+            let template = &spec["jobTargetRef"]["template"];
+            round_trip::<PodTemplateSpec>(template).map_err(|e| format!("jobTargetRef.template: {e}"))?;
+            let triggers = spec["triggers"].as_array().ok_or("spec.triggers must be a list")?;
+            for t in triggers {
+                if t["type"].as_str().is_none() {
+                    return Err("every trigger needs a type".into());
+                }
+                if t["type"] == "external" && t["metadata"]["scalerAddress"].as_str().is_none() {
+                    return Err("external trigger without metadata.scalerAddress".into());
+                }
+            }
+            Ok(())
+        }
+        other => Err(format!("unexpected keda.sh kind {other}")),
+    }
+}
+
+fn check(doc: &Value) -> Result<(), String> {
+    use k8s_openapi::api::{apps, batch, core, networking, policy, rbac, scheduling};
+    let api_version = doc["apiVersion"].as_str().ok_or("missing apiVersion")?;
+    let kind = doc["kind"].as_str().ok_or("missing kind")?;
+    doc["metadata"]["name"].as_str().ok_or("missing metadata.name")?;
+    match (api_version, kind) {
+        ("v1", "ServiceAccount") => round_trip::<core::v1::ServiceAccount>(doc),
+        ("v1", "ConfigMap") => round_trip::<core::v1::ConfigMap>(doc),
+        ("v1", "Secret") => round_trip::<core::v1::Secret>(doc),
+        ("v1", "Service") => round_trip::<core::v1::Service>(doc),
+        ("v1", "Namespace") => round_trip::<core::v1::Namespace>(doc),
+        ("v1", "Pod") => round_trip::<core::v1::Pod>(doc),
+        ("apps/v1", "Deployment") => round_trip::<apps::v1::Deployment>(doc),
+        ("batch/v1", "Job") => round_trip::<batch::v1::Job>(doc),
+        ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<rbac::v1::ClusterRole>(doc),
+        ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
+            round_trip::<rbac::v1::ClusterRoleBinding>(doc)
+        }
+        ("rbac.authorization.k8s.io/v1", "Role") => round_trip::<rbac::v1::Role>(doc),
+        ("rbac.authorization.k8s.io/v1", "RoleBinding") => round_trip::<rbac::v1::RoleBinding>(doc),
+        ("networking.k8s.io/v1", "NetworkPolicy") => {
+            round_trip::<networking::v1::NetworkPolicy>(doc)
+        }
+        ("policy/v1", "PodDisruptionBudget") => round_trip::<policy::v1::PodDisruptionBudget>(doc),
+        ("scheduling.k8s.io/v1", "PriorityClass") => {
+            round_trip::<scheduling::v1::PriorityClass>(doc)
+        }
+        ("keda.sh/v1alpha1", _) => check_keda(doc),
+        other => Err(format!("no typed check for {other:?}: add one")),
+    }
+}
+
+#[test]
+fn every_manifest_in_deploy_is_a_valid_typed_object() {
+    let mut files = Vec::new();
+    yaml_files(&repo_root().join("deploy"), &mut files);
+    files.sort();
+    assert!(!files.is_empty(), "no manifests found under deploy/");
+    let mut problems = Vec::new();
+    let mut count = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let docs: Vec<Value> = match serde_saphyr::from_multiple(&text) {
+            Ok(d) => d,
+            Err(e) => {
+                problems.push(format!("{}: not YAML: {e}", file.display()));
+                continue;
+            }
+        };
+        for (i, doc) in docs.into_iter().enumerate() {
+            if doc.is_null() {
+                continue;
+            }
+            count += 1;
+            if let Err(e) = check(&doc) {
+                problems.push(format!(
+                    "{} document {i} ({} {}): {e}",
+                    file.display(),
+                    doc["kind"].as_str().unwrap_or("?"),
+                    doc["metadata"]["name"].as_str().unwrap_or("?")
+                ));
+            }
+        }
+    }
+    assert!(problems.is_empty(), "invalid manifests:\n{}", problems.join("\n"));
+    assert!(count >= 13, "expected at least the scheduler and ten Jobs, found {count} objects");
+}
+
+#[test]
+fn the_ten_round_robin_jobs_are_as_documented() {
+    let text = std::fs::read_to_string(repo_root().join("deploy/jobs/posture-jobs.yaml")).unwrap();
+    let docs: Vec<k8s_openapi::api::batch::v1::Job> = serde_saphyr::from_multiple(&text).unwrap();
+    let names: Vec<String> = docs.iter().filter_map(|j| j.metadata.name.clone()).collect();
+    let mut expected = vec!["posture-pi1".to_string()];
+    expected.extend((1..10).map(|i| format!("posture-pi1-{i}")));
+    assert_eq!(names, expected);
+    for job in &docs {
+        let spec = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
+        assert_eq!(spec.scheduler_name.as_deref(), Some("rr-scheduler"));
+        let labels = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        assert_eq!(labels.get("app").map(String::as_str), Some("posture"));
+        let env = spec.containers[0].env.as_ref().unwrap();
+        let topic = env.iter().find(|e| e.name == "MQTT_TOPIC").and_then(|e| e.value.clone());
+        let camera = job.metadata.name.as_ref().unwrap().trim_start_matches("posture-");
+        assert_eq!(topic, Some(format!("images/{camera}")));
+    }
+}
+
+#[test]
+fn the_round_trip_check_catches_unknown_fields() {
+    let doc: Value = serde_json::json!({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "x"},
+        "spec": {"template": {"spec": {"schedulerNmae": "rr-scheduler", "containers": []}}}
+    });
+    let err = check(&doc).unwrap_err();
+    assert!(err.contains("schedulerNmae"), "{err}");
+}
