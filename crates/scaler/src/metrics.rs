@@ -1,0 +1,64 @@
+//! What an operator watches on the scaler: how often KEDA calls it and with
+//! what result, the last activity answer per ScaledJob, and the spare GPU
+//! capacity reported.
+
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+/// Label set as (name, value) pairs; small and fixed per metric.
+type Labels = Vec<(String, String)>;
+
+/// Scaler metrics; cheap to clone (shared handles).
+#[derive(Clone, Debug, Default)]
+pub struct ScalerMetrics {
+    /// gRPC calls by method and status code.
+    pub requests: Family<Labels, Counter>,
+    /// Last IsActive answer (1/0) per ScaledJob (`namespace`, `name`).
+    pub active: Family<Labels, Gauge>,
+    /// Last spare capacity reported by GetMetrics, percentage points.
+    pub spare_capacity: Gauge<f64, AtomicU64>,
+}
+
+impl ScalerMetrics {
+    /// Registers the metrics in `registry` (the caller picks the prefix,
+    /// e.g. a `scaler` sub-registry).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "requests",
+            "gRPC calls from KEDA by method and status code",
+            self.requests.clone(),
+        );
+        registry.register(
+            "active",
+            "Last IsActive answer per ScaledJob (1 active, 0 inactive), after debounce",
+            self.active.clone(),
+        );
+        registry.register(
+            "spare_capacity_percent",
+            "Spare GPU capacity last reported to KEDA: sum over eligible nodes of max(0, 100 - usage)",
+            self.spare_capacity.clone(),
+        );
+    }
+
+    pub(crate) fn request(&self, method: &str, code: tonic::Code) {
+        self.requests
+            .get_or_create(&vec![
+                ("method".to_owned(), method.to_owned()),
+                ("code".to_owned(), format!("{code:?}")),
+            ])
+            .inc();
+    }
+
+    pub(crate) fn set_active(&self, namespace: &str, name: &str, active: bool) {
+        self.active
+            .get_or_create(&vec![
+                ("namespace".to_owned(), namespace.to_owned()),
+                ("name".to_owned(), name.to_owned()),
+            ])
+            .set(i64::from(active));
+    }
+}
