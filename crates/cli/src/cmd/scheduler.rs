@@ -10,25 +10,37 @@ use clap::{Args, ValueEnum};
 use posture_core::Profile;
 use posture_core::backoff::Backoff;
 use posture_core::policy::RoundRobin;
+use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+use posture_core::policy::priority::{CapacityMode, PriorityConfig, PriorityProfile};
 use posture_gpu::config::parse_duration;
 use posture_k8s::metrics::SchedulerMetrics;
 use posture_k8s::runtime::{KubeActuator, PodScope, RuntimeConfig, Scheduler, watch_streams};
 use prometheus_client::registry::Registry;
 
 use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
+use crate::cmd::gpu::GpuSourceArgs;
 
 /// Which scheduling policy the loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum ProfileKind {
     /// Next Ready node in order; per-node counts differ by at most one.
     RoundRobin,
+    /// Least GPU usage (from Prometheus) under a threshold; bursts spread by in-flight estimates.
+    GpuLeastLoaded,
+    /// Highest priority first, preemption of lower-priority pods, all-or-nothing gangs.
+    Priority,
 }
 
 /// Flags of `posture-farm scheduler`.
 #[derive(Debug, Args)]
 pub struct SchedulerArgs {
     /// Scheduling profile.
-    #[arg(long, env = "SCHEDULER_PROFILE", value_enum, default_value = "round-robin")]
+    #[arg(
+        long,
+        env = "SCHEDULER_PROFILE",
+        value_enum,
+        default_value = "round-robin"
+    )]
     pub profile: ProfileKind,
 
     /// `spec.schedulerName` this scheduler answers to.
@@ -71,6 +83,53 @@ pub struct SchedulerArgs {
     /// Address of /metrics, /healthz and /readyz.
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:10251")]
     pub admin_addr: SocketAddr,
+
+    /// gpu-least-loaded: nodes at or above this GPU usage (percent) are not used.
+    #[arg(
+        long,
+        env = "GPU_THRESHOLD",
+        default_value_t = 60.0,
+        help_heading = "GPU profile"
+    )]
+    pub gpu_threshold: f64,
+
+    /// gpu-least-loaded: estimated GPU load (percent) of a just-bound pod, counted
+    /// until fresh samples cover it.
+    #[arg(
+        long,
+        env = "GPU_INFLIGHT_LOAD",
+        default_value_t = 15.0,
+        help_heading = "GPU profile"
+    )]
+    pub gpu_inflight_load: f64,
+
+    /// gpu-least-loaded: longest time an in-flight estimate is kept.
+    #[arg(long, env = "GPU_INFLIGHT_WINDOW", default_value = "2m", value_parser = parse_duration, help_heading = "GPU profile")]
+    pub gpu_inflight_window: Duration,
+
+    #[command(
+        flatten,
+        next_help_heading = "GPU usage source (gpu-least-loaded profile)"
+    )]
+    pub gpu: GpuSourceArgs,
+
+    /// priority: how capacity is counted (`one-per-node` or `resource-fit`).
+    #[arg(
+        long,
+        env = "CAPACITY_MODE",
+        default_value = "one-per-node",
+        help_heading = "Priority profile"
+    )]
+    pub capacity: CapacityMode,
+
+    /// priority: never evict lower-priority pods.
+    #[arg(long, env = "NO_PREEMPTION", help_heading = "Priority profile")]
+    pub no_preemption: bool,
+
+    /// priority: a gang without `pod-group-min-member` is the members pending once
+    /// the newest is this old.
+    #[arg(long, env = "GANG_SETTLE", default_value = "5s", value_parser = parse_duration, help_heading = "Priority profile")]
+    pub gang_settle: Duration,
 }
 
 impl SchedulerArgs {
@@ -100,11 +159,36 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(SchedulerMetrics::register(&mut registry));
 
+    let mut gpu = None;
     let (profile, scope): (Box<dyn Profile>, PodScope) = match args.profile {
         ProfileKind::RoundRobin => (
             Box::new(RoundRobin::new(args.node_order.clone())),
             PodScope::Pending,
         ),
+        ProfileKind::GpuLeastLoaded => {
+            gpu = Some(args.gpu.spawn(&mut registry)?);
+            let config = GpuLeastLoadedConfig {
+                threshold_percent: args.gpu_threshold,
+                inflight_load_percent: args.gpu_inflight_load,
+                inflight_window_ms: args.gpu_inflight_window.as_millis() as i64,
+                seed: args.seed,
+                ..GpuLeastLoadedConfig::default()
+            };
+            (Box::new(GpuLeastLoaded::new(config)), PodScope::Pending)
+        }
+        ProfileKind::Priority => {
+            let config = PriorityConfig {
+                capacity: args.capacity,
+                preemption: !args.no_preemption,
+                gang_settle: args.gang_settle,
+                ..PriorityConfig::default()
+            };
+            let scope = match args.capacity {
+                CapacityMode::OnePerNode => PodScope::Ours,
+                CapacityMode::ResourceFit => PodScope::OursAndAllBound,
+            };
+            (Box::new(PriorityProfile::new(config)), scope)
+        }
     };
     let cfg = args.runtime_config(scope);
 
@@ -133,9 +217,16 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         metrics,
     )
     .on_ready(move |r| ready_flag.set(r));
+    let scheduler = match gpu {
+        Some(rx) => scheduler.with_gpu(rx),
+        None => scheduler,
+    };
     scheduler.run(nodes, pods, shutdown.clone().wait()).await;
     // The loop dropped its report sender: let the reporter drain, briefly.
-    if tokio::time::timeout(Duration::from_secs(5), reporter).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(5), reporter)
+        .await
+        .is_err()
+    {
         tracing::warn!("some events were not written before exit");
     }
     shutdown.trigger();
