@@ -27,6 +27,34 @@ pub struct EmbeddedFile {
     pub text: &'static str,
 }
 
+/// The manifests of `deploy/`, compiled into the binary: `up` applies exactly
+/// what the repository documents (a unit test renders them with the defaults
+/// and compares with the files).
+pub fn embedded() -> Vec<EmbeddedFile> {
+    vec![
+        EmbeddedFile {
+            path: "deploy/scheduler/rbac.yaml",
+            source: Source::Scheduler,
+            text: include_str!("../../../../deploy/scheduler/rbac.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/scheduler/deployment.yaml",
+            source: Source::Scheduler,
+            text: include_str!("../../../../deploy/scheduler/deployment.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/jobs/config.yaml",
+            source: Source::Jobs,
+            text: include_str!("../../../../deploy/jobs/config.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/jobs/posture-jobs.yaml",
+            source: Source::Jobs,
+            text: include_str!("../../../../deploy/jobs/posture-jobs.yaml"),
+        },
+    ]
+}
+
 /// The namespace the `deploy/` files use for workloads; `--namespace` replaces it.
 pub const DOCUMENTED_NAMESPACE: &str = "default";
 
@@ -150,6 +178,9 @@ pub struct RenderOptions {
     pub topics: Vec<String>,
     /// DB credentials; `None` applies no Secret.
     pub db: Option<DbCredentials>,
+    /// MQTT broker host for the analyzers (`MQTT_BROKER` in the documented
+    /// ConfigMap); `None` keeps the documented one.
+    pub mqtt_broker: Option<String>,
 }
 
 /// The rendered plan plus what the operator should know about it.
@@ -267,6 +298,12 @@ pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, 
 
     for (source, origin, mut doc) in platform.into_iter().chain(workloads) {
         set_namespace(&mut doc, namespace);
+        fill_namespace(&mut doc, namespace);
+        if let (Some(broker), Some(data)) =
+            (&opts.mqtt_broker, doc.pointer_mut("/data/MQTT_BROKER"))
+        {
+            *data = Value::String(broker.clone());
+        }
         if let (Some(image), Some(documented)) = (&opts.image, &documented_image) {
             set_image(&mut doc, documented, image);
         }
@@ -390,6 +427,26 @@ fn set_namespace(doc: &mut Value, namespace: &str) {
     });
 }
 
+/// Puts a namespaced object that names no namespace (the `deploy/` Jobs rely
+/// on `kubectl apply`'s current namespace) into `namespace`.
+fn fill_namespace(doc: &mut Value, namespace: &str) {
+    let api_version = doc
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let kind = doc.get("kind").and_then(Value::as_str).unwrap_or_default();
+    let namespaced = super::plan::kind_info(api_version, kind).is_some_and(|k| k.namespaced);
+    if !namespaced || doc.pointer("/metadata/namespace").is_some() {
+        return;
+    }
+    if let Some(meta) = doc.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert(
+            "namespace".to_string(),
+            Value::String(namespace.to_string()),
+        );
+    }
+}
+
 /// Replaces the documented posture-farm image in every container.
 fn set_image(doc: &mut Value, documented: &str, image: &str) {
     for_each_container(doc, |c| {
@@ -483,9 +540,55 @@ fn replace_strings(v: &mut Value, from: &str, to: &str) {
     }
 }
 
+/// Camera `i` (beyond the documented ones) as a copy of the first workload,
+/// following the pattern the documented files use: every string of the first
+/// that reads `<s>-1` at the same place in the second becomes `<s>-<i>` (name,
+/// camera label, topic, …). With a single documented workload, the name and
+/// the topic get the `-<i>` suffix.
+fn derive_camera(base: &Value, second: Option<&Value>, i: usize) -> Value {
+    fn follow(a: &Value, b: &Value, i: usize) -> Value {
+        match (a, b) {
+            (Value::String(x), Value::String(y)) if *y == format!("{x}-1") => {
+                Value::String(format!("{x}-{i}"))
+            }
+            (Value::Object(x), Value::Object(y)) => Value::Object(
+                x.iter()
+                    .map(|(k, v)| {
+                        (
+                            k.clone(),
+                            y.get(k).map_or_else(|| v.clone(), |w| follow(v, w, i)),
+                        )
+                    })
+                    .collect(),
+            ),
+            (Value::Array(x), Value::Array(y)) => Value::Array(
+                x.iter()
+                    .enumerate()
+                    .map(|(n, v)| y.get(n).map_or_else(|| v.clone(), |w| follow(v, w, i)))
+                    .collect(),
+            ),
+            _ => a.clone(),
+        }
+    }
+    if let Some(second) = second {
+        return follow(base, second, i);
+    }
+    let mut doc = base.clone();
+    let name = base
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    replace_strings(&mut doc, &name, &format!("{name}-{i}"));
+    if let Some(topic) = topic_of(base) {
+        set_topic(&mut doc, &format!("{topic}-{i}"));
+    }
+    doc
+}
+
 /// Produces one workload per camera. Camera `i` uses the `i`-th documented
-/// workload when there is one; beyond that, a copy of the first with name
-/// `<first>-<i>` and topic `<first topic>-<i>`. `--topics` overrides topics.
+/// workload when there is one, else [`derive_camera`]. `--topics` overrides
+/// the topics.
 fn expand_cameras(
     docs: Vec<(Source, String, Value)>,
     opts: &RenderOptions,
@@ -511,25 +614,16 @@ fn expand_cameras(
         ));
     }
     let (source, origin, base) = first;
-    let base_name = base
-        .pointer("/metadata/name")
-        .and_then(Value::as_str)
-        .unwrap_or_default()
-        .to_string();
-    let base_topic = topic_of(&base);
+    let second = docs.get(1).map(|(_, _, d)| d.clone());
     let mut out = Vec::with_capacity(cameras);
     for i in 0..cameras {
         let mut item = match docs.get(i) {
             Some(doc) => doc.clone(),
-            None => {
-                let mut doc = base.clone();
-                let name = format!("{base_name}-{i}");
-                replace_strings(&mut doc, &base_name, &name);
-                if let Some(topic) = &base_topic {
-                    set_topic(&mut doc, &format!("{topic}-{i}"));
-                }
-                (source, format!("{origin} (camera {i})"), doc)
-            }
+            None => (
+                source,
+                format!("{origin} (camera {i})"),
+                derive_camera(&base, second.as_ref(), i),
+            ),
         };
         if let Some(topic) = opts.topics.get(i) {
             if topic_of(&item.2).is_none() {
@@ -648,6 +742,96 @@ spec:
             r.warnings.len(),
             1,
             "no DB env: the referenced Secret is reported"
+        );
+    }
+
+    /// The documented objects as `up` must apply them with default options:
+    /// the files' objects, plus the ownership label, plus `namespace: default`
+    /// where the file leaves the namespace to `kubectl`.
+    fn documented(files: &[EmbeddedFile]) -> Vec<Value> {
+        let mut docs: Vec<Value> = files
+            .iter()
+            .flat_map(|f| parse_file(f).expect("parses"))
+            .collect();
+        for d in &mut docs {
+            add_managed_label(d);
+            fill_namespace(d, DOCUMENTED_NAMESPACE);
+        }
+        docs
+    }
+
+    #[test]
+    fn rendering_the_deploy_files_with_defaults_reproduces_them() {
+        let files = embedded();
+        let r = render(&files, &RenderOptions::default()).expect("deploy/ renders");
+        let mut got: Vec<Value> = r.plan.objects.iter().map(|o| o.object.clone()).collect();
+        let mut want = documented(&files);
+        let key = |v: &Value| {
+            format!(
+                "{}/{}/{}",
+                v["kind"], v["metadata"]["namespace"], v["metadata"]["name"]
+            )
+        };
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want);
+        assert_eq!(
+            r.plan.workload_names("Job").len(),
+            10,
+            "ten documented cameras"
+        );
+        assert_eq!(
+            r.plan.deployments(),
+            [("kube-system".to_string(), "rr-scheduler".to_string())]
+        );
+        // Stage order: RBAC, then config, then the scheduler, then the Jobs.
+        let stages: Vec<_> = r.plan.objects.iter().map(|o| o.stage).collect();
+        assert!(stages.windows(2).all(|w| w[0] <= w[1]));
+    }
+
+    #[test]
+    fn derived_cameras_follow_the_documented_pattern() {
+        // Keep only the first two documented Jobs and derive the other eight:
+        // they must equal the documented ones.
+        let files = embedded();
+        let jobs_file = files
+            .iter()
+            .find(|f| f.path.ends_with("posture-jobs.yaml"))
+            .expect("present");
+        let docs = parse_file(jobs_file).expect("parses");
+        for (i, want) in docs.iter().enumerate().skip(2) {
+            assert_eq!(
+                &derive_camera(&docs[0], Some(&docs[1]), i),
+                want,
+                "camera {i}"
+            );
+        }
+        let opts = RenderOptions {
+            cameras: Some(12),
+            ..RenderOptions::default()
+        };
+        let r = render(&files, &opts).expect("renders");
+        let names = r.plan.workload_names("Job");
+        assert_eq!(names.len(), 12);
+        assert_eq!(names[11], "posture-pi1-11");
+    }
+
+    #[test]
+    fn broker_override_lands_in_the_config_map() {
+        let opts = RenderOptions {
+            mqtt_broker: Some("mosquitto.posture".into()),
+            ..RenderOptions::default()
+        };
+        let r = render(&embedded(), &opts).expect("renders");
+        let cm = r
+            .plan
+            .objects
+            .iter()
+            .find(|o| o.kind_name() == "ConfigMap")
+            .expect("config map");
+        assert_eq!(
+            cm.object.pointer("/data/MQTT_BROKER"),
+            Some(&json!("mosquitto.posture"))
         );
     }
 

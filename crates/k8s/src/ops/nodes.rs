@@ -2,11 +2,12 @@
 //! and label GPU nodes `gpu-node=<name>` (the label node affinity and the
 //! GPU-aware policies rely on).
 //!
-//! The taint is posture-farm's own, [`MASTER_TAINT_KEY`]`:NoSchedule`, not
-//! the kubeadm `node-role.kubernetes.io/control-plane` taint: `down` removes
-//! exactly what `up` added and never a taint the cluster installer put there
-//! (K3s does not taint its server at all, kubeadm does). Our schedulers and
-//! the default scheduler both honour any NoSchedule taint.
+//! The taint is the conventional `node-role.kubernetes.io/control-plane:NoSchedule`
+//! (the one kubeadm installs and the scheduler Deployment in `deploy/`
+//! tolerates). When `up` adds it, it also sets the annotation
+//! [`TAINTED_ANNOTATION`] on the node; `down` removes the taint only from nodes
+//! carrying that annotation, so a taint the cluster installer put there (kubeadm
+//! does, K3s does not) is never removed.
 //!
 //! `spec.taints` is an atomic list for server-side apply (applying it would
 //! replace other managers' taints), so taints are changed with a JSON merge
@@ -26,7 +27,10 @@ use super::OpsError;
 pub const GPU_NODE_LABEL: &str = "gpu-node";
 
 /// Key of the taint `up` puts on control-plane nodes (effect NoSchedule).
-pub const MASTER_TAINT_KEY: &str = "posture-farm/control-plane";
+pub const MASTER_TAINT_KEY: &str = "node-role.kubernetes.io/control-plane";
+
+/// Annotation marking that `up` (not the cluster installer) added the taint.
+pub const TAINTED_ANNOTATION: &str = "posture-farm/master-tainted";
 
 /// Annotation marking that `up` (not the operator) set [`GPU_NODE_LABEL`].
 pub const LABELLED_ANNOTATION: &str = "posture-farm/gpu-node-labelled";
@@ -110,16 +114,19 @@ pub fn with_taint(taints: &[Taint]) -> Option<Vec<Taint>> {
 
 /// The node's taints with ours removed; `None` when it is not there.
 pub fn without_taint(taints: &[Taint]) -> Option<Vec<Taint>> {
-    if !taints.iter().any(|t| t.key == MASTER_TAINT_KEY) {
+    let ours = |t: &&Taint| t.key == MASTER_TAINT_KEY && t.effect == "NoSchedule";
+    if !taints.iter().any(|t| ours(&t)) {
         return None;
     }
-    Some(
-        taints
-            .iter()
-            .filter(|t| t.key != MASTER_TAINT_KEY)
-            .cloned()
-            .collect(),
-    )
+    Some(taints.iter().filter(|t| !ours(t)).cloned().collect())
+}
+
+/// Whether `up` added the node's control-plane taint.
+pub fn tainted_by_us(node: &Node) -> bool {
+    node.metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(TAINTED_ANNOTATION))
 }
 
 fn taints_of(node: &Node) -> &[Taint] {
@@ -139,10 +146,25 @@ pub async fn list_nodes(client: &Client) -> Result<Vec<Node>, OpsError> {
     Ok(list.items)
 }
 
-async fn patch_taints(api: &Api<Node>, node: &Node, taints: Vec<Taint>) -> Result<(), OpsError> {
+/// Replaces the node's taint list, setting (`mark`) or clearing the ownership
+/// annotation in the same write.
+async fn patch_taints(
+    api: &Api<Node>,
+    node: &Node,
+    taints: Vec<Taint>,
+    mark: bool,
+) -> Result<(), OpsError> {
     let name = name_of(node);
+    let annotation = if mark {
+        json!("true")
+    } else {
+        serde_json::Value::Null
+    };
     let patch = json!({
-        "metadata": {"resourceVersion": node.metadata.resource_version},
+        "metadata": {
+            "resourceVersion": node.metadata.resource_version,
+            "annotations": {TAINTED_ANNOTATION: annotation},
+        },
         "spec": {"taints": taints},
     });
     api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
@@ -168,7 +190,7 @@ pub async fn taint(
         })?;
         let changed = match with_taint(taints_of(node)) {
             Some(taints) => {
-                patch_taints(&api, node, taints).await?;
+                patch_taints(&api, node, taints, true).await?;
                 true
             }
             None => false,
@@ -183,14 +205,16 @@ pub async fn taint(
     Ok(changes)
 }
 
-/// Removes the posture taint from every node that carries it.
+/// Removes the control-plane taint from every node where `up` added it.
 pub async fn untaint_all(client: &Client) -> Result<Vec<NodeChange>, OpsError> {
     let api: Api<Node> = Api::all(client.clone());
     let nodes = list_nodes(client).await?;
     let mut changes = Vec::new();
-    for node in &nodes {
-        if let Some(taints) = without_taint(taints_of(node)) {
-            patch_taints(&api, node, taints).await?;
+    for node in nodes.iter().filter(|n| tainted_by_us(n)) {
+        // Annotated but the taint already gone (removed by hand): clear the mark only.
+        let taints = without_taint(taints_of(node)).unwrap_or_else(|| taints_of(node).to_vec());
+        {
+            patch_taints(&api, node, taints, false).await?;
             tracing::info!(node = %name_of(node), taint = MASTER_TAINT_KEY, "master untainted");
             changes.push(NodeChange {
                 node: name_of(node).to_string(),
@@ -315,20 +339,20 @@ pub(crate) mod tests {
 
     #[test]
     fn taint_is_added_once_and_removed_without_touching_others() {
-        let kubeadm = Taint {
-            key: "node-role.kubernetes.io/control-plane".into(),
-            effect: "NoSchedule".into(),
+        let other = Taint {
+            key: "gpu".into(),
+            effect: "NoExecute".into(),
             ..Taint::default()
         };
-        let added = with_taint(std::slice::from_ref(&kubeadm)).expect("added");
+        let added = with_taint(std::slice::from_ref(&other)).expect("added");
         assert_eq!(added.len(), 2);
-        assert_eq!(with_taint(&added), None, "idempotent");
-        assert_eq!(without_taint(&added), Some(vec![kubeadm.clone()]));
         assert_eq!(
-            without_taint(&[kubeadm]),
+            with_taint(&added),
             None,
-            "never removes a taint it did not add"
+            "idempotent: an existing control-plane taint counts"
         );
+        assert_eq!(without_taint(&added), Some(vec![other.clone()]));
+        assert_eq!(without_taint(&[other]), None);
     }
 
     #[tokio::test]
@@ -355,7 +379,7 @@ pub(crate) mod tests {
         assert_eq!(req.content_type, "application/merge-patch+json");
         assert_eq!(
             req.body,
-            json!({"metadata": {"resourceVersion": "100"}, "spec": {"taints": [
+            json!({"metadata": {"resourceVersion": "100", "annotations": {TAINTED_ANNOTATION: "true"}}, "spec": {"taints": [
                 {"key": "other", "effect": "NoExecute"},
                 {"key": MASTER_TAINT_KEY, "effect": "NoSchedule"},
             ]}})
@@ -378,7 +402,7 @@ pub(crate) mod tests {
     }
 
     #[tokio::test]
-    async fn untaint_all_patches_only_nodes_with_our_taint() {
+    async fn untaint_all_removes_only_taints_up_added() {
         let (client, mut mock) = ApiMock::new();
         let task = tokio::spawn(async move { untaint_all(&client).await });
         let req = mock.next().await;
@@ -386,9 +410,17 @@ pub(crate) mod tests {
             (req.method.as_str(), req.path.as_str()),
             ("GET", "/api/v1/nodes")
         );
+        let mut nuc = node_json(
+            "nuc",
+            json!({}),
+            json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}, {"key": "keep", "effect": "NoSchedule"}]),
+        );
+        nuc["metadata"]["annotations"] = json!({TAINTED_ANNOTATION: "true"});
         req.respond(200, json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
-            node_json("nuc", json!({}), json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}, {"key": "keep", "effect": "NoSchedule"}])),
+            nuc,
             node_json("orin", json!({}), json!([{"key": "keep", "effect": "NoSchedule"}])),
+            // kubeadm's own taint, not ours: left alone.
+            node_json("kubeadm", json!({}), json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}])),
         ]}));
         let req = mock.next().await;
         assert_eq!(
@@ -398,6 +430,11 @@ pub(crate) mod tests {
         assert_eq!(
             req.body["spec"]["taints"],
             json!([{"key": "keep", "effect": "NoSchedule"}])
+        );
+        assert_eq!(
+            req.body["metadata"]["annotations"],
+            json!({TAINTED_ANNOTATION: null}),
+            "mark cleared"
         );
         req.respond(200, node_json("nuc", json!({}), json!([])));
         let changes = task.await.expect("joins").expect("ok");
