@@ -112,18 +112,32 @@ pub fn spawn_reporter(
     (Reports { tx, metrics }, worker)
 }
 
+/// Reports written at once. Binds run up to 64 at a time and each yields an
+/// Event; writing them one by one would fall behind a burst of thousands.
+pub const REPORT_CONCURRENCY: usize = 16;
+
 async fn run_reporter(
     client: Client,
     recorder: Recorder,
-    mut rx: mpsc::Receiver<Report>,
+    rx: mpsc::Receiver<Report>,
     metrics: Arc<SchedulerMetrics>,
 ) {
-    while let Some(report) = rx.recv().await {
-        if let Err(err) = write(&client, &recorder, &report).await {
-            metrics.event_errors.inc();
-            tracing::debug!(%err, ?report, "could not write event/condition");
-        }
-    }
+    use futures::StreamExt;
+    tokio_stream_from(rx)
+        .for_each_concurrent(REPORT_CONCURRENCY, |report| {
+            let (client, recorder, metrics) = (&client, &recorder, &metrics);
+            async move {
+                if let Err(err) = write(client, recorder, &report).await {
+                    metrics.event_errors.inc();
+                    tracing::debug!(%err, ?report, "could not write event/condition");
+                }
+            }
+        })
+        .await;
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Report>) -> impl futures::Stream<Item = Report> {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// The Event a report becomes, and the object it is about.

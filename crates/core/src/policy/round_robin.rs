@@ -334,5 +334,30 @@ mod tests {
                 prop_assert!(max - min <= 1, "counts {counts:?}");
             }
         }
+
+        /// Order respected: with a configured order, picks walk it cyclically,
+        /// skipping exactly the ineligible entries.
+        #[test]
+        fn configured_order_is_walked_cyclically(
+            kinds in proptest::collection::vec(node_kind(), 1..30),
+            perm_seed in any::<u64>(),
+            pods in 1usize..100,
+        ) {
+            use rand::seq::SliceRandom;
+            use rand::SeedableRng;
+            let c = build(&kinds);
+            let mut order: Vec<String> = c.nodes().map(|n| n.info.name.clone()).collect();
+            order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(perm_seed));
+            let eligible: Vec<String> = order.iter()
+                .filter(|n| check_node(&c.node(n).unwrap().info, &mk_pod("x")).is_ok())
+                .cloned().collect();
+            let mut rr = RoundRobin::new(order);
+            for i in 0..pods {
+                match rr.pick(&c, &mk_pod(&format!("p{i}"))) {
+                    Ok(node) => prop_assert_eq!(&node, &eligible[i % eligible.len()]),
+                    Err(_) => { prop_assert!(eligible.is_empty()); break; }
+                }
+            }
+        }
     }
 }
