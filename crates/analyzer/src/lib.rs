@@ -32,10 +32,12 @@ pub mod record;
 pub mod store;
 
 pub use metrics::Metrics;
-pub use model::{ModelError, PoseModel};
+pub use model::{ModelError, PoseModel, load_blazepose};
 pub use mqtt::{MqttConfig, MqttTls, RunStats, camera_from_topic, run_analyzer};
 pub use payload::{Limits, RejectReason};
 pub use pipeline::{AnalyzeError, Analyzer, AnalyzerConfig, Frame, Outcome, node_name};
 pub use posture_core::posture::Thresholds;
 pub use record::PostureRow;
 pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};
+/// Re-exported so the CLI names the same `image` and `posture-pose` versions.
+pub use {image, posture_pose};

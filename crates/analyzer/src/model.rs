@@ -28,3 +28,26 @@ impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
         (**self).name()
     }
 }
+
+/// The real model: MediaPipe BlazePose run by `posture-pose`.
+impl PoseModel for posture_pose::PoseEstimator {
+    fn estimate(&mut self, image: &RgbImage) -> Result<Option<Pose>, ModelError> {
+        posture_pose::PoseEstimator::estimate(self, image).map_err(|e| Box::new(e) as ModelError)
+    }
+
+    fn name(&self) -> &str {
+        "blazepose-full"
+    }
+}
+
+/// Loads BlazePose from `models_dir` with `threads` inference threads.
+pub fn load_blazepose(
+    models_dir: &std::path::Path,
+    threads: usize,
+) -> Result<posture_pose::PoseEstimator, posture_pose::PoseError> {
+    posture_pose::PoseEstimator::load(&posture_pose::PoseConfig {
+        models_dir: models_dir.to_path_buf(),
+        threads,
+        ..posture_pose::PoseConfig::default()
+    })
+}

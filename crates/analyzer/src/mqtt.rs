@@ -162,8 +162,8 @@ pub struct RunStats {
 
 /// Subscribes to `topics` and analyses every frame until `shutdown`
 /// resolves; then finishes the frame in hand, acknowledges it and
-/// disconnects. `on_connection` is told when the broker connection goes up
-/// or down (readiness). `on_outcome` sees each acknowledged frame.
+/// disconnects. `on_connection` is told when the subscription is in place
+/// (true) and when the broker connection drops (false): readiness. `on_outcome` sees each acknowledged frame.
 /// Broker outages are retried forever with backoff.
 pub async fn run_analyzer(
     cfg: &MqttConfig,
@@ -273,7 +273,6 @@ async fn poll_loop(
                 );
                 backoff.reset();
                 down_logged = false;
-                on_connection(true);
                 // Subscribing again is harmless when the session kept the subscription.
                 for topic in &topics {
                     if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
@@ -282,7 +281,10 @@ async fn poll_loop(
                 }
             }
             Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                // Ready once the broker holds our subscription: from now on
+                // frames queue for us even while we are away.
                 tracing::debug!(?ack, "subscribed");
+                on_connection(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
                 if tx.send(p).await.is_err() {

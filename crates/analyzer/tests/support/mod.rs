@@ -1,0 +1,341 @@
+//! Shared helpers for the end-to-end tests: real `mosquitto` and PostgreSQL
+//! processes on free 127.0.0.1 ports (killed on drop), a deterministic pose
+//! model double, and image/frame builders.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use image::{Rgb, RgbImage};
+use posture_analyzer::store::DbTarget;
+use posture_analyzer::{
+    Analyzer, AnalyzerConfig, Database, Limits, Metrics, ModelError, PoseModel, Store,
+};
+use posture_core::posture::{Landmark, Pose, landmark};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The binary at `path`, or: a panic under CI, a skip notice otherwise.
+pub fn require(path: &str, what: &str) -> Option<PathBuf> {
+    let p = PathBuf::from(path);
+    if p.exists() {
+        return Some(p);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!(
+            "{what} is required under CI but {path} is missing (scripts/ci-services.sh installs it)"
+        );
+    }
+    eprintln!("SKIP: {what} not installed ({path} missing)");
+    None
+}
+
+fn signal(child: &Child, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status();
+}
+
+/// A real mosquitto broker with on-disk persistence (sessions and queued
+/// QoS 1 messages survive a restart).
+pub struct Mosquitto {
+    bin: PathBuf,
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mosquitto {
+    pub fn start() -> Option<Self> {
+        let bin = require("/usr/sbin/mosquitto", "mosquitto")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = format!(
+            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nmax_queued_messages 10000\nlog_dest stderr\n",
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
+        let mut m = Self {
+            bin,
+            port,
+            dir,
+            child: None,
+        };
+        m.restart();
+        Some(m)
+    }
+
+    /// Starts the broker (again) on the same port and persistence directory.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none());
+        let child = Command::new(&self.bin)
+            .arg("-c")
+            .arg(self.dir.path().join("mosquitto.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        wait_port(self.port);
+    }
+
+    /// Stops it cleanly (SIGTERM: it writes its persistence file).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            signal(&c, "TERM");
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("nothing listens on 127.0.0.1:{port}");
+}
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A throwaway PostgreSQL cluster in a temporary directory.
+pub struct Postgres {
+    dir: tempfile::TempDir,
+    pub port: u16,
+    running: bool,
+    as_root: bool,
+}
+
+impl Postgres {
+    pub fn start() -> Option<Self> {
+        require(&format!("{PG_BIN}/initdb"), "PostgreSQL 15")?;
+        let dir = tempfile::tempdir().unwrap();
+        let as_root = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+            .unwrap_or(false);
+        if as_root {
+            // initdb refuses to run as root: hand the directory to `postgres`.
+            assert!(
+                Command::new("chown")
+                    .arg("-R")
+                    .arg("postgres:postgres")
+                    .arg(dir.path())
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let pg = Self {
+            dir,
+            port: free_port(),
+            running: false,
+            as_root,
+        };
+        let data = pg.data();
+        let ok = pg
+            .cmd("initdb")
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "initdb failed");
+        let mut pg = pg;
+        pg.restart();
+        Some(pg)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn cmd(&self, tool: &str) -> Command {
+        let bin = format!("{PG_BIN}/{tool}");
+        if self.as_root {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", &bin]);
+            c
+        } else {
+            Command::new(bin)
+        }
+    }
+
+    pub fn restart(&mut self) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let ok = self
+            .cmd("pg_ctl")
+            .args(["start", "-w", "-t", "30", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .arg("-o")
+            .arg(opts)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
+        );
+        self.running = true;
+    }
+
+    pub fn stop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .args(["stop", "-w", "-m", "fast", "-D"])
+            .arg(self.data())
+            .stdout(Stdio::null())
+            .status();
+        self.running = false;
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self
+                .cmd("pg_ctl")
+                .args(["stop", "-m", "immediate", "-D"])
+                .arg(self.data())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
+/// A deterministic stand-in for the pose model: the colour of the image
+/// centre says what it "sees". Red: a person sitting upright (Good); blue: a
+/// person with the head 60 px forward (Bad); anything else: nobody.
+pub struct ColorModel;
+
+impl PoseModel for ColorModel {
+    fn estimate(&mut self, img: &RgbImage) -> Result<Option<Pose>, ModelError> {
+        let Rgb([r, g, b]) = *img.get_pixel(img.width() / 2, img.height() / 2);
+        let (ear_dx, present) = if r > 150 && g < 100 && b < 100 {
+            (2.0, true)
+        } else if b > 150 && r < 100 && g < 100 {
+            (60.0, true)
+        } else {
+            (0.0, false)
+        };
+        if !present {
+            return Ok(None);
+        }
+        let mut landmarks = vec![Landmark::default(); landmark::COUNT];
+        let mut put = |i: usize, x: f32, y: f32| {
+            landmarks[i] = Landmark {
+                x,
+                y,
+                z: 0.0,
+                visibility: 0.95,
+                presence: 0.99,
+            };
+        };
+        put(landmark::LEFT_EAR, 40.0 + ear_dx, 20.0);
+        put(landmark::LEFT_SHOULDER, 40.0, 80.0);
+        put(landmark::LEFT_HIP, 41.0, 150.0);
+        Ok(Some(Pose {
+            landmarks,
+            score: 0.9,
+        }))
+    }
+
+    fn name(&self) -> &str {
+        "color-test-double"
+    }
+}
+
+/// A 160×160 JPEG of one colour; `seq` changes a corner so frames differ.
+pub fn frame_jpeg(color: [u8; 3], seq: u32) -> Vec<u8> {
+    let mut img = RgbImage::from_pixel(160, 160, Rgb(color));
+    for i in 0..8u32 {
+        img.put_pixel(
+            i,
+            0,
+            Rgb([(seq >> (i % 4 * 8)) as u8, (seq * 37 + i) as u8, 0]),
+        );
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 95)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+pub const RED: [u8; 3] = [220, 20, 20];
+pub const BLUE: [u8; 3] = [20, 20, 220];
+pub const GRAY: [u8; 3] = [128, 128, 128];
+
+/// Writes frames as JPEG files (for the real publisher) and returns their paths.
+pub fn write_frames(dir: &Path, frames: &[([u8; 3], u32)]) -> Vec<PathBuf> {
+    std::fs::create_dir_all(dir).unwrap();
+    frames
+        .iter()
+        .map(|(c, seq)| {
+            let p = dir.join(format!("frame_{seq:04}.jpg"));
+            std::fs::write(&p, frame_jpeg(*c, *seq)).unwrap();
+            p
+        })
+        .collect()
+}
+
+/// An analyzer with the colour model writing under `out` and rows to `target`.
+pub async fn analyzer(out: &Path, target: &DbTarget, limits: Limits) -> Analyzer {
+    let mut cfg = AnalyzerConfig::new(out.to_path_buf(), "test-node".into());
+    cfg.limits = limits;
+    let metrics = Metrics::default();
+    let db = Database::open(target).await.unwrap();
+    let store = Store::new(
+        db,
+        &out.join("spool/posture_log.jsonl"),
+        metrics.spool_depth.clone(),
+    )
+    .unwrap();
+    Analyzer::new(cfg, Box::new(ColorModel), store, metrics)
+}
+
+/// Lines of a CSV file (header included).
+pub fn csv_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
