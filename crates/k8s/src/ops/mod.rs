@@ -20,10 +20,12 @@
 //! ```
 
 pub mod apply;
+pub mod collect;
 pub mod manifests;
 pub mod nodes;
 pub mod plan;
 pub mod status;
+pub mod teardown;
 pub mod wait;
 
 /// Field manager for every server-side apply `up` performs. Re-applying the
