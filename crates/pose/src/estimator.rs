@@ -264,8 +264,12 @@ fn environment(lib: &Path) -> Result<ort::environment::Environment, PoseError> {
             source,
         })?
         .with_name("posture-pose")
+        .with_telemetry(false)
         .build()
         .map_err(runtime_err("create the ONNX Runtime environment"))?;
+    // ONNX Runtime logs every graph rewrite at INFO; only its warnings and
+    // errors are worth an operator's attention.
+    env.set_log_level(ort::logging::LogLevel::Warning);
     *guard = Some(env.clone());
     Ok(env)
 }

@@ -156,6 +156,13 @@ mod tests {
     }
 
     #[test]
+    fn estimator_can_move_to_a_worker_thread() {
+        // The analyzer runs the estimator on a blocking thread.
+        fn is_send<T: Send + 'static>() {}
+        is_send::<PoseEstimator>();
+    }
+
+    #[test]
     fn defaults_match_mediapipe() {
         let c = PoseConfig::default();
         assert_eq!(
