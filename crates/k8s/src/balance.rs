@@ -1070,6 +1070,9 @@ mod tests {
         let mut task = task;
         let result = loop {
             tokio::select! {
+                // Task first: once it ends the client is gone and the mock's
+                // next() would report a hang-up.
+                biased;
                 done = &mut task => break done.unwrap(),
                 req = api.next() => {
                     assert_eq!(req.method, "GET", "never POSTs a copy while the old Job exists");
