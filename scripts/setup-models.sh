@@ -79,6 +79,12 @@ if [ "$check_only" = 1 ]; then
 fi
 
 command -v "$python" >/dev/null || { log "needs $python (set PYTHON=...)"; exit 1; }
+# The converter's pinned packages (requirements-convert.txt) have wheels for
+# CPython 3.9-3.12; refuse others up front instead of compiling numpy.
+if ! "$python" -c 'import sys; sys.exit(not ((3, 9) <= sys.version_info[:2] <= (3, 12)))'; then
+  log "needs Python 3.9-3.12 with pip and venv; $python is $("$python" -V 2>&1) (set PYTHON=...)"
+  exit 1
+fi
 mkdir -p "$models_dir/samples" "$cache/wheels"
 
 # 1. Wheels, by exact version and hash, for CPython 3.11 manylinux (the files
@@ -123,7 +129,7 @@ if [ ! -x "$venv/bin/python" ] || ! cmp -s "$here/models/requirements-convert.tx
   log "creating converter venv in $venv"
   rm -rf "$venv"
   "$python" -m venv "$venv"
-  "$venv/bin/pip" install --quiet -r "$here/models/requirements-convert.txt"
+  "$venv/bin/pip" install --quiet --only-binary=:all: -r "$here/models/requirements-convert.txt"
   cp "$here/models/requirements-convert.txt" "$venv/requirements-convert.txt"
 fi
 log "converting tflite -> onnx"

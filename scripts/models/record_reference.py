@@ -37,6 +37,13 @@ images = {}
 for n in names:
     bgr = cv2.imread(os.path.join(a.samples, n), cv2.IMREAD_COLOR)
     images[n] = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+if not a.bench:
+    # Lossless rotations of the PNG photos exercise the rotated-ROI path
+    # (a person lying sideways). "name@rot90" = rotated 90 degrees clockwise.
+    for n in [n for n in names if n.endswith(".png")]:
+        images[n + "@rot90"] = cv2.rotate(images[n], cv2.ROTATE_90_CLOCKWISE)
+        images[n + "@rot270"] = cv2.rotate(images[n], cv2.ROTATE_90_COUNTERCLOCKWISE)
+    names = sorted(images)
 
 with mp.solutions.pose.Pose(static_image_mode=True, model_complexity=1) as pose:
     if a.bench:
