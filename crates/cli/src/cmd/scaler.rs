@@ -1,10 +1,177 @@
-//! `posture-farm scaler` (being built; its owner replaces this file).
+//! `posture-farm scaler`: KEDA External Scaler (gRPC, `posture-scaler`) fed
+//! by the Prometheus GPU usage source; with `--with-balancer` the GPU
+//! balancer runs in the same process on the same usage stream.
 
-/// Flags of this subcommand.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use posture_core::scaler::{DEFAULT_METRIC_NAME, ScalerConfig};
+use posture_gpu::config::parse_duration;
+use posture_scaler::{Scaler, ScalerMetrics, ScalerOptions, TlsPem};
+use prometheus_client::registry::Registry;
+
+use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
+use crate::cmd::balance::{BalanceMetrics, BalancerArgs, run_balancer};
+use crate::cmd::gpu::GpuSourceArgs;
+
+/// Flags of `posture-farm scaler`.
 #[derive(Debug, clap::Args)]
-pub struct ScalerArgs {}
+pub struct ScalerArgs {
+    /// gRPC listen address (KEDA's `scalerAddress` points here).
+    #[arg(long, env = "SCALER_LISTEN", default_value = "0.0.0.0:50051")]
+    pub listen: SocketAddr,
+    /// PEM certificate chain: serve gRPC over TLS (needs --tls-key).
+    #[arg(long, env = "SCALER_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, env = "SCALER_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Metric name advertised by GetMetricSpec (a trigger's `metricName`
+    /// metadata overrides it).
+    #[arg(long, env = "SCALER_METRIC_NAME", default_value = DEFAULT_METRIC_NAME)]
+    pub metric_name: String,
+    /// Once a ScaledJob was reported active, keep reporting active this long
+    /// after the last time a node had room, so KEDA does not tear Jobs down
+    /// while the balancer moves them.
+    #[arg(long, env = "SCALER_STABILIZATION_WINDOW", default_value = "60s", value_parser = parse_duration)]
+    pub stabilization_window: Duration,
+    /// Also run the GPU balancer in this process (same threshold and usage).
+    #[arg(long, env = "SCALER_WITH_BALANCER")]
+    pub with_balancer: bool,
+    /// Address of /metrics, /healthz and /readyz.
+    #[arg(long, env = "SCALER_ADMIN_ADDR", default_value = "0.0.0.0:9103")]
+    pub admin_addr: SocketAddr,
+    /// Threshold (`GPU_THRESHOLD`) and, with --with-balancer, the balancer's settings.
+    #[command(flatten)]
+    pub balancer: BalancerArgs,
+    #[command(flatten)]
+    pub source: GpuSourceArgs,
+}
+
+impl ScalerArgs {
+    fn defaults(&self) -> anyhow::Result<ScalerConfig> {
+        // Validate the flags the way a trigger's metadata is validated.
+        let metadata = [
+            ("threshold".to_owned(), self.balancer.threshold.to_string()),
+            ("metricName".to_owned(), self.metric_name.clone()),
+        ]
+        .into_iter()
+        .collect();
+        ScalerConfig::from_metadata(&ScalerConfig::default(), &metadata)
+            .context("invalid --threshold or --metric-name")
+    }
+
+    fn tls(&self) -> anyhow::Result<Option<TlsPem>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some(TlsPem {
+                cert: std::fs::read(cert)
+                    .with_context(|| format!("reading --tls-cert {}", cert.display()))?,
+                key: std::fs::read(key)
+                    .with_context(|| format!("reading --tls-key {}", key.display()))?,
+            })),
+            (None, None) => Ok(None),
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        }
+    }
+}
 
 /// Runs the subcommand.
-pub async fn run(_args: ScalerArgs) -> anyhow::Result<()> {
-    anyhow::bail!("this subcommand is not built yet")
+pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
+    let defaults = args.defaults()?;
+    let tls = args.tls()?;
+    if args.with_balancer {
+        args.balancer.validate()?;
+    }
+    let mut registry = Registry::default();
+    let usage = args.source.spawn(&mut registry)?;
+    let scaler_metrics = ScalerMetrics::default();
+    scaler_metrics.register(registry.sub_registry_with_prefix("scaler"));
+    let balance_metrics = args
+        .with_balancer
+        .then(|| BalanceMetrics::register(&mut registry));
+    let client = if args.with_balancer {
+        Some(
+            kube::Client::try_default()
+                .await
+                .context("connecting to the Kubernetes API for --with-balancer")?,
+        )
+    } else {
+        None
+    };
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding the scaler's gRPC port {}", args.listen))?;
+    let ready = Readiness::default();
+    let shutdown = Shutdown::on_signals();
+    let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
+
+    let balancer = match (client, balance_metrics) {
+        (Some(client), Some(metrics)) => {
+            let (usage, args, shutdown) = (usage.clone(), args.balancer.clone(), shutdown.clone());
+            // The balancer's own readiness is not the scaler's: KEDA only needs gRPC.
+            Some(tokio::spawn(run_balancer(
+                client,
+                args,
+                usage,
+                metrics,
+                Readiness::default(),
+                shutdown,
+            )))
+        }
+        _ => None,
+    };
+
+    let scaler = Scaler::new(
+        usage,
+        ScalerOptions {
+            defaults,
+            stabilization: args.stabilization_window,
+        },
+        scaler_metrics,
+    );
+    ready.set(true);
+    let served = posture_scaler::serve(listener, scaler, tls, shutdown.clone().wait()).await;
+    shutdown.trigger();
+    if let Some(task) = balancer {
+        match task.await {
+            Ok(Err(err)) => tracing::error!(error = format!("{err:#}"), "balancer stopped"),
+            Err(err) => tracing::error!(%err, "balancer task failed"),
+            Ok(Ok(())) => {}
+        }
+    }
+    let _ = admin.await;
+    served.context("serving the KEDA external scaler")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        args: ScalerArgs,
+    }
+
+    #[test]
+    fn defaults_and_validation() {
+        let w = Wrap::try_parse_from(["x"]).unwrap();
+        assert_eq!(w.args.listen.port(), 50051);
+        assert_eq!(w.args.metric_name, "gpu_trigger");
+        assert_eq!(w.args.stabilization_window, Duration::from_secs(60));
+        let d = w.args.defaults().unwrap();
+        assert_eq!(d.threshold, 50.0);
+        assert!(
+            Wrap::try_parse_from(["x", "--tls-cert", "c.pem"]).is_err(),
+            "key required"
+        );
+        let w = Wrap::try_parse_from(["x", "--metric-name", "9bad"]).unwrap();
+        assert!(w.args.defaults().is_err());
+        let w = Wrap::try_parse_from(["x", "--threshold=-3"]).unwrap();
+        assert!(w.args.defaults().is_err());
+    }
 }
