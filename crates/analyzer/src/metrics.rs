@@ -119,3 +119,39 @@ impl Metrics {
             .get()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_names_and_labels() {
+        let mut registry = Registry::default();
+        let m = Metrics::register(registry.sub_registry_with_prefix("posture_analyzer"));
+        m.received
+            .get_or_create(&CameraLabels {
+                camera: "pi1".into(),
+            })
+            .inc();
+        m.analyzed
+            .get_or_create(&VerdictLabels {
+                camera: "pi1".into(),
+                verdict: "good".into(),
+            })
+            .inc();
+        m.latency.observe(0.02);
+        m.spool_depth.set(3);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        for needle in [
+            "posture_analyzer_frames_received_total{camera=\"pi1\"} 1",
+            "posture_analyzer_frames_analyzed_total{camera=\"pi1\",verdict=\"good\"} 1",
+            "posture_analyzer_frames_failed_total{reason=\"bad_base64\"} 0",
+            "posture_analyzer_frames_failed_total{reason=\"too_many_pixels\"} 0",
+            "posture_analyzer_analysis_duration_seconds_count 1",
+            "posture_analyzer_spool_depth 3",
+        ] {
+            assert!(text.contains(needle), "missing {needle} in\n{text}");
+        }
+    }
+}

@@ -86,9 +86,24 @@ impl MqttConfig {
         }
     }
 
-    /// rumqttc options for this config.
+    /// rumqttc options for a publisher (clean session, automatic acks).
     pub fn options(&self, clean_session: bool) -> Result<MqttOptions, MqttError> {
+        self.options_with(clean_session, false)
+    }
+
+    /// rumqttc options for the analyzer: persistent session and manual acks
+    /// (a PUBACK only when [`rumqttc::AsyncClient::ack`] is called).
+    pub fn subscriber_options(&self) -> Result<MqttOptions, MqttError> {
+        self.options_with(false, true)
+    }
+
+    fn options_with(
+        &self,
+        clean_session: bool,
+        manual_acks: bool,
+    ) -> Result<MqttOptions, MqttError> {
         let mut o = MqttOptions::new(self.client_id.clone(), self.host.clone(), self.port);
+        o.set_manual_acks(manual_acks);
         o.set_keep_alive(self.keep_alive);
         o.set_max_packet_size(MQTT_MAX_PACKET, MQTT_MAX_PACKET);
         // A non-empty client id is required for a persistent session; ours never is.
@@ -177,20 +192,23 @@ pub async fn run_analyzer(
     if topics.is_empty() {
         return Err(MqttError::NoTopic);
     }
-    let options = cfg.options(false)?;
+    let options = cfg.subscriber_options()?;
     tracing::info!(broker = %format!("{}:{}", cfg.host, cfg.port), client_id = %cfg.client_id, ?topics, "analyzer connecting (QoS 1, persistent session, manual acks)");
     // Request channel: acks and subscribes; 64 is far above what one worker queues.
     let (client, eventloop) = AsyncClient::new(options, 64);
     // Frames between the network task and the worker. Small on purpose: the
     // backlog belongs at the broker (it survives our restarts), not in memory.
     let (tx, mut rx) = mpsc::channel::<Publish>(4);
-    let poller = tokio::spawn(poll_loop(
+    // If this future is dropped (the task aborted), the network task goes
+    // too: the connection closes without acks, like a crash, and the broker
+    // redelivers the frames in hand to the next session.
+    let mut poller = AbortOnDrop(Some(tokio::spawn(poll_loop(
         eventloop,
         client.clone(),
         topics.to_vec(),
         tx,
         on_connection,
-    ));
+    ))));
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
     let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
@@ -250,9 +268,26 @@ pub async fn run_analyzer(
     drop(rx);
     let _ = client.disconnect().await;
     // Let the network task send the acks and the DISCONNECT.
-    let _ = tokio::time::timeout(Duration::from_secs(3), poller).await;
+    if let Some(mut handle) = poller.0.take() {
+        if tokio::time::timeout(Duration::from_secs(3), &mut handle)
+            .await
+            .is_err()
+        {
+            handle.abort();
+        }
+    }
     analyzer.flush_spool().await;
     Ok(stats)
+}
+
+struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        if let Some(h) = self.0.take() {
+            h.abort();
+        }
+    }
 }
 
 async fn poll_loop(

@@ -115,13 +115,12 @@ async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
     }
     let mut acked = 0;
     while acked < n {
-        match tokio::time::timeout(Duration::from_secs(20), el.poll())
+        let event = tokio::time::timeout(Duration::from_secs(20), el.poll())
             .await
             .unwrap()
-            .unwrap()
-        {
-            Event::Incoming(Packet::PubAck(_)) => acked += 1,
-            _ => {}
+            .unwrap();
+        if let Event::Incoming(Packet::PubAck(_)) = event {
+            acked += 1;
         }
     }
     client.disconnect().await.unwrap();
@@ -448,4 +447,96 @@ async fn every_bad_input_kind_is_dead_lettered_and_counted() {
         .collect();
     assert_eq!(kept.len(), 12, "six payloads and six sidecars");
     assert_eq!(db_rows(&target).await.len(), 1);
+}
+
+/// Sleeps on green frames so a test can crash the analyzer mid-frame.
+struct SlowOnGreen(ColorModel);
+
+impl posture_analyzer::PoseModel for SlowOnGreen {
+    fn estimate(
+        &mut self,
+        img: &image::RgbImage,
+    ) -> Result<Option<posture_core::posture::Pose>, posture_analyzer::ModelError> {
+        let image::Rgb([r, g, b]) = *img.get_pixel(80, 80);
+        if g > 150 && r < 100 && b < 100 {
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        self.0.estimate(img)
+    }
+
+    fn name(&self) -> &str {
+        "slow-on-green"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_in_hand_at_a_crash_is_redelivered_not_lost() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let slow = analyzer_with(
+        Box::new(SlowOnGreen(ColorModel)),
+        out.path(),
+        &target,
+        Limits::default(),
+    )
+    .await;
+    let run = Running::start(slow, broker.port, "images/pi4", "analyzer-e2e-5").await;
+    let files = write_frames(&out.path().join("in"), &[([20, 220, 20], 1)]);
+    publish(broker.port, "images/pi4", &files).await;
+    // Crash while the model works on the frame: no ack was sent.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    run.task.abort();
+    let _ = run.task.await;
+    assert_eq!(db_rows(&target).await.len(), 0);
+
+    // The next analyzer with the same client id gets the frame again.
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi4", "analyzer-e2e-5").await;
+    let got = run.take(1).await;
+    assert_eq!(row_of(&got[0]).posture_status, "No person detected");
+    let _ = run.stop().await;
+    assert_eq!(db_rows(&target).await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_finishes_and_acknowledges_the_frame_in_hand() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let slow = analyzer_with(
+        Box::new(SlowOnGreen(ColorModel)),
+        out.path(),
+        &target,
+        Limits::default(),
+    )
+    .await;
+    let run = Running::start(slow, broker.port, "images/pi5", "analyzer-e2e-6").await;
+    let files = write_frames(&out.path().join("in"), &[([20, 220, 20], 1)]);
+    publish(broker.port, "images/pi5", &files).await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // SIGTERM arrives mid-frame: the frame is finished, recorded and acked.
+    let (_, stats) = run.stop().await;
+    assert_eq!(
+        stats,
+        RunStats {
+            analyzed: 1,
+            rejected: 0
+        }
+    );
+    assert_eq!(db_rows(&target).await.len(), 1);
+    // Acknowledged: the next session gets nothing to redo.
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi5", "analyzer-e2e-6").await;
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), run.outcomes.recv())
+            .await
+            .is_err()
+    );
+    let (a, _) = run.stop().await;
+    assert_eq!(a.metrics().duplicates.get(), 0);
 }

@@ -318,6 +318,16 @@ pub fn write_frames(dir: &Path, frames: &[([u8; 3], u32)]) -> Vec<PathBuf> {
 
 /// An analyzer with the colour model writing under `out` and rows to `target`.
 pub async fn analyzer(out: &Path, target: &DbTarget, limits: Limits) -> Analyzer {
+    analyzer_with(Box::new(ColorModel), out, target, limits).await
+}
+
+/// An analyzer with `model` writing under `out` and rows to `target`.
+pub async fn analyzer_with(
+    model: Box<dyn PoseModel>,
+    out: &Path,
+    target: &DbTarget,
+    limits: Limits,
+) -> Analyzer {
     let mut cfg = AnalyzerConfig::new(out.to_path_buf(), "test-node".into());
     cfg.limits = limits;
     let metrics = Metrics::default();
@@ -328,7 +338,7 @@ pub async fn analyzer(out: &Path, target: &DbTarget, limits: Limits) -> Analyzer
         metrics.spool_depth.clone(),
     )
     .unwrap();
-    Analyzer::new(cfg, Box::new(ColorModel), store, metrics)
+    Analyzer::new(cfg, model, store, metrics)
 }
 
 /// Lines of a CSV file (header included).
