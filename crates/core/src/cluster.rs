@@ -480,4 +480,172 @@ mod tests {
         assert!(c.upsert_node(n.clone()).may_fit_more);
         assert!(!c.upsert_node(n).may_fit_more);
     }
+
+    #[test]
+    fn nominations_and_victims_are_indexed() {
+        let mut c = Cluster::new();
+        c.upsert_node(mk_node("a"));
+        let mut low = mk_pod("low");
+        low.priority = 1;
+        low.node_name = Some("a".into());
+        c.upsert_pod(low);
+        let high = mk_pod("high");
+        c.upsert_pod(high.clone());
+        c.set_nominated(&high.key, Some("a"));
+        assert_eq!(
+            c.nominated_to("a")
+                .map(|p| p.key.name.as_str())
+                .collect::<Vec<_>>(),
+            ["high"]
+        );
+        assert_eq!(
+            c.ours_by_priority().map(|(p, _)| p).collect::<Vec<_>>(),
+            [1]
+        );
+        c.assume(&high.key, "a");
+        assert_eq!(c.nominated_to("a").count(), 0, "bound pods hold nothing");
+        assert_eq!(
+            c.nodes_by_free_cpu_desc().next().map(|(cpu, _)| cpu),
+            Some(4000)
+        );
+    }
+
+    mod index_consistency {
+        use super::*;
+        use crate::model::PodGroupRef;
+        use proptest::prelude::*;
+
+        #[derive(Clone, Debug)]
+        enum Op {
+            Node {
+                n: u8,
+                cpu: i64,
+            },
+            RemoveNode(u8),
+            Pod {
+                p: u8,
+                node: Option<u8>,
+                prio: i8,
+                cpu: i64,
+                group: Option<u8>,
+                nominated: Option<u8>,
+                ours: bool,
+                terminating: bool,
+            },
+            RemovePod(u8),
+            Assume(u8, u8),
+            Forget(u8),
+            Nominate(u8, Option<u8>),
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (0u8..5, 0i64..8).prop_map(|(n, cpu)| Op::Node { n, cpu: cpu * 1000 }),
+                (0u8..5).prop_map(Op::RemoveNode),
+                (
+                    0u8..8,
+                    proptest::option::of(0u8..6),
+                    any::<i8>(),
+                    0i64..4,
+                    proptest::option::of(0u8..2),
+                    proptest::option::of(0u8..5),
+                    prop::bool::weighted(0.8),
+                    prop::bool::weighted(0.1)
+                )
+                    .prop_map(
+                        |(p, node, prio, cpu, group, nominated, ours, terminating)| Op::Pod {
+                            p,
+                            node,
+                            prio,
+                            cpu: cpu * 500,
+                            group,
+                            nominated,
+                            ours,
+                            terminating
+                        }
+                    ),
+                (0u8..8).prop_map(Op::RemovePod),
+                (0u8..8, 0u8..6).prop_map(|(p, n)| Op::Assume(p, n)),
+                (0u8..8).prop_map(Op::Forget),
+                (0u8..8, proptest::option::of(0u8..5)).prop_map(|(p, n)| Op::Nominate(p, n)),
+            ]
+        }
+
+        fn name(n: u8) -> String {
+            format!("n{n}")
+        }
+
+        fn pkey(p: u8) -> PodKey {
+            PodKey::new("default", format!("p{p}"))
+        }
+
+        proptest! {
+            /// Every index equals what a full recomputation from the nodes and
+            /// pods gives, after any sequence of watch events and assumptions.
+            #[test]
+            fn indexes_match_a_recomputation(ops in proptest::collection::vec(op(), 0..60)) {
+                let mut c = Cluster::new();
+                for o in ops {
+                    match o {
+                        Op::Node { n, cpu } => {
+                            let mut node = mk_node(&name(n));
+                            node.allocatable.cpu_millis = cpu;
+                            c.upsert_node(node);
+                        }
+                        Op::RemoveNode(n) => { c.remove_node(&name(n)); }
+                        Op::Pod { p, node, prio, cpu, group, nominated, ours, terminating } => {
+                            let mut pod = mk_pod(&format!("p{p}"));
+                            pod.node_name = node.map(name);
+                            pod.priority = i32::from(prio);
+                            pod.requests.cpu_millis = cpu;
+                            pod.group = group.map(|g| PodGroupRef { name: format!("g{g}"), min_member: None });
+                            pod.nominated_node = nominated.map(name);
+                            pod.ours = ours;
+                            pod.terminating = terminating;
+                            c.upsert_pod(pod);
+                        }
+                        Op::RemovePod(p) => { c.remove_pod(&pkey(p)); }
+                        Op::Assume(p, n) => c.assume(&pkey(p), &name(n)),
+                        Op::Forget(p) => c.forget(&pkey(p)),
+                        Op::Nominate(p, n) => c.set_nominated(&pkey(p), n.map(name).as_deref()),
+                    }
+                }
+                for node in c.nodes() {
+                    let n = &node.info.name;
+                    let here: Vec<&PodInfo> = c.pods().filter(|p| p.node_name.as_ref() == Some(n)).collect();
+                    let ours: BTreeSet<PodKey> = here.iter().filter(|p| p.ours).map(|p| p.key.clone()).collect();
+                    prop_assert_eq!(&node.ours, &ours);
+                    prop_assert_eq!(node.others, here.iter().filter(|p| !p.ours).count());
+                    let cpu: i64 = here.iter().map(|p| p.requests.cpu_millis).sum();
+                    prop_assert_eq!(node.requested.cpu_millis, cpu);
+                    prop_assert_eq!(c.nodes_free_of_ours().contains(n), ours.is_empty());
+                    let nominated: BTreeSet<PodKey> = c.nominated_to(n).map(|p| p.key.clone()).collect();
+                    let expected: BTreeSet<PodKey> = c.pods()
+                        .filter(|p| p.ours && p.is_pending() && p.nominated_node.as_ref() == Some(n))
+                        .map(|p| p.key.clone()).collect();
+                    prop_assert_eq!(nominated, expected);
+                }
+                prop_assert_eq!(c.nodes_free_of_ours().len(), c.nodes().filter(|n| n.ours.is_empty()).count());
+                let by_cpu: Vec<(i64, String)> = c.nodes_by_free_cpu_desc().map(|(cpu, n)| (cpu, n.info.name.clone())).collect();
+                let mut expected: Vec<(i64, String)> = c.nodes().map(|n| (n.free_cpu_millis(), n.info.name.clone())).collect();
+                expected.sort();
+                expected.reverse();
+                prop_assert_eq!(by_cpu, expected);
+                let victims: Vec<(i32, PodKey)> = c.ours_by_priority().map(|(p, k)| (p, k.clone())).collect();
+                let mut expected: Vec<(i32, PodKey)> = c.pods()
+                    .filter(|p| p.ours && p.node_name.is_some())
+                    .map(|p| (p.priority, p.key.clone())).collect();
+                expected.sort();
+                prop_assert_eq!(victims, expected);
+                for g in ["g0", "g1"] {
+                    let bound = c.pods().filter(|p| p.ours && p.node_name.is_some() && !p.terminating
+                        && p.group.as_ref().is_some_and(|x| x.name == g)).count();
+                    prop_assert_eq!(c.bound_group_members("default", g), bound);
+                    let pending = c.pods().filter(|p| p.ours && p.is_pending()
+                        && p.group.as_ref().is_some_and(|x| x.name == g)).count();
+                    prop_assert_eq!(c.pending_group_members("default", g).len(), pending);
+                }
+            }
+        }
+    }
 }

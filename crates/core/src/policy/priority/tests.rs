@@ -950,3 +950,113 @@ proptest! {
         }
     }
 }
+
+/// The walkthrough of docs/priority.md, step by step, with the loop's
+/// actions applied by hand: master tainted, two workers.
+#[test]
+fn docs_walkthrough_on_three_nodes() {
+    let p = profile();
+    let mut c = cluster(&["worker-1", "worker-2"], vec![]);
+    c.upsert_node(master("master"));
+    let bind_all = |c: &mut Cluster, d: &Decision| {
+        for (pod, node) in bindings(d) {
+            c.assume(&key(&pod), &node);
+        }
+    };
+    // 1. Two low-priority pods, one per worker.
+    for name in ["low-a", "low-b"] {
+        c.upsert_pod(pod(name, 10));
+        let d = decide(&p, &c, &[name]);
+        bind_all(&mut c, &d);
+    }
+    assert_eq!(c.node("worker-1").unwrap().ours.len(), 1);
+    assert_eq!(c.node("worker-2").unwrap().ours.len(), 1);
+
+    // 2. The high pod evicts exactly one and takes its node.
+    c.upsert_pod(pod("high", 100));
+    let Decision::Preempt {
+        evictions,
+        nominations,
+        ..
+    } = decide(&p, &c, &["high"])
+    else {
+        panic!("expected preemption")
+    };
+    assert_eq!(evictions.len(), 1);
+    let (victim, node) = (evictions[0].pod.clone(), evictions[0].node.clone());
+    c.set_nominated(&nominations[0].pod, Some(&nominations[0].node));
+    let mut dying = c.pod(&victim).unwrap().clone();
+    dying.terminating = true;
+    c.upsert_pod(dying);
+    assert!(matches!(decide(&p, &c, &["high"]), Decision::Wait { .. }));
+    c.remove_pod(&victim);
+    let d = decide(&p, &c, &["high"]);
+    assert_eq!(bindings(&d)["high"], node);
+    bind_all(&mut c, &d);
+    c.upsert_pod(pod("low-c", 10)); // the Deployment's replacement
+    assert!(matches!(
+        decide(&p, &c, &["low-c"]),
+        Decision::Unschedulable { .. }
+    ));
+
+    // 3. Master untainted: the replacement binds there; the trio cannot be
+    // placed whole while the high pod runs, and evicts nobody.
+    assert!(c.upsert_node(mk_node("master")).may_fit_more);
+    let d = decide(&p, &c, &["low-c"]);
+    assert_eq!(bindings(&d)["low-c"], "master");
+    bind_all(&mut c, &d);
+    for m in gang(&["trio-0", "trio-1", "trio-2"], "trio", Some(3), 50) {
+        c.upsert_pod(m);
+    }
+    let trio = ["trio-0", "trio-1", "trio-2"];
+    let Decision::Unschedulable { message, .. } = decide(&p, &c, &trio) else {
+        panic!("the trio must wait")
+    };
+    assert!(
+        message.starts_with(
+            "pod group default/trio: no complete placement (2/3 members placed, none bound)"
+        ),
+        "{message}"
+    );
+    c.remove_pod(&key("high"));
+    let Decision::Preempt {
+        evictions,
+        nominations,
+        ..
+    } = decide(&p, &c, &trio)
+    else {
+        panic!("expected the trio to preempt")
+    };
+    assert_eq!(evictions.len(), 2, "both low pods: {evictions:?}");
+    assert_eq!(nominations.len(), 3);
+    for n in &nominations {
+        c.set_nominated(&n.pod, Some(&n.node));
+    }
+    for e in &evictions {
+        c.remove_pod(&e.pod);
+    }
+    let d = decide(&p, &c, &trio);
+    let placed = bindings(&d);
+    assert_eq!(placed.len(), 3);
+    assert_eq!(placed.values().collect::<HashSet<_>>().len(), 3);
+    bind_all(&mut c, &d);
+
+    // 4. A four-pod gang on three nodes binds none and evicts nobody.
+    for m in gang(
+        &["four-0", "four-1", "four-2", "four-3"],
+        "four",
+        Some(4),
+        50,
+    ) {
+        c.upsert_pod(m);
+    }
+    let Decision::Unschedulable { message, .. } =
+        decide(&p, &c, &["four-0", "four-1", "four-2", "four-3"])
+    else {
+        panic!("the four-pod gang cannot be placed")
+    };
+    assert!(
+        message.starts_with("pod group default/four: no complete placement (0/4"),
+        "{message}"
+    );
+}
