@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use posture_k8s::ops::apply::{ApplyAction, apply_plan};
+use posture_k8s::ops::apply::ApplyAction;
 use posture_k8s::ops::manifests::{self, DbCredentials, Mode, RenderOptions};
-use posture_k8s::ops::wait::{WaitConfig, wait_deployments, wait_pods_scheduled};
-use posture_k8s::ops::{nodes, status};
+use posture_k8s::ops::status;
+use posture_k8s::ops::up::{DeployEvent, NodeOptions, deploy, prepare_nodes};
+use posture_k8s::ops::wait::WaitConfig;
 use rand::SeedableRng as _;
 
 use super::gpu::GpuSourceArgs;
@@ -248,25 +249,19 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    let cluster_nodes = nodes::list_nodes(&client).await?;
-    let masters = nodes::masters(&cluster_nodes, args.master.as_deref());
-    if !args.no_taint {
-        if masters.is_empty() {
-            eprintln!(
-                "no control-plane node found (no role label); pass --master NODE to taint one"
-            );
-        }
-        for c in nodes::taint(&client, &cluster_nodes, &masters).await? {
-            eprintln!(
-                "node {}: {} ({})",
-                c.node,
-                c.action,
-                if c.changed { "changed" } else { "unchanged" }
-            );
-        }
+    let prepared = prepare_nodes(
+        &client,
+        &NodeOptions {
+            master: args.master.clone(),
+            skip_taint: args.no_taint,
+            gpu_nodes: args.gpu.gpu_nodes.clone(),
+        },
+    )
+    .await?;
+    if !args.no_taint && prepared.masters.is_empty() {
+        eprintln!("no control-plane node found (no role label); pass --master NODE to taint one");
     }
-    let gpu_nodes = nodes::gpu_nodes(&cluster_nodes, &masters, &args.gpu.gpu_nodes);
-    for c in nodes::label_gpu_nodes(&client, &cluster_nodes, &gpu_nodes).await? {
+    for c in &prepared.changes {
         eprintln!(
             "node {}: {} ({})",
             c.node,
@@ -276,17 +271,21 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     if args.mode == ModeArg::Keda {
-        let placement = keda_placement(&args, &scaled_jobs, &gpu_nodes).await?;
+        let placement = keda_placement(&args, &scaled_jobs, &prepared.gpu_nodes).await?;
         manifests::assign_nodes(&mut rendered.plan, &placement);
     }
 
     let mut progress = Progress::new();
-    let total = rendered.plan.objects.len();
-    let mut done = 0;
-    let outcomes = apply_plan(&client, &rendered.plan, |o| {
-        done += 1;
-        progress.update("applying", done, total);
-        tracing::debug!(object = %o.object, action = o.action.as_str(), "applied");
+    let wait = (!args.no_wait).then(|| WaitConfig {
+        timeout: args.wait_timeout,
+        ..WaitConfig::default()
+    });
+    let outcomes = deploy(&client, &rendered.plan, &args.namespace, wait, |e| match e {
+        DeployEvent::Applied { outcome, n, total } => {
+            progress.update("applying", n, total);
+            tracing::debug!(object = %outcome.object, action = outcome.action.as_str(), "applied");
+        }
+        DeployEvent::Waiting(p) => progress.update(&p.what, p.done, p.total),
     })
     .await?;
     progress.finish();
@@ -305,29 +304,10 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         count(ApplyAction::Configured),
         count(ApplyAction::Unchanged)
     );
-
-    if !args.no_wait {
-        let cfg = WaitConfig {
-            timeout: args.wait_timeout,
-            ..WaitConfig::default()
-        };
-        wait_deployments(&client, &rendered.plan.deployments(), cfg, |p| {
-            progress.update(&p.what, p.done, p.total)
-        })
-        .await?;
-        progress.finish();
-        let jobs = rendered.plan.workload_names("Job").len();
-        if jobs > 0 {
-            wait_pods_scheduled(&client, &args.namespace, jobs, cfg, |p| {
-                progress.update(&p.what, p.done, p.total)
-            })
-            .await?;
-            progress.finish();
-        } else {
-            eprintln!(
-                "ScaledJobs applied: KEDA starts their Jobs when the external scaler reports activity"
-            );
-        }
+    if !scaled_jobs.is_empty() {
+        eprintln!(
+            "ScaledJobs applied: KEDA starts their Jobs when the external scaler reports activity"
+        );
     }
     let inputs = status::gather(&client).await?;
     print!(

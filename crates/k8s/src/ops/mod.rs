@@ -26,6 +26,7 @@ pub mod nodes;
 pub mod plan;
 pub mod status;
 pub mod teardown;
+pub mod up;
 pub mod wait;
 
 /// Field manager for every server-side apply `up` performs. Re-applying the
