@@ -100,6 +100,11 @@ fn bench(args: &BenchPoseArgs) -> anyhow::Result<()> {
         "pose estimator: BlazePose full (ONNX Runtime), {} thread(s), {} iterations",
         args.threads, args.iterations
     );
+    if cfg!(debug_assertions) {
+        println!(
+            "note: debug build; image resampling is unoptimized there, build with --release for representative numbers"
+        );
+    }
     println!(
         "{:<28} {:>10} {:>7} {:>9} {:>9}",
         "image", "size", "person", "p50 ms", "p95 ms"
