@@ -268,13 +268,12 @@ pub async fn run_analyzer(
     drop(rx);
     let _ = client.disconnect().await;
     // Let the network task send the acks and the DISCONNECT.
-    if let Some(mut handle) = poller.0.take() {
-        if tokio::time::timeout(Duration::from_secs(3), &mut handle)
+    if let Some(mut handle) = poller.0.take()
+        && tokio::time::timeout(Duration::from_secs(3), &mut handle)
             .await
             .is_err()
-        {
-            handle.abort();
-        }
+    {
+        handle.abort();
     }
     analyzer.flush_spool().await;
     Ok(stats)
