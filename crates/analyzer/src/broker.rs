@@ -19,8 +19,8 @@ pub enum BrokerError {
     NotListening(SocketAddr),
 }
 
-/// Starts rumqttd on `addr` in background threads and waits until it accepts
-/// connections.
+/// Starts rumqttd on `addr` in background threads. Clients connecting early
+/// retry, so there is no need to wait for the listener.
 pub async fn start_embedded_broker(
     addr: SocketAddr,
     max_payload: usize,
@@ -51,7 +51,7 @@ pub async fn start_embedded_broker(
         v4: Some(HashMap::from([("1".to_string(), server)])),
         ..Config::default()
     };
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("mqtt-broker".into())
         .spawn(move || {
             let mut broker = Broker::new(config);
@@ -60,12 +60,13 @@ pub async fn start_embedded_broker(
             }
         })
         .map_err(BrokerError::Thread)?;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(addr).await.is_ok() {
-            tracing::info!(%addr, "embedded MQTT broker listening");
-            return Ok(());
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // rumqttd binds in its own threads and only logs a failure; a broker that
+    // is still running after a moment is listening. (No probe connection: the
+    // broker logs every aborted connect as an error.)
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    if thread.is_finished() {
+        return Err(BrokerError::NotListening(addr));
     }
-    Err(BrokerError::NotListening(addr))
+    tracing::info!(%addr, "embedded MQTT broker started");
+    Ok(())
 }

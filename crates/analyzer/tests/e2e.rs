@@ -540,3 +540,26 @@ async fn graceful_stop_finishes_and_acknowledges_the_frame_in_hand() {
     let (a, _) = run.stop().await;
     assert_eq!(a.metrics().duplicates.get(), 0);
 }
+
+/// The `local` setup: embedded rumqttd, no external broker, SQLite.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_broker_carries_frames_end_to_end() {
+    let port = free_port();
+    posture_analyzer::broker::start_embedded_broker(
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+        32 << 20,
+    )
+    .await
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, port, "images/pi1", "analyzer-local").await;
+    let files = write_frames(&out.path().join("in"), &[(RED, 1), (BLUE, 2), (GRAY, 3)]);
+    publish(port, "images/pi1", &files).await;
+    let got = run.take(3).await;
+    let statuses: Vec<_> = got.iter().map(|o| row_of(o).posture_status.clone()).collect();
+    assert_eq!(statuses, ["Good", "Bad", "No person detected"]);
+    let _ = run.stop().await;
+    assert_eq!(db_rows(&target).await.len(), 3);
+}
