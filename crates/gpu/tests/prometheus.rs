@@ -131,6 +131,60 @@ async fn wait_for(
     }
 }
 
+/// Runs a burst of ten pods through the `gpu-least-loaded` profile over
+/// three Ready nodes with the snapshot's readings.
+fn burst_avoids_the_busy_node(s: &GpuSnapshot) {
+    use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+    use posture_core::{Cluster, Decision, NodeInfo, PodInfo, PodKey, Profile, SchedulingContext};
+
+    let mut cluster = Cluster::new();
+    for name in ["agx", "orin", "xavier"] {
+        cluster.upsert_node(NodeInfo {
+            name: name.into(),
+            ready: true,
+            allocatable: posture_core::model::Resources {
+                cpu_millis: 8000,
+                memory_bytes: 16 << 30,
+                pods: 110,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    }
+    let mut profile = GpuLeastLoaded::new(GpuLeastLoadedConfig {
+        seed: 42,
+        ..Default::default()
+    });
+    let mut counts = std::collections::BTreeMap::<String, usize>::new();
+    for i in 0..10 {
+        let pod = PodInfo {
+            key: PodKey::new("posture", format!("analyzer-{i}")),
+            ours: true,
+            ..Default::default()
+        };
+        let ctx = SchedulingContext {
+            now: s.taken_at + i,
+            gpu: Some(s),
+        };
+        match profile.schedule(&cluster, &[&pod], &ctx) {
+            Decision::Bind(b) => {
+                profile.bound(&b[0], ctx.now);
+                *counts.entry(b[0].node.clone()).or_default() += 1;
+            }
+            other => panic!("pod {i} not placed: {other:?}"),
+        }
+    }
+    assert_eq!(
+        counts.get("xavier"),
+        None,
+        "70 % is over the threshold: {counts:?}"
+    );
+    assert!(
+        counts["agx"] >= 4 && counts["orin"] >= 4,
+        "a burst spreads: {counts:?}"
+    );
+}
+
 fn state(s: &GpuSnapshot, node: &str) -> Option<UsageState> {
     s.nodes.get(node).map(|u| u.state)
 }
@@ -199,6 +253,10 @@ async fn reads_a_real_prometheus_through_outages() {
         s.taken_at - agx.sampled_at < 5_000,
         "sample time is the scrape's: {agx:?}"
     );
+
+    // The "done" check, from real readings: gpu-least-loaded never
+    // binds to the 70 % node and spreads a burst of ten pods.
+    burst_avoids_the_busy_node(&s);
 
     // Values change.
     write_metrics(

@@ -112,6 +112,78 @@ impl GpuSourceArgs {
     }
 }
 
+/// Settings of the `gpu-least-loaded` scheduler profile, for the scheduler
+/// subcommand to flatten next to [`GpuSourceArgs`].
+// Flattened by the scheduler subcommand once it wires this profile.
+#[allow(dead_code)]
+#[derive(clap::Args, Clone, Debug)]
+pub struct GpuProfileArgs {
+    /// Nodes whose measured GPU usage is at or above this percentage are not eligible.
+    #[arg(long, env = "GPU_THRESHOLD", default_value_t = 60.0)]
+    pub gpu_threshold: f64,
+    /// Estimated GPU load (percent) of a pod just placed, counted on its node
+    /// until a sample taken after the bind arrives (in-flight compensation).
+    #[arg(long, env = "GPU_INFLIGHT_LOAD", default_value_t = 15.0)]
+    pub gpu_inflight_load: f64,
+    /// The longest an in-flight estimate counts without a newer sample.
+    #[arg(long, env = "GPU_INFLIGHT_WINDOW", default_value = "2m", value_parser = parse_duration)]
+    pub gpu_inflight_window: Duration,
+    /// Usages within this many percentage points of the best are ties (the
+    /// node chosen last wins them, else a seeded random one).
+    #[arg(long, env = "GPU_TIE_TOLERANCE", default_value_t = 0.5)]
+    pub gpu_tie_tolerance: f64,
+    /// Seed of the tie-break RNG (reproducible runs); default: drawn at start.
+    #[arg(long, env = "GPU_SEED")]
+    pub gpu_seed: Option<u64>,
+    /// ConfigMap (in the scheduler's namespace) remembering the node chosen
+    /// last across restarts.
+    #[arg(long, env = "GPU_STATE_CONFIGMAP", default_value = posture_k8s::gpu_state::DEFAULT_CONFIGMAP)]
+    pub gpu_state_configmap: String,
+}
+
+#[allow(dead_code)]
+impl GpuProfileArgs {
+    /// The profile configuration these flags describe; checks ranges.
+    pub fn config(
+        &self,
+    ) -> anyhow::Result<posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig> {
+        if !(0.0..=100.0).contains(&self.gpu_threshold) {
+            anyhow::bail!(
+                "--gpu-threshold must be within 0-100, got {}",
+                self.gpu_threshold
+            );
+        }
+        if !(0.0..=100.0).contains(&self.gpu_inflight_load) {
+            anyhow::bail!(
+                "--gpu-inflight-load must be within 0-100, got {}",
+                self.gpu_inflight_load
+            );
+        }
+        if !(0.0..=100.0).contains(&self.gpu_tie_tolerance) {
+            anyhow::bail!(
+                "--gpu-tie-tolerance must be within 0-100, got {}",
+                self.gpu_tie_tolerance
+            );
+        }
+        let seed = self.gpu_seed.unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0)
+        });
+        Ok(
+            posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig {
+                threshold_percent: self.gpu_threshold,
+                inflight_load_percent: self.gpu_inflight_load,
+                inflight_window_ms: i64::try_from(self.gpu_inflight_window.as_millis())
+                    .unwrap_or(i64::MAX),
+                tie_tolerance_percent: self.gpu_tie_tolerance,
+                seed,
+            },
+        )
+    }
+}
+
 /// Output format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Output {
@@ -122,7 +194,8 @@ pub enum Output {
     Json,
 }
 
-/// Flags of `posture-farm gpu`.
+/// Flags of `posture-farm gpu`. Without `--watch` the exit status is 1 when
+/// no node has a fresh reading (Prometheus down, nothing reported).
 #[derive(Debug, clap::Args)]
 pub struct GpuArgs {
     #[command(flatten)]
@@ -154,6 +227,9 @@ pub async fn run(args: GpuArgs) -> anyhow::Result<()> {
         out.write_all(text.as_bytes())?;
         out.flush()?;
         if !args.watch {
+            if snapshot.fresh().next().is_none() {
+                anyhow::bail!("no node has a fresh GPU usage reading");
+            }
             return Ok(());
         }
     }
@@ -269,6 +345,24 @@ mod tests {
         assert!(r.discover.is_some());
         let t = T::parse_from(["t", "--gpu-discover-query", ""]);
         assert!(t.a.source.resolve().is_err(), "nothing to read is an error");
+    }
+
+    #[test]
+    fn profile_flags() {
+        #[derive(Parser)]
+        struct P {
+            #[command(flatten)]
+            p: GpuProfileArgs,
+        }
+        let p = P::parse_from(["t", "--gpu-seed", "9", "--gpu-inflight-window", "30s"]);
+        let c = p.p.config().unwrap();
+        assert_eq!(c.threshold_percent, 60.0);
+        assert_eq!(c.inflight_load_percent, 15.0);
+        assert_eq!(c.inflight_window_ms, 30_000);
+        assert_eq!(c.seed, 9);
+        assert_eq!(p.p.gpu_state_configmap, "posture-farm-gpu-state");
+        let p = P::parse_from(["t", "--gpu-threshold", "120"]);
+        assert!(p.p.config().is_err());
     }
 
     #[test]
