@@ -180,5 +180,5 @@ fn balancer_role_is_least_privilege() {
     .map(|(k, v)| (k.to_owned(), v.into_iter().map(String::from).collect()))
     .collect();
     assert_eq!(grants, expected);
-    assert!(objs.get("ClusterRole").is_none(), "namespaced only");
+    assert!(!objs.contains_key("ClusterRole"), "namespaced only");
 }
