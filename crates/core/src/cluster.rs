@@ -80,6 +80,9 @@ pub struct Cluster {
     ours_by_priority: BTreeSet<(i32, PodKey)>,
     /// Pending pods of ours with `status.nominatedNodeName`, by that node.
     nominated: HashMap<String, BTreeSet<PodKey>>,
+    /// `minMember` of PodGroup objects (scheduler-plugins CRD) by
+    /// (namespace, name), where that CRD is installed.
+    group_min_members: HashMap<(String, String), u32>,
     generation: u64,
 }
 
@@ -151,6 +154,25 @@ impl Cluster {
         self.bound_groups
             .get(&(namespace.to_string(), group.to_string()))
             .map_or(0, BTreeSet::len)
+    }
+
+    /// The `minMember` of the PodGroup object of this name, when one exists
+    /// (the gang size when pods carry no `pod-group-min-member` annotation).
+    pub fn group_min_member(&self, namespace: &str, group: &str) -> Option<u32> {
+        self.group_min_members
+            .get(&(namespace.to_string(), group.to_string()))
+            .copied()
+    }
+
+    /// Records a PodGroup object's `minMember` (`None`: the object was
+    /// deleted), as its watch reports it.
+    pub fn set_group_min_member(&mut self, namespace: &str, group: &str, min_member: Option<u32>) {
+        self.generation += 1;
+        let key = (namespace.to_string(), group.to_string());
+        match min_member {
+            Some(m) => self.group_min_members.insert(key, m),
+            None => self.group_min_members.remove(&key),
+        };
     }
 
     /// Our pods placed on a node (bound or assumed), lowest priority first,

@@ -444,3 +444,9 @@ mod tests {
         );
     }
 }
+
+/// `podgroup.rs` is compiled and tested from here until `lib.rs` declares
+/// `pub mod podgroup;` (then this line goes).
+#[cfg(test)]
+#[path = "podgroup.rs"]
+mod podgroup_tests;

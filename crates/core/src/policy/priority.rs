@@ -39,7 +39,8 @@
 //!   member, plus victims) is made first; a [`Decision::Bind`] or
 //!   [`Decision::Preempt`] covers every member, anything less is
 //!   [`Decision::Unschedulable`] and touches nothing. Its size is the
-//!   `minMember` of the group (members already running count towards it; the
+//!   `pod-group-min-member` annotation, else the PodGroup object's `minMember`
+//!   ([`Cluster::group_min_member`]; members already running count towards it; the
 //!   gang waits while fewer are pending), or, without one, the members
 //!   pending once the newest is older than the settle delay.
 //!
@@ -201,10 +202,12 @@ impl PriorityProfile {
     ) -> Option<Decision> {
         let namespace = &members[0].key.namespace;
         let settle = duration_millis(self.config.gang_settle);
+        // The annotation wins; else the PodGroup object's `minMember`.
         let min_member = members
             .iter()
             .filter_map(|p| p.group.as_ref().and_then(|g| g.min_member))
-            .max();
+            .max()
+            .or_else(|| cluster.group_min_member(namespace, group));
         match min_member {
             Some(min) => {
                 let running = cluster.bound_group_members(namespace, group);

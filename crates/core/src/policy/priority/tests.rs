@@ -1060,3 +1060,27 @@ fn docs_walkthrough_on_three_nodes() {
         "{message}"
     );
 }
+
+#[test]
+fn a_podgroup_objects_min_member_sizes_a_gang_without_the_annotation() {
+    let mut c = cluster(&["a", "b", "c"], gang(&["g1", "g2"], "crd", None, 0));
+    c.set_group_min_member("default", "crd", Some(3));
+    let d = decide(&profile(), &c, &["g1", "g2"]);
+    assert!(
+        matches!(&d, Decision::Wait { message, .. } if message.contains("of minMember 3")),
+        "{d:?}"
+    );
+    c.upsert_pod(member("g3", "crd", None, 0));
+    assert_eq!(
+        bindings(&decide(&profile(), &c, &["g1", "g2", "g3"])).len(),
+        3
+    );
+    // A larger minMember on the object makes the gang wait again.
+    c.set_group_min_member("default", "crd", Some(5));
+    assert!(matches!(
+        decide(&profile(), &c, &["g1", "g2", "g3"]),
+        Decision::Wait { .. }
+    ));
+    c.set_group_min_member("default", "crd", None);
+    assert_eq!(c.group_min_member("default", "crd"), None);
+}
