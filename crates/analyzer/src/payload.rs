@@ -435,4 +435,26 @@ pub(crate) mod tests {
         let d = decode_payload(&with_exif, &Limits::default()).unwrap();
         assert_eq!(d.image.dimensions(), (20, 40));
     }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_payloads_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..2048)) {
+            let _ = decode_payload(&bytes, &Limits::default());
+            let mut jpeg_like = JPEG_MAGIC.to_vec();
+            jpeg_like.extend_from_slice(&bytes);
+            let _ = decode_payload(&jpeg_like, &Limits::default());
+        }
+
+        #[test]
+        fn whitespace_anywhere_in_base64_is_ignored(cuts in proptest::collection::vec(0usize..2000, 0..20)) {
+            let raw = jpeg(24, 16);
+            let mut text = STANDARD.encode(&raw).into_bytes();
+            for c in cuts {
+                let at = c % (text.len() + 1);
+                text.insert(at, b"\n \t\r"[c % 4]);
+            }
+            let d = decode_payload(&text, &Limits::default()).unwrap();
+            proptest::prop_assert_eq!(d.bytes, raw);
+        }
+    }
 }

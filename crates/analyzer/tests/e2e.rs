@@ -558,7 +558,10 @@ async fn embedded_broker_carries_frames_end_to_end() {
     let files = write_frames(&out.path().join("in"), &[(RED, 1), (BLUE, 2), (GRAY, 3)]);
     publish(port, "images/pi1", &files).await;
     let got = run.take(3).await;
-    let statuses: Vec<_> = got.iter().map(|o| row_of(o).posture_status.clone()).collect();
+    let statuses: Vec<_> = got
+        .iter()
+        .map(|o| row_of(o).posture_status.clone())
+        .collect();
     assert_eq!(statuses, ["Good", "Bad", "No person detected"]);
     let _ = run.stop().await;
     assert_eq!(db_rows(&target).await.len(), 3);

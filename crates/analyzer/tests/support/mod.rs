@@ -57,11 +57,18 @@ pub struct Mosquitto {
 
 impl Mosquitto {
     pub fn start() -> Option<Self> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// Like [`Mosquitto::start`] with extra listener settings (given the
+    /// broker's directory), e.g. TLS files.
+    pub fn start_with(extra: impl FnOnce(&Path) -> String) -> Option<Self> {
         let bin = require("/usr/sbin/mosquitto", "mosquitto")?;
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = format!(
-            "listener {port} 127.0.0.1\nallow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nmax_queued_messages 10000\nlog_dest stderr\n",
+            "per_listener_settings false\nlistener {port} 127.0.0.1\n{}allow_anonymous true\npersistence true\npersistence_location {}/\nuser root\nmax_queued_messages 10000\nlog_dest stderr\n",
+            extra(dir.path()),
             dir.path().display()
         );
         std::fs::write(dir.path().join("mosquitto.conf"), conf).unwrap();
@@ -76,6 +83,11 @@ impl Mosquitto {
     }
 
     /// Starts the broker (again) on the same port and persistence directory.
+    /// The broker's working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(&self.bin)
@@ -183,6 +195,11 @@ impl Postgres {
         } else {
             Command::new(bin)
         }
+    }
+
+    /// The broker's working directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     pub fn restart(&mut self) {
