@@ -7,16 +7,31 @@
 //!  after bind:  store.save_if_changed(profile.last_chosen())   (SSA, only on change)
 //! ```
 //!
+//! [`PersistLastChosen`] does the second step for the scheduler loop: it
+//! wraps the profile, and after each confirmed bind hands the last chosen
+//! node to a writer task through a `watch` channel (the loop never waits on
+//! the API server for this; only the newest value is written).
+//!
 //! The ConfigMap (default `posture-farm-gpu-state`, in the scheduler's
 //! namespace) holds one key, `lastChosenNode`. It is written with
 //! server-side apply (field manager `posture-farm`, force), which creates it
 //! when absent. A failed save is returned to the caller to log; the next
 //! change retries, and a lost value only costs one tie-break.
 
+use std::time::Duration;
+
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use posture_core::cluster::Cluster;
+use posture_core::framework::{Binding, Decision, Profile, SchedulingContext};
+use posture_core::model::{Millis, PodInfo};
+use posture_core::policy::gpu_least_loaded::GpuLeastLoaded;
 use serde_json::json;
+use tokio::sync::watch;
+
+/// Pause before retrying a failed write (the API server may be restarting).
+const RETRY_AFTER: Duration = Duration::from_secs(5);
 
 /// Default ConfigMap name.
 pub const DEFAULT_CONFIGMAP: &str = "posture-farm-gpu-state";
@@ -112,6 +127,112 @@ impl GpuStateStore {
     }
 }
 
+/// The `gpu-least-loaded` profile with its last chosen node persisted: a
+/// drop-in [`Profile`] for the scheduler loop.
+pub struct PersistLastChosen {
+    inner: GpuLeastLoaded,
+    tx: watch::Sender<Option<String>>,
+}
+
+impl PersistLastChosen {
+    /// Loads the remembered node into `profile` (a failed read is logged and
+    /// ignored: it only costs a tie-break), then starts the writer task.
+    /// Must be called inside a Tokio runtime; the task ends when the
+    /// returned profile is dropped.
+    pub async fn start(mut profile: GpuLeastLoaded, mut store: GpuStateStore) -> Self {
+        match store.load().await {
+            Ok(node) => {
+                tracing::info!(node = ?node, configmap = %store.name, "restored last chosen GPU node");
+                profile.restore_last_chosen(node);
+            }
+            Err(e) => tracing::warn!(
+                error = %error_chain(&e),
+                "could not read the last chosen GPU node; starting without it"
+            ),
+        }
+        let (tx, rx) = watch::channel(profile.last_chosen().map(str::to_string));
+        tokio::spawn(write_loop(store, rx));
+        Self { inner: profile, tx }
+    }
+
+    /// The wrapped profile.
+    pub fn inner(&self) -> &GpuLeastLoaded {
+        &self.inner
+    }
+
+    fn publish(&self) {
+        let now = self.inner.last_chosen().map(str::to_string);
+        self.tx.send_if_modified(|v| {
+            let changed = *v != now;
+            if changed {
+                v.clone_from(&now);
+            }
+            changed
+        });
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        cur = inner.source();
+    }
+    s
+}
+
+/// Writes each new value; on failure waits and retries the newest value.
+async fn write_loop(mut store: GpuStateStore, mut rx: watch::Receiver<Option<String>>) {
+    loop {
+        if rx.changed().await.is_err() {
+            return;
+        }
+        loop {
+            let value = rx.borrow_and_update().clone();
+            match store.save_if_changed(value.as_deref()).await {
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %error_chain(&e), "could not save the last chosen GPU node; retrying");
+                    tokio::time::sleep(RETRY_AFTER).await;
+                    if rx.has_changed().is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Profile for PersistLastChosen {
+    fn name(&self) -> &'static str {
+        self.inner.name()
+    }
+
+    fn gang_aware(&self) -> bool {
+        self.inner.gang_aware()
+    }
+
+    fn schedule(
+        &mut self,
+        cluster: &Cluster,
+        unit: &[&PodInfo],
+        ctx: &SchedulingContext<'_>,
+    ) -> Decision {
+        self.inner.schedule(cluster, unit, ctx)
+    }
+
+    fn bound(&mut self, binding: &Binding, now: Millis) {
+        self.inner.bound(binding, now);
+        self.publish();
+    }
+
+    fn bind_failed(&mut self, binding: &Binding) {
+        self.inner.bind_failed(binding);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -181,6 +302,84 @@ mod tests {
         // The failed write is retried on the next save.
         assert!(store.save_if_changed(Some("orin")).await.unwrap());
         server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn the_wrapped_profile_restores_and_persists_after_binds() {
+        use posture_core::gpu::{GpuSample, GpuSnapshot, NodeUsage, UsageState};
+        use posture_core::model::{NodeInfo, PodKey};
+        use posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig;
+
+        let (client, mut mock) = ApiMock::new();
+        let server = tokio::spawn(async move {
+            let r = mock.next().await;
+            assert_eq!(r.method, "GET");
+            r.respond(200, cm("orin"));
+            // The first bind goes to agx (idlest): one write.
+            let r = mock.next().await;
+            assert_eq!(r.method, "PATCH");
+            assert_eq!(r.content_type, "application/apply-patch+yaml");
+            assert_eq!(r.body["data"], json!({"lastChosenNode": "agx"}));
+            r.respond(200, cm("agx"));
+            mock
+        });
+        let store = GpuStateStore::new(client, "posture-farm", DEFAULT_CONFIGMAP);
+        let mut p =
+            PersistLastChosen::start(GpuLeastLoaded::new(GpuLeastLoadedConfig::default()), store)
+                .await;
+        assert_eq!(p.inner().last_chosen(), Some("orin"), "restored");
+        assert_eq!(p.name(), "gpu-least-loaded");
+
+        let mut cluster = Cluster::new();
+        for n in ["agx", "orin"] {
+            cluster.upsert_node(NodeInfo {
+                name: n.into(),
+                ready: true,
+                allocatable: posture_core::model::Resources {
+                    pods: 10,
+                    ..Default::default()
+                },
+                ..Default::default()
+            });
+        }
+        let mut snap = GpuSnapshot::default();
+        for (n, u) in [("agx", 10.0), ("orin", 40.0)] {
+            snap.nodes.insert(
+                n.into(),
+                NodeUsage {
+                    sample: Some(GpuSample {
+                        usage_percent: u,
+                        sampled_at: 0,
+                    }),
+                    state: UsageState::Ok,
+                    error: None,
+                },
+            );
+        }
+        let pod = PodInfo {
+            key: PodKey::new("posture", "a"),
+            ours: true,
+            ..Default::default()
+        };
+        let ctx = SchedulingContext {
+            now: 1,
+            gpu: Some(&snap),
+        };
+        let Decision::Bind(b) = p.schedule(&cluster, &[&pod], &ctx) else {
+            panic!("expected a bind")
+        };
+        assert_eq!(b[0].node, "agx");
+        p.bound(&b[0], 2);
+        let mut mock = server.await.unwrap();
+        // Binding to the same node again writes nothing.
+        p.bound(&b[0], 3);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), mock.next())
+                .await
+                .is_err(),
+            "no further request"
+        );
     }
 
     #[tokio::test]
