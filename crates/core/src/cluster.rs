@@ -20,7 +20,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::model::{NodeInfo, PodInfo, PodKey, Resources};
+use crate::model::{Millis, NodeInfo, PodInfo, PodKey, Resources};
 
 /// A node with what is placed on it.
 #[derive(Clone, Debug)]
@@ -83,6 +83,9 @@ pub struct Cluster {
     /// `minMember` of PodGroup objects (scheduler-plugins CRD) by
     /// (namespace, name), where that CRD is installed.
     group_min_members: HashMap<(String, String), u32>,
+    /// Pods whose eviction was refused (a PodDisruptionBudget), until when
+    /// preemption should not pick them again.
+    eviction_refused: HashMap<PodKey, Millis>,
     generation: u64,
 }
 
@@ -173,6 +176,24 @@ impl Cluster {
             Some(m) => self.group_min_members.insert(key, m),
             None => self.group_min_members.remove(&key),
         };
+    }
+
+    /// Records that evicting `key` was refused (HTTP 429, a
+    /// PodDisruptionBudget), so preemption plans around it until `until`
+    /// instead of asking again for the same victim.
+    pub fn refuse_eviction(&mut self, key: &PodKey, until: Millis) {
+        self.generation += 1;
+        if self.pods.contains_key(key) {
+            self.eviction_refused.insert(key.clone(), until);
+        }
+    }
+
+    /// Whether an eviction of `key` was refused recently (before `until`
+    /// given to [`Cluster::refuse_eviction`] is reached at `now`).
+    pub fn eviction_refused(&self, key: &PodKey, now: Millis) -> bool {
+        self.eviction_refused
+            .get(key)
+            .is_some_and(|until| now < *until)
     }
 
     /// Our pods placed on a node (bound or assumed), lowest priority first,
@@ -302,6 +323,7 @@ impl Cluster {
     /// Removes a pod (deleted, or left the watched selection).
     pub fn remove_pod(&mut self, key: &PodKey) -> Option<PodInfo> {
         self.generation += 1;
+        self.eviction_refused.remove(key);
         let old = self.pods.remove(key)?;
         self.unaccount(&old);
         Some(old)

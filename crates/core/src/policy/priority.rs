@@ -31,8 +31,10 @@
 //!   the lowest priority sum (kube-scheduler's order: protect important work
 //!   first, then disturb as little as possible). Victims are pods of ours
 //!   only (other schedulers' priorities are not ours to compare), never
-//!   terminating ones, and all strictly lower than the preemptor (for a gang:
-//!   than its highest member). Victims respect the capacity mode: one-per-node
+//!   terminating ones, nor ones whose eviction was just refused by a
+//!   PodDisruptionBudget ([`Cluster::refuse_eviction`]: the next plan picks
+//!   other victims or none), and all strictly lower than the preemptor (for a
+//!   gang: than its highest member). Victims respect the capacity mode: one-per-node
 //!   frees the whole node; resource-fit evicts the fewest lowest-priority pods
 //!   whose requests make room.
 //! - **Gangs**: all or nothing. A complete plan (a node for every pending
@@ -170,7 +172,7 @@ impl PriorityProfile {
         }
         // Victims must be strictly below the unit's highest member.
         let threshold = members[0].priority;
-        let mut plan = Plan::new(cluster, self.config.capacity, &members);
+        let mut plan = Plan::new(cluster, self.config.capacity, &members, now);
         for (i, member) in members.iter().enumerate() {
             if let Some(node) = plan.find_free(member) {
                 plan.place(member, node, false);
@@ -298,6 +300,8 @@ struct Candidate {
 struct Plan<'c> {
     cluster: &'c Cluster,
     mode: CapacityMode,
+    /// Decision time: recently refused victims are not asked again.
+    now: Millis,
     /// The unit's own pods: their nominations never block them.
     unit: HashSet<PodKey>,
     /// Requests this plan placed on each node.
@@ -315,10 +319,11 @@ struct Plan<'c> {
 }
 
 impl<'c> Plan<'c> {
-    fn new(cluster: &'c Cluster, mode: CapacityMode, members: &[&PodInfo]) -> Self {
+    fn new(cluster: &'c Cluster, mode: CapacityMode, members: &[&PodInfo], now: Millis) -> Self {
         Self {
             cluster,
             mode,
+            now,
             unit: members.iter().map(|p| p.key.clone()).collect(),
             placed_on: HashMap::new(),
             victims: HashSet::new(),
@@ -500,10 +505,12 @@ impl<'c> Plan<'c> {
             if p.terminating {
                 continue;
             }
-            if p.priority < threshold {
+            let refused = self.cluster.eviction_refused(key, self.now);
+            if p.priority < threshold && !refused {
                 evictable.push(p);
             } else if self.mode == CapacityMode::OnePerNode {
-                // The node can only be freed by evicting a pod we may not.
+                // The node can only be freed by evicting a pod we may not
+                // (more important, or its eviction was just refused).
                 return None;
             }
         }

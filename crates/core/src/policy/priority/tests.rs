@@ -1084,3 +1084,38 @@ fn a_podgroup_objects_min_member_sizes_a_gang_without_the_annotation() {
     c.set_group_min_member("default", "crd", None);
     assert_eq!(c.group_min_member("default", "crd"), None);
 }
+
+#[test]
+fn a_refused_victim_is_planned_around_until_the_refusal_expires() {
+    let mut c = cluster(
+        &["a", "b"],
+        vec![
+            bound("guarded", "a", 1),
+            bound("other", "b", 5),
+            pod("pre", 100),
+        ],
+    );
+    let Decision::Preempt { evictions, .. } = decide(&profile(), &c, &["pre"]) else {
+        panic!()
+    };
+    assert_eq!(evictions[0].pod.name, "guarded");
+    // The Eviction API answered 429: another plan picks another victim …
+    c.refuse_eviction(&key("guarded"), NOW + 30_000);
+    let Decision::Preempt { evictions, .. } = decide(&profile(), &c, &["pre"]) else {
+        panic!()
+    };
+    assert_eq!(evictions[0].pod.name, "other");
+    // … or none at all, when it was the only one.
+    c.remove_pod(&key("other"));
+    c.upsert_pod(bound("other", "b", 100));
+    assert!(matches!(
+        decide(&profile(), &c, &["pre"]),
+        Decision::Unschedulable { .. }
+    ));
+    // Once the refusal is old, the budget may allow it: ask again.
+    let unit = [c.pod(&key("pre")).unwrap()];
+    let Decision::Preempt { evictions, .. } = profile().decide(&c, &unit, NOW + 30_000) else {
+        panic!()
+    };
+    assert_eq!(evictions[0].pod.name, "guarded");
+}
