@@ -65,6 +65,23 @@ impl GpuSnapshot {
             .map(|s| s.usage_percent)
     }
 
+    /// A node's state; [`UsageState::Missing`] for a node the snapshot does
+    /// not know (e.g. a cluster node no query covers).
+    pub fn state(&self, node: &str) -> UsageState {
+        self.nodes
+            .get(node)
+            .map_or(UsageState::Missing, |u| u.state)
+    }
+
+    /// Nodes whose reading cannot be used (stale or missing), sorted by
+    /// name: what components report and skip.
+    pub fn unusable(&self) -> impl Iterator<Item = (&str, &NodeUsage)> {
+        self.nodes
+            .iter()
+            .filter(|(_, u)| u.state != UsageState::Ok)
+            .map(|(n, u)| (n.as_str(), u))
+    }
+
     /// Nodes with fresh readings and their usage, sorted by name.
     pub fn fresh(&self) -> impl Iterator<Item = (&str, f64)> {
         self.nodes.iter().filter_map(|(n, u)| {
@@ -73,5 +90,38 @@ impl GpuSnapshot {
                 .flatten()
                 .map(|s| (n.as_str(), s.usage_percent))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(usage: Option<f64>, state: UsageState) -> NodeUsage {
+        NodeUsage {
+            sample: usage.map(|u| GpuSample {
+                usage_percent: u,
+                sampled_at: 0,
+            }),
+            state,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn only_fresh_readings_count() {
+        let mut s = GpuSnapshot::default();
+        s.nodes
+            .insert("a".into(), entry(Some(20.0), UsageState::Ok));
+        s.nodes
+            .insert("b".into(), entry(Some(5.0), UsageState::Stale));
+        s.nodes.insert("c".into(), entry(None, UsageState::Missing));
+        assert_eq!(s.usage("a"), Some(20.0));
+        assert_eq!(s.usage("b"), None, "stale keeps its value but is not used");
+        assert_eq!(s.fresh().collect::<Vec<_>>(), [("a", 20.0)]);
+        assert_eq!(s.state("b"), UsageState::Stale);
+        assert_eq!(s.state("zzz"), UsageState::Missing);
+        let bad: Vec<&str> = s.unusable().map(|(n, _)| n).collect();
+        assert_eq!(bad, ["b", "c"]);
     }
 }
