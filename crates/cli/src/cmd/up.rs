@@ -49,9 +49,10 @@ pub struct UpArgs {
     /// Placement mode: round-robin Jobs, or KEDA ScaledJobs.
     #[arg(long, env = "POSTURE_MODE", value_enum, default_value_t)]
     pub mode: ModeArg,
-    /// Namespace of the analyzers (created when it is not `default`).
-    #[arg(long, env = "POSTURE_NAMESPACE", default_value = manifests::DOCUMENTED_NAMESPACE)]
-    pub namespace: String,
+    /// Namespace of the analyzers, created when it is not `default`.
+    /// Default: as in deploy/ — `default` in round-robin mode, `posture` in KEDA mode.
+    #[arg(long, env = "POSTURE_NAMESPACE")]
+    pub namespace: Option<String>,
     /// Number of cameras (one analyzer each). Default: the ten documented in
     /// deploy/, or one per --topics entry.
     #[arg(long, env = "POSTURE_CAMERAS")]
@@ -204,7 +205,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     };
     let db = DbCredentials::from_env(|k| std::env::var(k).ok())?;
     let opts = RenderOptions {
-        namespace: Some(args.namespace.clone()),
+        namespace: args.namespace.clone(),
         image: image.clone(),
         mode: args.mode.into(),
         cameras: args.cameras,
@@ -271,7 +272,14 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
 
     if args.mode == ModeArg::Keda {
-        let placement = keda_placement(&args, &scaled_jobs, &prepared.gpu_nodes).await?;
+        let placement = keda_placement(
+            &client,
+            &args,
+            &rendered.namespace,
+            &scaled_jobs,
+            &prepared.gpu_nodes,
+        )
+        .await?;
         manifests::assign_nodes(&mut rendered.plan, &placement);
     }
 
@@ -280,7 +288,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         timeout: args.wait_timeout,
         ..WaitConfig::default()
     });
-    let outcomes = deploy(&client, &rendered.plan, &args.namespace, wait, |e| match e {
+    let outcomes = deploy(&client, &rendered.plan, &rendered.namespace, wait, |e| match e {
         DeployEvent::Applied { outcome, n, total } => {
             progress.update("applying", n, total);
             tracing::debug!(object = %outcome.object, action = outcome.action.as_str(), "applied");
@@ -317,14 +325,29 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Node per ScaledJob from the even-spread planner over the GPU nodes with a
-/// fresh Prometheus reading; without any reading, an even spread over the GPU
+/// Node per ScaledJob. ScaledJobs already pinned by an earlier `up` (or
+/// moved since by the balancer) keep their node, so a re-run changes nothing;
+/// the others come from the even-spread planner over the GPU nodes with a
+/// fresh Prometheus reading — without any reading, an even spread over the GPU
 /// nodes as if idle (said loudly).
 async fn keda_placement(
+    client: &kube::Client,
     args: &UpArgs,
+    namespace: &str,
     scaled_jobs: &[String],
     gpu_nodes: &[String],
 ) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut placement = status::pinned_scaled_jobs(client, namespace).await?;
+    placement.retain(|name, _| scaled_jobs.contains(name));
+    let scaled_jobs: Vec<String> = scaled_jobs
+        .iter()
+        .filter(|n| !placement.contains_key(*n))
+        .cloned()
+        .collect();
+    if scaled_jobs.is_empty() {
+        eprintln!("every ScaledJob keeps its current node");
+        return Ok(placement);
+    }
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -350,8 +373,12 @@ async fn keda_placement(
             posture_core::spread::plan_even_spread(scaled_jobs.len(), &idle, &mut rng)?
         }
     };
-    eprintln!("even spread (seed {seed}): {plan}");
-    Ok(scaled_jobs.iter().cloned().zip(plan.assignments).collect())
+    eprintln!(
+        "even spread of {} new ScaledJob(s) (seed {seed}): {plan}",
+        scaled_jobs.len()
+    );
+    placement.extend(scaled_jobs.into_iter().zip(plan.assignments));
+    Ok(placement)
 }
 
 #[cfg(test)]

@@ -52,11 +52,61 @@ pub fn embedded() -> Vec<EmbeddedFile> {
             source: Source::Jobs,
             text: include_str!("../../../../deploy/jobs/posture-jobs.yaml"),
         },
+        EmbeddedFile {
+            path: "deploy/keda/namespace.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/namespace.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/keda/config.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/config.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/keda/rbac.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/rbac.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/keda/scaler.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/scaler.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/keda/networkpolicy.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/networkpolicy.yaml"),
+        },
+        EmbeddedFile {
+            path: "deploy/keda/scaledjobs.yaml",
+            source: Source::Keda,
+            text: include_str!("../../../../deploy/keda/scaledjobs.yaml"),
+        },
     ]
 }
 
-/// The namespace the `deploy/` files use for workloads; `--namespace` replaces it.
+/// The namespace `deploy/scheduler/` and `deploy/jobs/` use for workloads
+/// (round-robin mode); `--namespace` replaces it.
 pub const DOCUMENTED_NAMESPACE: &str = "default";
+
+/// The namespace `deploy/keda/` uses (KEDA mode); `--namespace` replaces it.
+pub const DOCUMENTED_KEDA_NAMESPACE: &str = "posture";
+
+/// The namespace the documented files of `source` use for workloads.
+pub fn documented_namespace(source: Source) -> &'static str {
+    match source {
+        Source::Keda => DOCUMENTED_KEDA_NAMESPACE,
+        _ => DOCUMENTED_NAMESPACE,
+    }
+}
+
+/// The workload namespace of a mode when `--namespace` is not given.
+pub fn default_namespace(mode: Mode) -> &'static str {
+    match mode {
+        Mode::RoundRobin => DOCUMENTED_NAMESPACE,
+        Mode::Keda => DOCUMENTED_KEDA_NAMESPACE,
+    }
+}
 
 /// Environment variable names that carry an analyzer's MQTT topic in the
 /// documented Job/ScaledJob templates (first match wins).
@@ -165,7 +215,8 @@ fn percent_encode(s: &str) -> String {
 /// What `up` was asked to deploy. `Default` reproduces `deploy/` as documented.
 #[derive(Clone, Debug, Default)]
 pub struct RenderOptions {
-    /// Workload namespace; `None` keeps [`DOCUMENTED_NAMESPACE`].
+    /// Workload namespace; `None` keeps the documented one of the mode
+    /// ([`default_namespace`]).
     pub namespace: Option<String>,
     /// Container image for every posture-farm container; `None` keeps the documented one.
     pub image: Option<String>,
@@ -186,6 +237,8 @@ pub struct RenderOptions {
 /// The rendered plan plus what the operator should know about it.
 #[derive(Clone, Debug, Default)]
 pub struct Rendered {
+    /// The workload namespace the plan uses.
+    pub namespace: String,
     /// The ordered objects to apply.
     pub plan: ApplyPlan,
     /// Non-fatal findings (e.g. workloads reference a Secret that will not be created).
@@ -204,7 +257,10 @@ pub fn parse_file(file: &EmbeddedFile) -> Result<Vec<Value>, OpsError> {
 
 /// Renders the files for `opts` into an ordered apply plan.
 pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, OpsError> {
-    let namespace = opts.namespace.as_deref().unwrap_or(DOCUMENTED_NAMESPACE);
+    let namespace = opts
+        .namespace
+        .as_deref()
+        .unwrap_or(default_namespace(opts.mode));
     let mut warnings = Vec::new();
     let mut platform: Vec<(Source, String, Value)> = Vec::new();
     let mut workloads: Vec<(Source, String, Value)> = Vec::new();
@@ -241,7 +297,10 @@ pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, 
     let workloads = expand_cameras(workloads, opts)?;
 
     let mut objects = Vec::new();
-    if namespace != DOCUMENTED_NAMESPACE && namespace != "kube-system" {
+    let has_namespace_object = platform
+        .iter()
+        .any(|(_, _, d)| d.get("kind").and_then(Value::as_str) == Some("Namespace"));
+    if namespace != "default" && namespace != "kube-system" && !has_namespace_object {
         let ns = Namespace {
             metadata: ObjectMeta {
                 name: Some(namespace.to_string()),
@@ -297,8 +356,12 @@ pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, 
     }
 
     for (source, origin, mut doc) in platform.into_iter().chain(workloads) {
-        set_namespace(&mut doc, namespace);
-        fill_namespace(&mut doc, namespace);
+        // Each file moves from its documented namespace to --namespace; without
+        // it, everything stays where deploy/ puts it.
+        let documented = documented_namespace(source);
+        let target = opts.namespace.as_deref().unwrap_or(documented);
+        set_namespace(&mut doc, documented, target);
+        fill_namespace(&mut doc, target);
         if let (Some(broker), Some(data)) =
             (&opts.mqtt_broker, doc.pointer_mut("/data/MQTT_BROKER"))
         {
@@ -311,6 +374,7 @@ pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, 
         objects.push(PlannedObject::new(doc, source, &origin)?);
     }
     Ok(Rendered {
+        namespace: namespace.to_string(),
         plan: ApplyPlan::new(objects),
         warnings,
     })
@@ -388,24 +452,33 @@ fn for_each_container(doc: &mut Value, mut f: impl FnMut(&mut Value)) {
     }
 }
 
-/// Moves an object from the documented namespace into `namespace`: its own
-/// `metadata.namespace`, RBAC subjects, and container env vars named
-/// `*NAMESPACE` that carry the documented value. `kube-system` stays.
-fn set_namespace(doc: &mut Value, namespace: &str) {
-    if namespace == DOCUMENTED_NAMESPACE {
+/// Moves an object from its documented namespace `from` into `to`: its own
+/// `metadata.namespace` (or its name, for the documented Namespace object),
+/// RBAC subjects, container env vars named `*NAMESPACE` that carry the
+/// documented value, and in-cluster service addresses (`<svc>.<from>.svc…`,
+/// e.g. the ScaledJob trigger's `scalerAddress`). `kube-system` stays.
+fn set_namespace(doc: &mut Value, from: &str, to: &str) {
+    if from == to {
         return;
     }
-    if let Some(ns) = doc.pointer_mut("/metadata/namespace")
-        && ns.as_str() == Some(DOCUMENTED_NAMESPACE)
-    {
-        *ns = Value::String(namespace.to_string());
+    let swap = |v: &mut Value| {
+        if v.as_str() == Some(from) {
+            *v = Value::String(to.to_string());
+        }
+    };
+    if doc.get("kind").and_then(Value::as_str) == Some("Namespace") {
+        if let Some(name) = doc.pointer_mut("/metadata/name") {
+            swap(name);
+        }
+        return;
+    }
+    if let Some(ns) = doc.pointer_mut("/metadata/namespace") {
+        swap(ns);
     }
     if let Some(subjects) = doc.get_mut("subjects").and_then(Value::as_array_mut) {
         for s in subjects {
-            if let Some(ns) = s.get_mut("namespace")
-                && ns.as_str() == Some(DOCUMENTED_NAMESPACE)
-            {
-                *ns = Value::String(namespace.to_string());
+            if let Some(ns) = s.get_mut("namespace") {
+                swap(ns);
             }
         }
     }
@@ -418,13 +491,24 @@ fn set_namespace(doc: &mut Value, namespace: &str) {
                     .is_some_and(|n| n.ends_with("NAMESPACE"));
                 if let Some(v) = e.get_mut("value")
                     && is_ns
-                    && v.as_str() == Some(DOCUMENTED_NAMESPACE)
                 {
-                    *v = Value::String(namespace.to_string());
+                    swap(v);
                 }
             }
         }
     });
+    let (needle, replacement) = (format!(".{from}.svc"), format!(".{to}.svc"));
+    fn rewrite(v: &mut Value, needle: &str, replacement: &str) {
+        match v {
+            Value::String(s) if s.contains(needle) => *s = s.replace(needle, replacement),
+            Value::Array(a) => a.iter_mut().for_each(|x| rewrite(x, needle, replacement)),
+            Value::Object(o) => o.values_mut().for_each(|x| rewrite(x, needle, replacement)),
+            _ => {}
+        }
+    }
+    if let Some(spec) = doc.get_mut("spec") {
+        rewrite(spec, &needle, &replacement);
+    }
 }
 
 /// Puts a namespaced object that names no namespace (the `deploy/` Jobs rely
@@ -505,17 +589,34 @@ fn referenced_secret(workloads: &[(Source, String, Value)]) -> Option<String> {
     })
 }
 
+/// The camera's MQTT topic: the `MQTT_TOPIC` env var, or the value of a
+/// `--topic` argument (`--topic X` or `--topic=X`), as the documented Jobs
+/// and ScaledJobs spell it.
 fn topic_of(doc: &Value) -> Option<String> {
     containers(doc).into_iter().find_map(|c| {
-        c.get("env").and_then(Value::as_array).and_then(|env| {
+        let from_env = c.get("env").and_then(Value::as_array).and_then(|env| {
             env.iter().find_map(|e| {
                 (e.get("name").and_then(Value::as_str) == Some(TOPIC_ENV))
                     .then(|| e.get("value").and_then(Value::as_str).map(str::to_string))
                     .flatten()
             })
-        })
+        });
+        let from_args = c.get("args").and_then(Value::as_array).and_then(|args| {
+            let args: Vec<&str> = args.iter().filter_map(Value::as_str).collect();
+            args.iter()
+                .enumerate()
+                .find_map(|(i, a)| match a.strip_prefix(TOPIC_ARG) {
+                    Some("") => args.get(i + 1).map(|s| s.to_string()),
+                    Some(rest) => rest.strip_prefix('=').map(str::to_string),
+                    None => None,
+                })
+        });
+        from_env.or(from_args)
     })
 }
+
+/// Command-line spelling of the analyzer's topic flag.
+const TOPIC_ARG: &str = "--topic";
 
 fn set_topic(doc: &mut Value, topic: &str) {
     for_each_container(doc, |c| {
@@ -523,6 +624,23 @@ fn set_topic(doc: &mut Value, topic: &str) {
             for e in env {
                 if e.get("name").and_then(Value::as_str) == Some(TOPIC_ENV) {
                     e["value"] = Value::String(topic.to_string());
+                }
+            }
+        }
+        if let Some(args) = c.get_mut("args").and_then(Value::as_array_mut) {
+            let mut next_is_topic = false;
+            for a in args.iter_mut() {
+                if next_is_topic {
+                    *a = Value::String(topic.to_string());
+                    next_is_topic = false;
+                    continue;
+                }
+                match a.as_str() {
+                    Some(TOPIC_ARG) => next_is_topic = true,
+                    Some(s) if s.starts_with("--topic=") => {
+                        *a = Value::String(format!("{TOPIC_ARG}={topic}"))
+                    }
+                    _ => {}
                 }
             }
         }
@@ -748,14 +866,22 @@ spec:
     /// The documented objects as `up` must apply them with default options:
     /// the files' objects, plus the ownership label, plus `namespace: default`
     /// where the file leaves the namespace to `kubectl`.
-    fn documented(files: &[EmbeddedFile]) -> Vec<Value> {
-        let mut docs: Vec<Value> = files
-            .iter()
-            .flat_map(|f| parse_file(f).expect("parses"))
-            .collect();
-        for d in &mut docs {
-            add_managed_label(d);
-            fill_namespace(d, DOCUMENTED_NAMESPACE);
+    fn documented(files: &[EmbeddedFile], mode: Mode) -> Vec<Value> {
+        let mut docs = Vec::new();
+        for f in files {
+            let in_mode = match f.source {
+                Source::Jobs => mode == Mode::RoundRobin,
+                Source::Keda => mode == Mode::Keda,
+                _ => true,
+            };
+            if !in_mode {
+                continue;
+            }
+            for mut d in parse_file(f).expect("parses") {
+                add_managed_label(&mut d);
+                fill_namespace(&mut d, documented_namespace(f.source));
+                docs.push(d);
+            }
         }
         docs
     }
@@ -763,18 +889,33 @@ spec:
     #[test]
     fn rendering_the_deploy_files_with_defaults_reproduces_them() {
         let files = embedded();
-        let r = render(&files, &RenderOptions::default()).expect("deploy/ renders");
-        let mut got: Vec<Value> = r.plan.objects.iter().map(|o| o.object.clone()).collect();
-        let mut want = documented(&files);
+        let keda = RenderOptions {
+            mode: Mode::Keda,
+            ..RenderOptions::default()
+        };
+        let r = render(&files, &keda).expect("deploy/ renders in KEDA mode");
         let key = |v: &Value| {
             format!(
                 "{}/{}/{}",
                 v["kind"], v["metadata"]["namespace"], v["metadata"]["name"]
             )
         };
+        let mut got: Vec<Value> = r.plan.objects.iter().map(|o| o.object.clone()).collect();
+        let mut want = documented(&files, Mode::Keda);
         got.sort_by_key(key);
         want.sort_by_key(key);
         assert_eq!(got, want);
+        assert_eq!(r.namespace, "posture");
+        assert_eq!(r.plan.workload_names("ScaledJob").len(), 10);
+        assert_eq!(r.plan.deployments().len(), 2, "scheduler and scaler");
+
+        let r = render(&files, &RenderOptions::default()).expect("deploy/ renders");
+        let mut got: Vec<Value> = r.plan.objects.iter().map(|o| o.object.clone()).collect();
+        let mut want = documented(&files, Mode::RoundRobin);
+        got.sort_by_key(key);
+        want.sort_by_key(key);
+        assert_eq!(got, want);
+        assert_eq!(r.namespace, "default");
         assert_eq!(
             r.plan.workload_names("Job").len(),
             10,
@@ -814,6 +955,80 @@ spec:
         let names = r.plan.workload_names("Job");
         assert_eq!(names.len(), 12);
         assert_eq!(names[11], "posture-pi1-11");
+    }
+
+    #[test]
+    fn keda_files_move_to_another_namespace_with_their_service_address() {
+        let opts = RenderOptions {
+            mode: Mode::Keda,
+            namespace: Some("farm".into()),
+            cameras: Some(11),
+            topics: (0..11).map(|i| format!("t/{i}")).collect(),
+            ..RenderOptions::default()
+        };
+        let r = render(&embedded(), &opts).expect("renders");
+        assert_eq!(r.namespace, "farm");
+        let ns: Vec<&str> = r
+            .plan
+            .objects
+            .iter()
+            .filter(|o| o.kind_name() == "Namespace")
+            .map(PlannedObject::name)
+            .collect();
+        assert_eq!(
+            ns,
+            ["farm"],
+            "the documented Namespace is renamed, not duplicated"
+        );
+        let sj = r
+            .plan
+            .objects
+            .iter()
+            .find(|o| o.name() == "posture-pi1-10")
+            .expect("derived camera");
+        assert_eq!(sj.namespace(), Some("farm"));
+        assert_eq!(
+            sj.object.pointer("/spec/triggers/0/metadata/scalerAddress"),
+            Some(&json!("posture-scaler.farm.svc.cluster.local:50051"))
+        );
+        assert_eq!(topic_of(&sj.object).as_deref(), Some("t/10"));
+        assert_eq!(
+            sj.object
+                .pointer("/spec/jobTargetRef/template/spec/containers/0/args"),
+            Some(&json!(["analyze", "--topic", "t/10"]))
+        );
+        let sched = r
+            .plan
+            .objects
+            .iter()
+            .find(|o| o.name() == "rr-scheduler" && o.kind_name() == "Deployment")
+            .expect("scheduler");
+        assert_eq!(sched.namespace(), Some("kube-system"));
+        let binding = r
+            .plan
+            .objects
+            .iter()
+            .find(|o| o.kind_name() == "RoleBinding")
+            .expect("balancer binding");
+        assert_eq!(binding.object["subjects"][0]["namespace"], "farm");
+    }
+
+    #[test]
+    fn derived_scaled_jobs_follow_the_documented_pattern() {
+        let files = embedded();
+        let file = files
+            .iter()
+            .find(|f| f.path.ends_with("scaledjobs.yaml"))
+            .expect("present");
+        let docs = parse_file(file).expect("parses");
+        assert_eq!(docs.len(), 10);
+        for (i, want) in docs.iter().enumerate().skip(2) {
+            assert_eq!(
+                &derive_camera(&docs[0], Some(&docs[1]), i),
+                want,
+                "camera {i}"
+            );
+        }
     }
 
     #[test]

@@ -229,6 +229,30 @@ pub(crate) async fn list_scaled_jobs(client: &Client) -> Result<Vec<DynamicObjec
     }
 }
 
+/// The node each of our ScaledJobs in `namespace` is pinned to (required
+/// node affinity on `gpu-node`), by name. `up` keeps these pins on a re-run so
+/// placement (and the balancer's later moves) are not reshuffled.
+pub async fn pinned_scaled_jobs(
+    client: &Client,
+    namespace: &str,
+) -> Result<BTreeMap<String, String>, OpsError> {
+    let pointer = "/spec/jobTargetRef/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions";
+    Ok(list_scaled_jobs(client)
+        .await?
+        .into_iter()
+        .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
+        .filter_map(|o| {
+            let exprs = o.data.pointer(pointer)?.as_array()?;
+            let node = exprs.iter().find_map(|e| {
+                (e.get("key")?.as_str()? == GPU_NODE_LABEL && e.get("operator")?.as_str()? == "In")
+                    .then(|| e.pointer("/values/0")?.as_str().map(str::to_string))
+                    .flatten()
+            })?;
+            Some((o.metadata.name?, node))
+        })
+        .collect())
+}
+
 /// Reads what a report needs: our pods, Jobs and ScaledJobs (all namespaces),
 /// every node, and FailedScheduling events where pods wait.
 pub async fn gather(client: &Client) -> Result<StatusInputs, OpsError> {
@@ -388,6 +412,41 @@ mod tests {
         );
         let none = summarise(&StatusInputs::default(), None);
         assert_eq!(none.mode, "not deployed");
+    }
+
+    #[tokio::test]
+    async fn pinned_scaled_jobs_reads_the_gpu_node_affinity() {
+        let (client, mut mock) = ApiMock::new();
+        let task = tokio::spawn(async move { pinned_scaled_jobs(&client, "posture").await });
+        let req = mock.next().await;
+        assert_eq!(req.path, "/apis/keda.sh/v1alpha1/scaledjobs");
+        let sj = |name: &str, ns: &str, node: Option<&str>| {
+            let spec = match node {
+                Some(n) => {
+                    json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                    {"matchExpressions": [{"key": "gpu-node", "operator": "In", "values": [n]}]}]}}}})
+                }
+                None => json!({}),
+            };
+            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": name, "namespace": ns},
+                   "spec": {"jobTargetRef": {"template": {"spec": spec}}}})
+        };
+        req.respond(
+            200,
+            list(
+                "ScaledJobList",
+                vec![
+                    sj("posture-pi1", "posture", Some("orin")),
+                    sj("posture-pi1-1", "posture", None),
+                    sj("posture-pi1", "other", Some("agx")),
+                ],
+            ),
+        );
+        let pins = task.await.expect("joins").expect("ok");
+        assert_eq!(
+            pins,
+            BTreeMap::from([("posture-pi1".to_string(), "orin".to_string())])
+        );
     }
 
     #[tokio::test]
