@@ -354,3 +354,161 @@ pub async fn print_locations(analyzer: &mut Analyzer, camera: &str) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use crate::cmd::{Cli, Command};
+
+    fn analyze(args: &[&str]) -> super::AnalyzeArgs {
+        let mut argv = vec!["posture-farm", "analyze"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Analyze(a) => a,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn topics_repeat_and_split_on_commas() {
+        let a = analyze(&["--topic", "images/pi1", "--topic", "images/pi2,images/pi3"]);
+        assert_eq!(a.topics, ["images/pi1", "images/pi2", "images/pi3"]);
+        assert!(a.files.is_empty());
+        assert_eq!(a.pipeline.neck_threshold, 40.0);
+        assert_eq!(a.pipeline.torso_threshold, 10.0);
+        let cfg = a.mqtt.config("default-id".into());
+        assert_eq!((cfg.port, cfg.client_id.as_str()), (1883, "default-id"));
+        assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn files_mode_and_thresholds() {
+        let a = analyze(&[
+            "--files",
+            "a.jpg",
+            "photos/",
+            "--neck-threshold",
+            "35",
+            "--camera-id",
+            "desk",
+        ]);
+        assert_eq!(a.files.len(), 2);
+        assert_eq!(a.pipeline.neck_threshold, 35.0);
+        assert_eq!(a.camera_id.as_deref(), Some("desk"));
+    }
+
+    #[test]
+    fn database_choice_from_flags() {
+        let a = analyze(&["--topic", "t", "--sqlite-path", "/data/p.db"]);
+        assert_eq!(
+            a.pipeline.db_target().unwrap().describe(),
+            "sqlite:/data/p.db"
+        );
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "db.local",
+            "--db-name",
+            "farm",
+            "--db-password",
+            "s3cret",
+        ]);
+        assert_eq!(
+            a.pipeline.db_target().unwrap().describe(),
+            "postgres://db.local:5432/farm"
+        );
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--database-url",
+            "postgres://u:p@pg:6543/x",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "ignored",
+        ]);
+        assert_eq!(
+            a.pipeline.db_target().unwrap().describe(),
+            "postgres://pg:6543/x"
+        );
+    }
+
+    #[test]
+    fn tls_and_credentials() {
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--mqtt-tls",
+            "--mqtt-ca",
+            "/etc/ca.pem",
+            "--mqtt-username",
+            "u",
+            "--mqtt-password",
+            "p",
+            "--mqtt-port",
+            "8883",
+        ]);
+        let cfg = a.mqtt.config("x".into());
+        assert_eq!(
+            cfg.tls.unwrap().ca_file,
+            std::path::PathBuf::from("/etc/ca.pem")
+        );
+        assert_eq!(
+            (cfg.username.as_deref(), cfg.password.as_deref(), cfg.port),
+            (Some("u"), Some("p"), 8883)
+        );
+    }
+
+    #[test]
+    fn publish_and_local_flags() {
+        match Cli::try_parse_from([
+            "posture-farm",
+            "publish",
+            "--topic",
+            "images/pi4",
+            "--interval",
+            "0.5",
+            "--repeat",
+            "3",
+            "--raw",
+            "a.jpg",
+            "b.png",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Publish(p) => {
+                assert_eq!(p.topic, "images/pi4");
+                assert_eq!(
+                    (p.interval, p.repeat, p.raw, p.files.len()),
+                    (0.5, 3, true, 2)
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            Cli::try_parse_from(["posture-farm", "publish"]).is_err(),
+            "files are required"
+        );
+        match Cli::try_parse_from([
+            "posture-farm",
+            "local",
+            "--keep-running",
+            "--broker-port",
+            "11883",
+        ])
+        .unwrap()
+        .command
+        {
+            Command::Local(l) => {
+                assert!(l.keep_running);
+                assert_eq!((l.broker_port, l.topic.as_str()), (11883, "images/pi1"));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
