@@ -38,7 +38,9 @@ use kube::api::{
 };
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
-use posture_core::balance::{Move, WorkloadKey, WorkloadKind};
+use posture_core::balance::{
+    BalanceParams, BalancePlan, Move, WorkloadKey, WorkloadKind, estimate_loads, plan_moves,
+};
 use posture_core::model::Millis;
 use serde_json::json;
 
@@ -647,6 +649,94 @@ impl Actuator {
     }
 }
 
+/// One balancing decision and what came of it.
+#[derive(Debug)]
+pub struct LoopReport {
+    /// The pure plan (outcome, moves, stuck nodes, projected usage).
+    pub plan: BalancePlan,
+    /// Interrupted moves found and (unless dry-run) completed, with results.
+    pub finished: Vec<(Unfinished, Result<(), BalanceError>)>,
+    /// Result of each planned move, in plan order (empty in dry-run).
+    pub applied: Vec<(Move, Result<(), BalanceError>)>,
+}
+
+/// The balancer's per-window step: read the workloads, decide with the pure
+/// policy, act. Keeps only the moves it made itself (in case a restart-safe
+/// annotation has not been read back yet); everything else is recomputed
+/// from the cluster each time.
+pub struct Balancer {
+    pub actuator: Actuator,
+    pub scope: Scope,
+    pub params: BalanceParams,
+    /// Fixed per-workload load estimate (percentage points); `None` splits
+    /// each node's average evenly over its workloads.
+    pub workload_load: Option<f64>,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    local_moves: BTreeMap<WorkloadKey, Millis>,
+}
+
+impl Balancer {
+    /// A balancer acting through `actuator` on `scope`.
+    pub fn new(actuator: Actuator, scope: Scope, params: BalanceParams) -> Self {
+        Self {
+            actuator,
+            scope,
+            params,
+            workload_load: None,
+            dry_run: false,
+            local_moves: BTreeMap::new(),
+        }
+    }
+
+    /// One loop on the per-node `averages` of the last window, at `now`
+    /// (epoch ms). An error means the workloads could not be read: nothing
+    /// was decided; the caller retries next window.
+    pub async fn run_once<R: rand::Rng + ?Sized>(
+        &mut self,
+        averages: &BTreeMap<String, f64>,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<LoopReport, BalanceError> {
+        let discovery = discover(&self.actuator.client, &self.scope).await?;
+        let mut finished = Vec::new();
+        for unfinished in &discovery.unfinished {
+            let result = if self.dry_run {
+                Ok(())
+            } else {
+                self.actuator.finish(unfinished).await
+            };
+            finished.push((unfinished.clone(), result));
+        }
+        let workloads = estimate_loads(averages, &discovery.placements, self.workload_load);
+        let mut moved_at = discovery.moved_at;
+        for (k, at) in &self.local_moves {
+            let e = moved_at.entry(k.clone()).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+        let plan = plan_moves(averages, &workloads, &moved_at, now, self.params, rng);
+        let mut applied = Vec::new();
+        if !self.dry_run {
+            let at = Timestamp::from_millisecond(now).unwrap_or_else(|_| Timestamp::now());
+            for m in &plan.moves {
+                let result = self.actuator.apply(m, at).await;
+                if result.is_ok() {
+                    self.local_moves.insert(m.workload.clone(), now);
+                }
+                applied.push((m.clone(), result));
+            }
+        }
+        let cooldown = self.params.cooldown;
+        self.local_moves
+            .retain(|_, at| now.saturating_sub(*at) < cooldown);
+        Ok(LoopReport {
+            plan,
+            finished,
+            applied,
+        })
+    }
+}
+
 fn object_ref(obj: &DynamicObject, api_version: &str, kind: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(api_version.into()),
@@ -1215,6 +1305,227 @@ mod tests {
         );
         api.next().await.respond(200, list("PodList", "v1", vec![]));
         task.await.unwrap().unwrap();
+    }
+
+    /// Answers the three list calls of `discover`.
+    async fn answer_discovery(api: &mut ApiMock, scaled_jobs: Vec<Value>, pods: Vec<Value>) {
+        let req = api.next().await;
+        assert_eq!(
+            req.path,
+            "/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs"
+        );
+        req.respond(200, list("ScaledJobList", "keda.sh/v1alpha1", scaled_jobs));
+        let req = api.next().await;
+        assert_eq!(req.path, "/apis/batch/v1/namespaces/posture/jobs");
+        req.respond(200, list("JobList", "batch/v1", vec![]));
+        let req = api.next().await;
+        assert_eq!(req.path, "/api/v1/namespaces/posture/pods");
+        req.respond(200, list("PodList", "v1", pods));
+    }
+
+    fn sj_pod(sj: &str, node: &str) -> Value {
+        pod_json(
+            &format!("{sj}-job-pod"),
+            node,
+            json!({"app": "posture", "scaledjob.keda.sh/name": sj}),
+            &format!("{sj}-job"),
+            false,
+        )
+    }
+
+    fn balancer(client: Client) -> Balancer {
+        Balancer::new(
+            Actuator::new(client, DEFAULT_NODE_LABEL, None),
+            Scope {
+                namespace: NS.into(),
+                selector: "app=posture".into(),
+            },
+            BalanceParams {
+                threshold: 50.0,
+                cooldown: 300_000,
+            },
+        )
+    }
+
+    /// The acceptance scenario end to end (discovery, pure plan,
+    /// actuator): agx averages 80 %, orin 20 %, nano 30 %. One loop moves
+    /// exactly one ScaledJob from agx to orin; the next loop, once usage has
+    /// settled, moves nothing.
+    #[tokio::test]
+    async fn one_loop_moves_one_scaledjob_to_the_20_percent_node_then_nothing() {
+        use rand::SeedableRng;
+        let (client, mut api) = ApiMock::new();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        let t0 = parse_moved_at(AT).unwrap();
+        let averages: BTreeMap<String, f64> = [("agx", 80.0), ("orin", 20.0), ("nano", 30.0)]
+            .map(|(n, u)| (n.to_owned(), u))
+            .into();
+        let task = tokio::spawn(async move {
+            let mut b = balancer(client);
+            let first = b.run_once(&averages, t0, &mut rng).await;
+            (b, rng, first)
+        });
+        let sjs: Vec<Value> = [
+            "posture-pi1",
+            "posture-pi1-1",
+            "posture-pi1-2",
+            "posture-pi1-3",
+            "posture-pi1-4",
+        ]
+        .iter()
+        .map(|n| scaledjob_json(n, json!({})))
+        .collect();
+        let pods = vec![
+            sj_pod("posture-pi1", "agx"),
+            sj_pod("posture-pi1-1", "agx"),
+            sj_pod("posture-pi1-2", "agx"),
+            sj_pod("posture-pi1-3", "orin"),
+            sj_pod("posture-pi1-4", "nano"),
+        ];
+        answer_discovery(&mut api, sjs.clone(), pods).await;
+
+        let req = api.next().await;
+        assert_eq!(req.method, "PATCH");
+        assert_eq!(
+            req.path,
+            "/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs/posture-pi1"
+        );
+        assert_eq!(
+            req.body["spec"]["jobTargetRef"]["template"]["spec"]["affinity"]["nodeAffinity"],
+            affinity_to("orin")
+        );
+        assert_eq!(
+            req.body["metadata"]["annotations"][MOVED_FROM_ANNOTATION],
+            "agx"
+        );
+        req.respond(
+            200,
+            scaledjob_json(
+                "posture-pi1",
+                json!({MOVED_AT_ANNOTATION: AT, MOVED_TO_ANNOTATION: "orin"}),
+            ),
+        );
+        let labels = json!({"scaledjob.keda.sh/name": "posture-pi1"});
+        api.next().await.respond(
+            200,
+            list(
+                "JobList",
+                "batch/v1",
+                vec![job_json("posture-pi1-job", "uid-a", labels.clone(), true)],
+            ),
+        );
+        let req = api.next().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            (
+                "DELETE",
+                "/apis/batch/v1/namespaces/posture/jobs/posture-pi1-job"
+            )
+        );
+        req.respond(
+            200,
+            job_json("posture-pi1-job", "uid-a", labels.clone(), true),
+        );
+        api.next().await.respond(200, list("PodList", "v1", vec![]));
+        let req = api.next().await;
+        assert_event(&req, "ScaledJob", "posture-pi1");
+        let body = req.body.clone();
+        req.respond(201, body);
+
+        let (mut b, mut rng, first) = task.await.unwrap();
+        let first = first.unwrap();
+        assert_eq!(first.plan.moves.len(), 1, "exactly one move");
+        let m = &first.plan.moves[0];
+        assert_eq!(
+            (m.workload.name.as_str(), m.from.as_str(), m.to.as_str()),
+            ("posture-pi1", "agx", "orin")
+        );
+        assert!(first.applied.iter().all(|(_, r)| r.is_ok()));
+
+        // Next window: the analyzer runs on orin now and usage has settled.
+        let settled: BTreeMap<String, f64> = [("agx", 50.0), ("orin", 47.0), ("nano", 30.0)]
+            .map(|(n, u)| (n.to_owned(), u))
+            .into();
+        let task = tokio::spawn(async move { b.run_once(&settled, t0 + 35_000, &mut rng).await });
+        let mut sjs = sjs;
+        sjs[0] = scaledjob_json(
+            "posture-pi1",
+            json!({MOVED_AT_ANNOTATION: AT, MOVED_TO_ANNOTATION: "orin"}),
+        );
+        let pods = vec![
+            sj_pod("posture-pi1", "orin"),
+            sj_pod("posture-pi1-1", "agx"),
+            sj_pod("posture-pi1-2", "agx"),
+            sj_pod("posture-pi1-3", "orin"),
+            sj_pod("posture-pi1-4", "nano"),
+        ];
+        answer_discovery(&mut api, sjs, pods).await;
+        let second = task.await.unwrap().unwrap();
+        assert_eq!(second.plan.outcome, posture_core::balance::Outcome::Stable);
+        assert!(second.plan.moves.is_empty() && second.applied.is_empty());
+        assert!(second.finished.is_empty());
+    }
+
+    /// A restarted balancer (no memory) reads the move record back from the
+    /// annotation and does not move the workload again within the cool-down.
+    #[tokio::test]
+    async fn a_restarted_balancer_does_not_repeat_a_recent_move() {
+        use rand::SeedableRng;
+        let (client, mut api) = ApiMock::new();
+        let now = parse_moved_at(AT).unwrap() + 60_000;
+        let averages: BTreeMap<String, f64> = [("agx", 20.0), ("orin", 80.0)]
+            .map(|(n, u)| (n.to_owned(), u))
+            .into();
+        let task = tokio::spawn(async move {
+            let mut b = balancer(client);
+            b.run_once(&averages, now, &mut rand::rngs::StdRng::seed_from_u64(1))
+                .await
+        });
+        answer_discovery(
+            &mut api,
+            vec![scaledjob_json(
+                "posture-pi1",
+                json!({MOVED_AT_ANNOTATION: AT, MOVED_TO_ANNOTATION: "orin"}),
+            )],
+            vec![sj_pod("posture-pi1", "orin")],
+        )
+        .await;
+        let report = task.await.unwrap().unwrap();
+        assert!(report.plan.moves.is_empty());
+        assert_eq!(
+            report.plan.stuck,
+            vec![(
+                "orin".to_owned(),
+                posture_core::balance::StuckReason::CoolingDown
+            )]
+        );
+    }
+
+    /// Dry-run decides and reports but sends nothing beyond the reads.
+    #[tokio::test]
+    async fn dry_run_only_reads() {
+        use rand::SeedableRng;
+        let (client, mut api) = ApiMock::new();
+        let averages: BTreeMap<String, f64> = [("agx", 90.0), ("orin", 10.0)]
+            .map(|(n, u)| (n.to_owned(), u))
+            .into();
+        let task = tokio::spawn(async move {
+            let mut b = balancer(client);
+            b.dry_run = true;
+            b.workload_load = Some(20.0);
+            b.run_once(&averages, 0, &mut rand::rngs::StdRng::seed_from_u64(1))
+                .await
+        });
+        answer_discovery(
+            &mut api,
+            vec![scaledjob_json("posture-pi1", json!({}))],
+            vec![sj_pod("posture-pi1", "agx")],
+        )
+        .await;
+        let report = task.await.unwrap().unwrap();
+        assert_eq!(report.plan.moves.len(), 1);
+        assert_eq!(report.plan.moves[0].load, 20.0);
+        assert!(report.applied.is_empty());
     }
 
     #[test]

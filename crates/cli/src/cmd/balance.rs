@@ -9,13 +9,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use posture_core::balance::{
-    BalanceParams, BalancePlan, Outcome, UsageWindow, WorkloadKey, estimate_loads, plan_moves,
-};
+use posture_core::balance::{BalanceParams, BalancePlan, Outcome, UsageWindow};
 use posture_core::gpu::GpuSnapshot;
 use posture_core::model::Millis;
 use posture_gpu::config::parse_duration;
-use posture_k8s::balance::{Actuator, DEFAULT_NODE_LABEL, Scope, discover};
+use posture_k8s::balance::{Actuator, Balancer, DEFAULT_NODE_LABEL, Scope};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -268,10 +266,13 @@ pub async fn run_balancer(
         selector: args.selector.clone(),
     };
     let actuator = Actuator::new(
-        client.clone(),
+        client,
         args.affinity_label.clone(),
         std::env::var("POD_NAME").ok(),
     );
+    let mut balancer = Balancer::new(actuator, scope, params);
+    balancer.dry_run = args.dry_run;
+    balancer.workload_load = args.workload_load;
     tracing::info!(
         seed,
         threshold = args.threshold,
@@ -284,8 +285,6 @@ pub async fn run_balancer(
         "balancer started"
     );
 
-    // Moves made by this process, in case the annotation write raced a read.
-    let mut local_moves: BTreeMap<WorkloadKey, Millis> = BTreeMap::new();
     let mut window = UsageWindow::new(window_ms);
     let mut tick = tokio::time::interval(args.sample_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -303,63 +302,66 @@ pub async fn run_balancer(
         if !window.is_full(now, interval_ms) {
             continue;
         }
+        // One decision per window; the next one only sees fresh samples
+        // (taken after this decision's moves).
         let averages = window.averages(now);
         window.clear();
 
-        let discovery = match discover(&client, &scope).await {
-            Ok(d) => d,
+        let report = match balancer.run_once(&averages, now, &mut rng).await {
+            Ok(r) => r,
             Err(err) => {
                 metrics.discovery_errors.inc();
-                tracing::warn!(error = %anyhow::Error::from(err), "could not read posture workloads; retrying next window");
+                tracing::warn!(
+                    error = error_chain(&err),
+                    "could not read posture workloads; retrying next window"
+                );
                 continue;
             }
         };
-        for unfinished in &discovery.unfinished {
+        for (unfinished, result) in &report.finished {
             if args.dry_run {
                 println!(
-                    "would finish move of {} to {}: delete jobs {:?}",
+                    "would finish the move of {} to {}: delete jobs {:?}",
                     unfinished.workload, unfinished.to, unfinished.jobs
                 );
-            } else if let Err(err) = actuator.finish(unfinished).await {
-                tracing::warn!(workload = %unfinished.workload, error = %anyhow::Error::from(err), "could not finish an interrupted move");
+            } else if let Err(err) = result {
+                tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
             }
         }
-        let workloads = estimate_loads(&averages, &discovery.placements, args.workload_load);
-        let mut moved_at = discovery.moved_at.clone();
-        for (k, at) in &local_moves {
-            let e = moved_at.entry(k.clone()).or_insert(*at);
-            *e = (*e).max(*at);
-        }
-        let plan = plan_moves(&averages, &workloads, &moved_at, now, params, &mut rng);
-        metrics.observe(&plan, &averages);
-        log_plan(&plan, &averages, args.threshold);
+        let plan = &report.plan;
+        metrics.observe(plan, &averages);
+        log_plan(plan, &averages, args.threshold);
         if args.dry_run {
-            print_plan(&plan, &averages, args.threshold);
+            print_plan(plan, &averages, args.threshold);
             for m in &plan.moves {
                 metrics.moved(m.workload.kind.as_str(), "dry_run");
             }
-        } else {
-            for m in &plan.moves {
-                let at = k8s_openapi::jiff::Timestamp::from_millisecond(now)
-                    .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now());
-                match actuator.apply(m, at).await {
-                    Ok(()) => {
-                        local_moves.insert(m.workload.clone(), now);
-                        metrics.moved(m.workload.kind.as_str(), "applied");
-                    }
-                    Err(err) => {
-                        metrics.moved(m.workload.kind.as_str(), "failed");
-                        tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = %anyhow::Error::from(err), "move failed; it is re-planned next window");
-                    }
+        }
+        for (m, result) in &report.applied {
+            match result {
+                Ok(()) => metrics.moved(m.workload.kind.as_str(), "applied"),
+                Err(err) => {
+                    metrics.moved(m.workload.kind.as_str(), "failed");
+                    tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = error_chain(err), "move failed; it is re-planned next window");
                 }
             }
         }
-        // Drop expired local records (the annotations carry them anyway).
-        local_moves.retain(|_, at| now.saturating_sub(*at) < params.cooldown);
         if args.once {
             return Ok(());
         }
     }
+}
+
+/// `error: cause: cause…`, for logs (the API's own message is in the sources).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut out = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
 }
 
 fn log_plan(plan: &BalancePlan, averages: &BTreeMap<String, f64>, threshold: f64) {
