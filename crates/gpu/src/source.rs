@@ -28,6 +28,10 @@ use crate::config::ResolvedConfig;
 use crate::metrics::SourceMetrics;
 use crate::prom::{PromClient, PromError, Series};
 
+/// Key of the discovery query's own failure among the readings (not a
+/// valid node name, so it never collides with one).
+const DISCOVERY_KEY: &str = " discovery";
+
 /// At most this many queries in flight to Prometheus at once: enough to
 /// poll a few dozen boards within one interval without flooding the server.
 const MAX_CONCURRENT_QUERIES: usize = 8;
@@ -268,7 +272,12 @@ impl GpuSource {
     /// Reads every node once. Never fails: failures are in the per-node
     /// `error` and state of the returned snapshot.
     pub async fn poll(&mut self, now: Millis) -> &GpuSnapshot {
-        let readings = self.read_all().await;
+        let mut readings = self.read_all().await;
+        if let Some(Err(err)) = readings.remove(DISCOVERY_KEY) {
+            self.report_discovery_failure(&err);
+        } else {
+            self.report_discovery_ok();
+        }
         let next = assemble(&self.last, &readings, now, self.settings.stale_after);
         self.report(&readings, &next);
         self.last = next;
@@ -337,9 +346,9 @@ impl GpuSource {
                         }
                     }
                     if !self.last.nodes.keys().any(|n| !listed.contains(n.as_str())) {
-                        // No node to carry the error: count and log it here.
-                        self.count_error(&err);
-                        tracing::warn!(error = %err, "GPU discovery query failed");
+                        // No node carries the error: report it under the
+                        // discovery pseudo-entry.
+                        readings.insert(DISCOVERY_KEY.to_string(), Err(err));
                     }
                 }
             }
@@ -355,9 +364,20 @@ impl GpuSource {
         readings
     }
 
-    fn count_error(&self, err: &ReadingError) {
+    fn report_discovery_failure(&mut self, err: &ReadingError) {
         if let Some(m) = &self.metrics {
             m.error(err.reason());
+        }
+        let text = err.to_string();
+        if self.logged.get(DISCOVERY_KEY) != Some(&text) {
+            tracing::warn!(error = %text, "GPU discovery query failed; no GPU node known yet");
+            self.logged.insert(DISCOVERY_KEY.to_string(), text);
+        }
+    }
+
+    fn report_discovery_ok(&mut self) {
+        if self.logged.remove(DISCOVERY_KEY).is_some() {
+            tracing::info!("GPU discovery query answers again");
         }
     }
 
@@ -543,5 +563,43 @@ mod tests {
             text.contains(r#"gpu_node_state{node="agx",state="missing"} 1"#),
             "{text}"
         );
+    }
+
+    #[tokio::test]
+    async fn discovery_failure_with_no_known_node_is_counted_not_a_node() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let client =
+            PromClient::new(&format!("http://127.0.0.1:{port}"), Duration::from_secs(2)).unwrap();
+        let cfg = crate::config::GpuConfig::default()
+            .resolve(
+                crate::config::DEFAULT_QUERY_TEMPLATE,
+                crate::config::default_discover(),
+                &[],
+            )
+            .unwrap();
+        let mut registry = prometheus_client::registry::Registry::default();
+        let mut src = GpuSource::new(
+            client,
+            cfg,
+            SourceSettings {
+                poll_interval: Duration::from_secs(1),
+                stale_after: Duration::from_secs(30),
+            },
+        )
+        .with_metrics(SourceMetrics::register(&mut registry));
+        for _ in 0..2 {
+            assert!(src.poll(now_millis()).await.nodes.is_empty());
+        }
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"gpu_reading_errors_total{reason="unreachable"} 2"#),
+            "{text}"
+        );
+        assert!(text.contains("gpu_polls_total 2"), "{text}");
     }
 }

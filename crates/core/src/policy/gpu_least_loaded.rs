@@ -145,13 +145,17 @@ impl GpuLeastLoaded {
             total: cluster.node_count(),
             ..Default::default()
         };
+        // Count estimates per node once: O(nodes + in-flight) per pod.
+        let mut pending: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for f in &self.inflight {
+            *pending.entry(f.node.as_str()).or_default() += 1;
+        }
         let mut out = Vec::new();
         for node in cluster.nodes() {
             match self.check(node, pod, gpu, taken) {
                 Ok(measured) => {
-                    let score = measured
-                        + self.config.inflight_load_percent
-                            * self.inflight_on(&node.info.name) as f64;
+                    let n = pending.get(node.info.name.as_str()).copied().unwrap_or(0);
+                    let score = measured + self.config.inflight_load_percent * n as f64;
                     out.push(Candidate {
                         node: node.info.name.clone(),
                         measured,
