@@ -1244,4 +1244,45 @@ spec:
             Some(&json!("orin"))
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+        use std::collections::BTreeSet;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+
+            /// Any camera count renders to that many workloads with distinct
+            /// names and topics, all carrying the ownership label on object
+            /// and pod template, all in the requested namespace, in stage order.
+            #[test]
+            fn cameras_render_to_distinct_owned_workloads(n in 1usize..40, keda in any::<bool>(), ns in "[a-z]{1,8}") {
+                let mode = if keda { Mode::Keda } else { Mode::RoundRobin };
+                let opts = RenderOptions { mode, cameras: Some(n), namespace: Some(ns.clone()), ..RenderOptions::default() };
+                let r = render(&embedded(), &opts).expect("renders");
+                let workloads: Vec<&PlannedObject> = r.plan.stage(super::super::super::plan::Stage::Workloads).collect();
+                prop_assert_eq!(workloads.len(), n);
+                let names: BTreeSet<&str> = workloads.iter().map(|o| o.name()).collect();
+                prop_assert_eq!(names.len(), n);
+                let topics: BTreeSet<Option<String>> = workloads.iter().map(|o| topic_of(&o.object)).collect();
+                prop_assert_eq!(topics.len(), n);
+                prop_assert!(!topics.contains(&None));
+                for o in &r.plan.objects {
+                    prop_assert_eq!(o.object.pointer("/metadata/labels/app.kubernetes.io~1managed-by"), Some(&json!("posture-farm")));
+                    if o.kind.namespaced && o.namespace() != Some("kube-system") {
+                        prop_assert_eq!(o.namespace(), Some(ns.as_str()));
+                    }
+                }
+                for w in &workloads {
+                    let mut doc = w.object.clone();
+                    let labelled = pod_spec_mut(&mut doc)
+                        .and_then(|t| t.pointer("/metadata/labels/app.kubernetes.io~1managed-by").cloned());
+                    prop_assert_eq!(labelled, Some(json!("posture-farm")));
+                }
+                let stages: Vec<_> = r.plan.objects.iter().map(|o| o.stage).collect();
+                prop_assert!(stages.windows(2).all(|w| w[0] <= w[1]));
+            }
+        }
+    }
 }

@@ -471,4 +471,41 @@ pub(crate) mod tests {
             [true, false]
         );
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn taint_strategy() -> impl Strategy<Value = Taint> {
+            (
+                prop::sample::select(vec![
+                    MASTER_TAINT_KEY,
+                    "gpu",
+                    "dedicated",
+                    "node.kubernetes.io/not-ready",
+                ]),
+                prop::sample::select(vec!["NoSchedule", "PreferNoSchedule", "NoExecute"]),
+            )
+                .prop_map(|(k, e)| Taint {
+                    key: k.into(),
+                    effect: e.into(),
+                    ..Taint::default()
+                })
+        }
+
+        proptest! {
+            /// Tainting then untainting gives back every taint that is not
+            /// ours, in order; tainting is idempotent.
+            #[test]
+            fn taint_roundtrip_keeps_others(taints in prop::collection::vec(taint_strategy(), 0..6)) {
+                let ours = |t: &Taint| t.key == MASTER_TAINT_KEY && t.effect == "NoSchedule";
+                let tainted = with_taint(&taints).unwrap_or_else(|| taints.clone());
+                prop_assert_eq!(tainted.iter().filter(|t| ours(t)).count().max(1), tainted.iter().filter(|t| ours(t)).count());
+                prop_assert_eq!(with_taint(&tainted), None);
+                let cleaned = without_taint(&tainted).unwrap_or(tainted);
+                let others: Vec<Taint> = taints.iter().filter(|t| !ours(t)).cloned().collect();
+                prop_assert_eq!(cleaned, others);
+            }
+        }
+    }
 }
