@@ -304,8 +304,12 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         "analyzer stopped"
     );
     analyzer.store().database().close().await;
+    // The loop only ends by itself when its MQTT task died: exit non-zero so
+    // the supervisor (Kubernetes, compose) restarts us.
+    let unexpected = !shutdown.is_triggered();
     shutdown.trigger();
     let _ = admin.await;
+    anyhow::ensure!(!unexpected, "the MQTT connection task ended unexpectedly");
     Ok(())
 }
 
