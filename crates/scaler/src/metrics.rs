@@ -62,3 +62,33 @@ impl ScalerMetrics {
             .set(i64::from(active));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_exposed_under_the_callers_prefix() {
+        let m = ScalerMetrics::default();
+        let mut registry = Registry::default();
+        m.register(registry.sub_registry_with_prefix("scaler"));
+        m.request("IsActive", tonic::Code::Ok);
+        m.request("IsActive", tonic::Code::InvalidArgument);
+        m.set_active("posture", "posture-pi1", true);
+        m.spare_capacity.set(170.0);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(r#"scaler_requests_total{method="IsActive",code="InvalidArgument"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"scaler_active{namespace="posture",name="posture-pi1"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("scaler_spare_capacity_percent 170.0"),
+            "{text}"
+        );
+    }
+}

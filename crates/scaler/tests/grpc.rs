@@ -363,3 +363,86 @@ async fn static_source_without_room_is_inactive() {
         .into_inner();
     assert!(r.result, "threshold from metadata");
 }
+
+/// With `--tls-cert/--tls-key` the scaler serves gRPC over TLS; a client
+/// trusting the CA (what KEDA's `caCert` does) gets answers.
+#[tokio::test]
+async fn serves_over_tls() {
+    use tonic::transport::{Certificate, ClientTlsConfig};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tls");
+    let tls = posture_scaler::TlsPem {
+        cert: std::fs::read(dir.join("server.pem")).unwrap(),
+        key: std::fs::read(dir.join("server.key")).unwrap(),
+    };
+    let ca = std::fs::read(dir.join("ca.pem")).unwrap();
+
+    let (_tx, rx) = watch::channel(snapshot(&[("agx", 10.0)]));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let scaler = Scaler::new(rx, ScalerOptions::default(), ScalerMetrics::default());
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        posture_scaler::serve(listener, scaler, Some(tls), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(
+            ClientTlsConfig::new()
+                .ca_certificate(Certificate::from_pem(ca))
+                .domain_name("localhost"),
+        )
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = ExternalScalerClient::new(channel);
+    let r = client
+        .is_active(scaled_job("posture-pi1", &[]))
+        .await
+        .unwrap();
+    assert!(r.into_inner().result);
+
+    // A plaintext client is refused.
+    let plain = Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await;
+    if let Ok(channel) = plain {
+        let mut c = ExternalScalerClient::new(channel);
+        assert!(c.is_active(scaled_job("posture-pi1", &[])).await.is_err());
+    }
+    let _ = stop.send(());
+    tokio::time::timeout(Duration::from_secs(10), task)
+        .await
+        .unwrap()
+        .unwrap();
+}
+
+#[test]
+fn bad_tls_material_is_a_clear_error() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let scaler = Scaler::new(
+            StaticUsage::default(),
+            ScalerOptions::default(),
+            ScalerMetrics::default(),
+        );
+        let tls = posture_scaler::TlsPem {
+            cert: b"not a certificate".to_vec(),
+            key: b"not a key".to_vec(),
+        };
+        let err = posture_scaler::serve(listener, scaler, Some(tls), async {})
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("TLS"), "{err}");
+    });
+}
