@@ -61,6 +61,7 @@ pub enum OpsError {
     Yaml {
         /// The embedded file.
         file: String,
+        /// The parser's error (boxed: it is large).
         #[source]
         source: Box<serde_saphyr::Error>,
     },
@@ -69,6 +70,7 @@ pub enum OpsError {
     Kube {
         /// What was being done, e.g. `apply Deployment kube-system/rr-scheduler`.
         action: String,
+        /// The client or API error.
         #[source]
         source: kube::Error,
     },
@@ -85,6 +87,7 @@ pub enum OpsError {
     Io {
         /// The local path.
         path: String,
+        /// The file system error.
         #[source]
         source: std::io::Error,
     },
