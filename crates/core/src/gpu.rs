@@ -9,6 +9,7 @@ use crate::model::Millis;
 /// One utilisation reading, 0–100 %.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct GpuSample {
+    /// Utilisation in percent, validated to 0–100 by the source.
     pub usage_percent: f64,
     /// When Prometheus sampled it (not when we asked).
     pub sampled_at: Millis,
@@ -39,7 +40,9 @@ impl UsageState {
 /// A node's entry in a snapshot.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeUsage {
+    /// The last good reading (kept, with a `Stale` state, when newer ones fail).
     pub sample: Option<GpuSample>,
+    /// Whether `sample` may be acted on.
     pub state: UsageState,
     /// Why the reading is stale or missing, when known.
     pub error: Option<String>,
@@ -52,6 +55,7 @@ pub struct NodeUsage {
 pub struct GpuSnapshot {
     /// When the snapshot was assembled.
     pub taken_at: Millis,
+    /// Every node the source knows, by name.
     pub nodes: BTreeMap<String, NodeUsage>,
 }
 

@@ -39,8 +39,11 @@ pub struct SpreadPlan {
 /// One node's part of a plan.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NodeShare {
+    /// Node name.
     pub node: String,
+    /// The usage the ranking used.
     pub usage_percent: f64,
+    /// Workloads planned on it: ⌊N/M⌋ or ⌈N/M⌉.
     pub workloads: usize,
 }
 

@@ -123,7 +123,9 @@ pub struct GpuConfig {
 /// A node's resolved query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeQuery {
+    /// Node name as Kubernetes knows it.
     pub node: String,
+    /// PromQL returning that node's utilisation as one series.
     pub query: String,
 }
 
@@ -131,7 +133,9 @@ pub struct NodeQuery {
 /// optional discovery query.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ResolvedConfig {
+    /// Listed nodes with their queries, sorted by node name.
     pub nodes: Vec<NodeQuery>,
+    /// Discovery query, if on; nodes listed above take precedence.
     pub discover: Option<Discover>,
 }
 

@@ -104,7 +104,9 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// A raw reading before validation: value and sample time.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RawReading {
+    /// The value as Prometheus returned it (may be NaN or out of range).
     pub value: f64,
+    /// The sample's own timestamp.
     pub sampled_at: Millis,
 }
 

@@ -90,7 +90,9 @@ impl WorkloadKind {
 /// One workload manifest.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
+    /// Job or ScaledJob.
     pub kind: WorkloadKind,
+    /// `metadata.name`.
     pub name: String,
     /// `metadata.namespace`, if set (else the caller's default applies).
     pub namespace: Option<String>,
@@ -299,6 +301,7 @@ pub async fn apply(
 /// What [`label_nodes`] did to one node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabelOutcome {
+    /// Node name.
     pub node: String,
     /// The label value before (`None`: absent).
     pub before: Option<String>,

@@ -81,6 +81,7 @@ pub struct GpuLeastLoaded {
 /// One node's standing for one pod.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
+    /// Node name.
     pub node: String,
     /// Measured usage from the snapshot.
     pub measured: f64,
