@@ -41,8 +41,10 @@ pub struct MqttArgs {
     )]
     pub ca_file: PathBuf,
     /// MQTT client id. Keep it stable: the broker keeps the persistent
-    /// session (and frames queued while away) under it.
-    /// Default: posture-analyzer-<node>-<camera> (publish: posture-camera-<pid>).
+    /// session (and frames queued while away) under it. Default:
+    /// posture-analyzer-<camera> for `analyze` (the same wherever the pod
+    /// runs; two analyzers of one camera must not share it), a fresh
+    /// posture-camera-<pid> for `publish`.
     #[arg(long = "mqtt-client-id", env = "MQTT_CLIENT_ID")]
     pub client_id: Option<String>,
 }
@@ -276,7 +278,9 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
         !args.topics.is_empty(),
         "nothing to analyse: give --topic (or MQTT_TOPIC) to subscribe, or --files PATH…"
     );
-    let node = posture_analyzer::node_name(args.pipeline.node_name.as_deref());
+    // Per camera, not per node: when the scheduler moves a camera's analyzer
+    // to another node, the new pod resumes the same broker session (and the
+    // frames queued in it).
     let who = args.camera_id.clone().unwrap_or_else(|| {
         args.topics
             .iter()
@@ -284,7 +288,7 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("-")
     });
-    let mqtt = args.mqtt.config(format!("posture-analyzer-{node}-{who}"));
+    let mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
