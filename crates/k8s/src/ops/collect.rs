@@ -321,6 +321,35 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn collect_results_lists_our_pods_and_reports_finished_ones() {
+        let (client, mut mock) = crate::test_support::ApiMock::new();
+        let tmp = tempfile::tempdir().expect("tmp");
+        let out = tmp.path().to_path_buf();
+        let task = tokio::spawn(async move { collect_results(&client, &out, "/data").await });
+        let req = mock.next().await;
+        assert_eq!(
+            (req.method.as_str(), req.path.as_str()),
+            ("GET", "/api/v1/pods")
+        );
+        assert!(
+            req.query
+                .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"),
+            "{}",
+            req.query
+        );
+        let done =
+            serde_json::to_value(pod("posture-pi1-abc", "Succeeded", Some("/data"))).expect("json");
+        req.respond(
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [done]}),
+        );
+        let got = task.await.expect("joins").expect("ok");
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].pod, "default/posture-pi1-abc");
+        assert!(got[0].skipped.is_some() && got[0].files.is_empty());
+    }
+
     #[test]
     fn unpack_refuses_paths_escaping_the_folder() {
         let tmp = tempfile::tempdir().expect("tmp");
