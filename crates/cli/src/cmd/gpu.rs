@@ -132,9 +132,6 @@ pub struct GpuProfileArgs {
     /// node chosen last wins them, else a seeded random one).
     #[arg(long, env = "GPU_TIE_TOLERANCE", default_value_t = 0.5)]
     pub gpu_tie_tolerance: f64,
-    /// Seed of the tie-break RNG (reproducible runs); default: drawn at start.
-    #[arg(long, env = "GPU_SEED")]
-    pub gpu_seed: Option<u64>,
     /// ConfigMap (in the scheduler's namespace) remembering the node chosen
     /// last across restarts.
     #[arg(long, env = "GPU_STATE_CONFIGMAP", default_value = posture_k8s::gpu_state::DEFAULT_CONFIGMAP)]
@@ -143,34 +140,21 @@ pub struct GpuProfileArgs {
 
 #[allow(dead_code)]
 impl GpuProfileArgs {
-    /// The profile configuration these flags describe; checks ranges.
+    /// The profile configuration these flags describe, with the scheduler's
+    /// tie-break `seed`; checks ranges.
     pub fn config(
         &self,
+        seed: u64,
     ) -> anyhow::Result<posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig> {
-        if !(0.0..=100.0).contains(&self.gpu_threshold) {
-            anyhow::bail!(
-                "--gpu-threshold must be within 0-100, got {}",
-                self.gpu_threshold
-            );
+        for (flag, v) in [
+            ("--gpu-threshold", self.gpu_threshold),
+            ("--gpu-inflight-load", self.gpu_inflight_load),
+            ("--gpu-tie-tolerance", self.gpu_tie_tolerance),
+        ] {
+            if !(0.0..=100.0).contains(&v) {
+                anyhow::bail!("{flag} must be within 0-100, got {v}");
+            }
         }
-        if !(0.0..=100.0).contains(&self.gpu_inflight_load) {
-            anyhow::bail!(
-                "--gpu-inflight-load must be within 0-100, got {}",
-                self.gpu_inflight_load
-            );
-        }
-        if !(0.0..=100.0).contains(&self.gpu_tie_tolerance) {
-            anyhow::bail!(
-                "--gpu-tie-tolerance must be within 0-100, got {}",
-                self.gpu_tie_tolerance
-            );
-        }
-        let seed = self.gpu_seed.unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0)
-        });
         Ok(
             posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig {
                 threshold_percent: self.gpu_threshold,
@@ -354,15 +338,15 @@ mod tests {
             #[command(flatten)]
             p: GpuProfileArgs,
         }
-        let p = P::parse_from(["t", "--gpu-seed", "9", "--gpu-inflight-window", "30s"]);
-        let c = p.p.config().unwrap();
+        let p = P::parse_from(["t", "--gpu-inflight-window", "30s"]);
+        let c = p.p.config(9).unwrap();
         assert_eq!(c.threshold_percent, 60.0);
         assert_eq!(c.inflight_load_percent, 15.0);
         assert_eq!(c.inflight_window_ms, 30_000);
         assert_eq!(c.seed, 9);
         assert_eq!(p.p.gpu_state_configmap, "posture-farm-gpu-state");
         let p = P::parse_from(["t", "--gpu-threshold", "120"]);
-        assert!(p.p.config().is_err());
+        assert!(p.p.config(0).is_err());
     }
 
     #[test]
