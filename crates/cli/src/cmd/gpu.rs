@@ -132,10 +132,13 @@ pub struct GpuProfileArgs {
     /// node chosen last wins them, else a seeded random one).
     #[arg(long, env = "GPU_TIE_TOLERANCE", default_value_t = 0.5)]
     pub gpu_tie_tolerance: f64,
-    /// ConfigMap (in the scheduler's namespace) remembering the node chosen
-    /// last across restarts.
+    /// ConfigMap remembering the node chosen last across restarts.
     #[arg(long, env = "GPU_STATE_CONFIGMAP", default_value = posture_k8s::gpu_state::DEFAULT_CONFIGMAP)]
     pub gpu_state_configmap: String,
+    /// Namespace of that ConfigMap; default: the client's (in a pod, the
+    /// scheduler's own namespace).
+    #[arg(long, env = "GPU_STATE_NAMESPACE")]
+    pub gpu_state_namespace: Option<String>,
 }
 
 #[allow(dead_code)]
