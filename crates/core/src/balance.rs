@@ -58,8 +58,11 @@ impl WorkloadKind {
 /// Identity of a movable workload: cool-down records and moves refer to it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct WorkloadKey {
+    /// ScaledJob or Job: decides how the actuator moves it.
     pub kind: WorkloadKind,
+    /// Namespace of the object.
     pub namespace: String,
+    /// Name of the ScaledJob or Job (not of its pods).
     pub name: String,
 }
 
@@ -84,6 +87,7 @@ impl fmt::Display for WorkloadKey {
 /// estimated to put there. Moving it is assumed to move that much load.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Workload {
+    /// Which object this is.
     pub key: WorkloadKey,
     /// The node its pods run on now.
     pub node: String,
@@ -244,8 +248,11 @@ impl Default for BalanceParams {
 /// One planned move: take `workload` off `from` and run it on `to`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Move {
+    /// The workload to move.
     pub workload: WorkloadKey,
+    /// The overloaded node it leaves.
     pub from: String,
+    /// The destination node (its affinity target after the move).
     pub to: String,
     /// The estimated load that moves with it.
     pub load: f64,
@@ -312,6 +319,7 @@ impl StuckReason {
 /// `posture-k8s` applies [`BalancePlan::moves`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct BalancePlan {
+    /// The overall verdict of the loop.
     pub outcome: Outcome,
     /// At most one per overloaded node, in decision order.
     pub moves: Vec<Move>,

@@ -55,22 +55,33 @@ pub enum MetadataError {
     #[error(
         "unknown scalerMetadata key {key:?}; known keys: threshold, metricName (and KEDA's scalerAddress, enableTLS, unsafeSsl)"
     )]
-    UnknownKey { key: String },
+    UnknownKey {
+        /// The key as received.
+        key: String,
+    },
     /// `threshold` is not a number.
     #[error("scalerMetadata threshold {value:?} is not a number")]
     MalformedThreshold {
+        /// The value as received.
         value: String,
+        /// Why it did not parse.
         #[source]
         source: std::num::ParseFloatError,
     },
     /// `threshold` is a number outside 0–100.
     #[error("scalerMetadata threshold {value} is outside 0..=100 (percent GPU usage)")]
-    ThresholdOutOfRange { value: f64 },
+    ThresholdOutOfRange {
+        /// The parsed value.
+        value: f64,
+    },
     /// `metricName` is empty or not a valid metric name.
     #[error(
         "scalerMetadata metricName {value:?} is invalid: use 1-63 characters [A-Za-z0-9_-], starting with a letter"
     )]
-    BadMetricName { value: String },
+    BadMetricName {
+        /// The value as received.
+        value: String,
+    },
 }
 
 impl ScalerConfig {

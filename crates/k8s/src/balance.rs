@@ -85,36 +85,53 @@ pub enum BalanceError {
     /// An API call failed.
     #[error("{action} {kind} {namespace}/{name}")]
     Api {
+        /// What was being done ("deleting", …).
         action: &'static str,
+        /// Resource kind, lower case.
         kind: &'static str,
+        /// Namespace of the object.
         namespace: String,
+        /// Name of the object.
         name: String,
+        /// The API error.
         #[source]
         source: Box<kube::Error>,
     },
     /// Listing objects failed.
     #[error("listing {kind} in namespace {namespace}")]
     List {
+        /// Resource kind, plural.
         kind: &'static str,
+        /// Namespace listed.
         namespace: String,
+        /// The API error.
         #[source]
         source: Box<kube::Error>,
     },
     /// A deleted Job did not disappear in time, so its copy was not created.
     #[error("job {namespace}/{name} still exists {waited:?} after deletion; not recreated")]
     JobNotGone {
+        /// Namespace of the Job.
         namespace: String,
+        /// Name of the Job.
         name: String,
+        /// How long we waited.
         waited: Duration,
     },
     /// A Job copy could not be built (the object lacks a pod template).
     #[error("job {namespace}/{name} has no pod template")]
-    NoTemplate { namespace: String, name: String },
+    NoTemplate {
+        /// Namespace of the Job.
+        namespace: String,
+        /// Name of the Job.
+        name: String,
+    },
 }
 
 /// Which namespace and objects the balancer looks at.
 #[derive(Clone, Debug)]
 pub struct Scope {
+    /// Namespace of the posture workloads.
     pub namespace: String,
     /// Label selector for posture workloads (ScaledJobs, Jobs and their pods),
     /// e.g. `app.kubernetes.io/name=posture-analyzer`.
@@ -125,7 +142,9 @@ pub struct Scope {
 /// run elsewhere (the balancer stopped between patch and deletes).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Unfinished {
+    /// The ScaledJob.
     pub workload: WorkloadKey,
+    /// Where its affinity points now.
     pub to: String,
     /// Jobs with pods on other nodes.
     pub jobs: Vec<String>,
@@ -665,8 +684,11 @@ pub struct LoopReport {
 /// annotation has not been read back yet); everything else is recomputed
 /// from the cluster each time.
 pub struct Balancer {
+    /// Carries out the moves.
     pub actuator: Actuator,
+    /// Which workloads are considered.
     pub scope: Scope,
+    /// Threshold and cool-down of the pure policy.
     pub params: BalanceParams,
     /// Fixed per-workload load estimate (percentage points); `None` splits
     /// each node's average evenly over its workloads.

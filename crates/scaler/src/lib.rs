@@ -40,7 +40,9 @@ use tonic::transport::{Identity, Server, ServerTlsConfig};
 /// (KEDA's `enableTLS` / `caCert` trigger settings talk to it).
 #[derive(Clone)]
 pub struct TlsPem {
+    /// PEM certificate chain, leaf first.
     pub cert: Vec<u8>,
+    /// PEM private key of the leaf.
     pub key: Vec<u8>,
 }
 
