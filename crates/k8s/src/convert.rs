@@ -163,13 +163,12 @@ fn term(t: &ApiTerm) -> NodeSelectorTerm {
     let reqs = |rs: &Option<Vec<k8s_openapi::api::core::v1::NodeSelectorRequirement>>| {
         rs.iter()
             .flatten()
-            .map(|r| match SelectorOperator::parse(&r.operator) {
-                Some(operator) => Some(SelectorRequirement {
+            .map(|r| {
+                SelectorOperator::parse(&r.operator).map(|operator| SelectorRequirement {
                     key: r.key.clone(),
                     operator,
                     values: r.values.clone().unwrap_or_default(),
-                }),
-                None => None,
+                })
             })
             .collect::<Option<Vec<_>>>()
     };
