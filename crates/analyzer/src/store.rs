@@ -220,6 +220,12 @@ impl Database {
     /// Opens the database. PostgreSQL connects lazily, so an analyzer starts
     /// (and spools) even while the database is down.
     pub async fn open(target: &DbTarget) -> Result<Self, DbError> {
+        Self::open_with(target, Duration::from_secs(3)).await
+    }
+
+    /// [`Database::open`] with how long a query may wait for a PostgreSQL
+    /// connection before the row goes to the spool instead.
+    pub async fn open_with(target: &DbTarget, acquire_timeout: Duration) -> Result<Self, DbError> {
         let described = target.describe();
         let pool = match target {
             DbTarget::Sqlite(path) => {
@@ -253,7 +259,7 @@ impl Database {
                 PgPoolOptions::new()
                     // One analyzer writes one row at a time.
                     .max_connections(2)
-                    .acquire_timeout(Duration::from_secs(3))
+                    .acquire_timeout(acquire_timeout)
                     .connect_lazy_with((**opts).clone()),
             ),
         };
@@ -720,7 +726,9 @@ mod tests {
             dir.path(),
         )
         .unwrap();
-        let db = Database::open(&target).await.unwrap();
+        let db = Database::open_with(&target, Duration::from_millis(300))
+            .await
+            .unwrap();
         let gauge = Gauge::default();
         let spool_path = dir.path().join("spool.jsonl");
         let mut store = Store::new(db, &spool_path, gauge.clone()).unwrap();
