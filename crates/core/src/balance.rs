@@ -783,6 +783,40 @@ mod tests {
             }
         }
 
+        /// The window's average is the plain mean of the fresh samples taken
+        /// within the last `window` ms; older samples have no influence.
+        #[test]
+        fn window_average_is_the_mean_of_samples_inside_the_window(
+            usages in proptest::collection::vec(0.0f64..100.0, 1..30),
+            interval in 1_000i64..10_000,
+            window in 5_000i64..60_000,
+        ) {
+            let mut w = UsageWindow::new(window);
+            for (i, u) in usages.iter().enumerate() {
+                w.record(&snap(i as Millis * interval, &[("n", *u, UsageState::Ok)]));
+            }
+            let now = (usages.len() as Millis - 1) * interval;
+            let inside: Vec<f64> = usages
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i as Millis * interval > now - window)
+                .map(|(_, u)| *u)
+                .collect();
+            let mean = inside.iter().sum::<f64>() / inside.len() as f64;
+            let got = w.averages(now)["n"];
+            prop_assert!((got - mean).abs() < 1e-9, "{} vs {}", got, mean);
+            prop_assert_eq!(w.len(), inside.len());
+        }
+
+        /// Same inputs and seed, same plan: decisions are replayable.
+        #[test]
+        fn plans_are_deterministic_for_a_seed((averages, workloads, seed) in arb_case()) {
+            let p = BalanceParams::default();
+            let a = plan_moves(&averages, &workloads, &BTreeMap::new(), 0, p, &mut StdRng::seed_from_u64(seed));
+            let b = plan_moves(&averages, &workloads, &BTreeMap::new(), 0, p, &mut StdRng::seed_from_u64(seed));
+            prop_assert_eq!(a, b);
+        }
+
         /// A simple load model: each node's usage is the sum of the loads of
         /// the analyzers on it; every analyzer costs the same. When the cluster
         /// has room (workloads ≤ nodes × ⌊threshold / load⌋) repeated loops
