@@ -433,6 +433,18 @@ impl Spool {
             .create(true)
             .open(path)
             .map_err(err)?;
+        // One analyzer per spool: another one replaying and clearing it
+        // would drop rows this one appended. The lock lasts as long as `file`.
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(err(std::io::Error::new(
+                    std::io::ErrorKind::ResourceBusy,
+                    "in use by another analyzer (give each analyzer its own --spool-path)",
+                )));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
+        }
         let mut spool = Self {
             path: path.to_path_buf(),
             file,
@@ -713,6 +725,7 @@ mod tests {
             .collect();
         assert_eq!(ids, ["a", "b"]);
         s.clear().unwrap();
+        drop(s);
         assert_eq!(Spool::open(&path).unwrap().depth(), 0);
     }
 
@@ -736,6 +749,9 @@ mod tests {
         assert_eq!(store.record(&row("b")).await.unwrap(), Recorded::Spooled);
         assert_eq!(gauge.get(), 2);
         assert!(store.flush().await.is_err());
+        // A second analyzer cannot take the same spool while this one runs.
+        assert!(Spool::open(&spool_path).is_err());
+        drop(store);
         // The "database comes back": swap in a reachable SQLite database and
         // keep the same spool; rows replay in order before the new one.
         let sqlite = Database::open(&DbTarget::Sqlite(dir.path().join("p.db")))
