@@ -55,7 +55,8 @@ pub struct MqttTls {
     pub ca_file: PathBuf,
 }
 
-/// An MQTT setup problem (connection trouble is retried, not an error).
+/// Why the analyzer loop stopped with an error (connection trouble is
+/// retried, never an error).
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     /// The CA file could not be read.
@@ -67,6 +68,9 @@ pub enum MqttError {
         #[source]
         source: std::io::Error,
     },
+    /// The analyzer cannot continue (its model is gone); restart the process.
+    #[error("analyzer failed: {0}")]
+    Analyzer(#[source] crate::pipeline::AnalyzeError),
     /// No topic to subscribe to.
     #[error("no MQTT topic given (use --topic or MQTT_TOPIC)")]
     NoTopic,
@@ -198,7 +202,7 @@ pub async fn run_analyzer(
     let (client, eventloop) = AsyncClient::new(options, 64);
     // Frames between the network task and the worker. Small on purpose: the
     // backlog belongs at the broker (it survives our restarts), not in memory.
-    let (tx, mut rx) = mpsc::channel::<Publish>(4);
+    let (tx, mut rx) = mpsc::channel::<(Publish, jiff::Timestamp)>(4);
     // If this future is dropped (the task aborted), the network task goes
     // too: the connection closes without acks, like a crash, and the broker
     // redelivers the frames in hand to the next session.
@@ -211,10 +215,11 @@ pub async fn run_analyzer(
     ))));
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
+    let mut fatal = None;
     let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'frames: loop {
-        let publish = tokio::select! {
+        let (publish, received) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             p = rx.recv() => match p {
@@ -234,12 +239,17 @@ pub async fn run_analyzer(
             source: topic,
             name_hint: None,
             payload: publish.payload.to_vec(),
-            received: jiff::Timestamp::now(),
+            received,
         };
         let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
         let outcome = loop {
             match analyzer.process(&frame).await {
                 Ok(o) => break o,
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(error = %e, camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
+                    fatal = Some(e);
+                    break 'frames;
+                }
                 Err(e) => {
                     let delay = backoff.next_delay();
                     tracing::error!(error = %e, camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
@@ -276,7 +286,10 @@ pub async fn run_analyzer(
         handle.abort();
     }
     analyzer.flush_spool().await;
-    Ok(stats)
+    match fatal {
+        Some(e) => Err(MqttError::Analyzer(e)),
+        None => Ok(stats),
+    }
 }
 
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);
@@ -293,7 +306,7 @@ async fn poll_loop(
     mut eventloop: EventLoop,
     client: AsyncClient,
     topics: Vec<String>,
-    tx: mpsc::Sender<Publish>,
+    tx: mpsc::Sender<(Publish, jiff::Timestamp)>,
     on_connection: impl Fn(bool),
 ) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
@@ -321,7 +334,7 @@ async fn poll_loop(
                 on_connection(true);
             }
             Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send(p).await.is_err() {
+                if tx.send((p, jiff::Timestamp::now())).await.is_err() {
                     // The worker stopped: keep polling so its acks and the
                     // disconnect go out, until the disconnect is sent.
                     continue;

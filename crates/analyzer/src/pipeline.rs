@@ -133,6 +133,13 @@ pub enum AnalyzeError {
     Task(String),
 }
 
+impl AnalyzeError {
+    /// Whether retrying cannot help in this process (the model is gone).
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, AnalyzeError::Task(_))
+    }
+}
+
 enum Analysed {
     Rejected(Rejected),
     Done {

@@ -22,7 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 struct Running {
     stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Analyzer, RunStats)>,
+    task: tokio::task::JoinHandle<(Analyzer, Result<RunStats, String>)>,
     outcomes: mpsc::UnboundedReceiver<Outcome>,
 }
 
@@ -49,7 +49,7 @@ impl Running {
                 },
             )
             .await
-            .unwrap();
+            .map_err(|e| e.to_string());
             (analyzer, stats)
         });
         for _ in 0..400 {
@@ -79,7 +79,8 @@ impl Running {
 
     async fn stop(self) -> (Analyzer, RunStats) {
         let _ = self.stop.send(());
-        self.task.await.unwrap()
+        let (a, stats) = self.task.await.unwrap();
+        (a, stats.unwrap())
     }
 }
 
@@ -565,4 +566,57 @@ async fn embedded_broker_carries_frames_end_to_end() {
     assert_eq!(statuses, ["Good", "Bad", "No person detected"]);
     let _ = run.stop().await;
     assert_eq!(db_rows(&target).await.len(), 3);
+}
+
+/// Panics on green frames, like a model hitting a bug.
+struct PanicOnGreen(ColorModel);
+
+impl posture_analyzer::PoseModel for PanicOnGreen {
+    fn estimate(
+        &mut self,
+        img: &image::RgbImage,
+    ) -> Result<Option<posture_core::posture::Pose>, posture_analyzer::ModelError> {
+        let image::Rgb([r, g, b]) = *img.get_pixel(80, 80);
+        assert!(
+            !(g > 150 && r < 100 && b < 100),
+            "model bug on green frames"
+        );
+        self.0.estimate(img)
+    }
+
+    fn name(&self) -> &str {
+        "panic-on-green"
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_panic_stops_the_analyzer_without_losing_the_frame() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let bad = analyzer_with(
+        Box::new(PanicOnGreen(ColorModel)),
+        out.path(),
+        &target,
+        Limits::default(),
+    )
+    .await;
+    let run = Running::start(bad, broker.port, "images/pi6", "analyzer-e2e-7").await;
+    let files = write_frames(&out.path().join("in"), &[([20, 220, 20], 1)]);
+    publish(broker.port, "images/pi6", &files).await;
+    // The loop ends with an error (the process would exit non-zero and be restarted).
+    let (_, result) = tokio::time::timeout(Duration::from_secs(20), run.task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(result.unwrap_err().contains("analysis task failed"));
+    assert_eq!(db_rows(&target).await.len(), 0);
+    // The restarted analyzer gets the unacknowledged frame.
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let mut run = Running::start(a, broker.port, "images/pi6", "analyzer-e2e-7").await;
+    assert_eq!(run.take(1).await.len(), 1);
+    let _ = run.stop().await;
+    assert_eq!(db_rows(&target).await.len(), 1);
 }
