@@ -759,6 +759,87 @@ impl Balancer {
     }
 }
 
+/// What the balancing loop reports to its caller (logs, metrics, the
+/// `--dry-run` printout).
+#[derive(Debug)]
+pub enum LoopEvent<'a> {
+    /// A decision was made on these window averages.
+    Decided {
+        /// Per-node average usage over the window.
+        averages: &'a BTreeMap<String, f64>,
+        /// The plan and what came of it.
+        report: &'a LoopReport,
+    },
+    /// The workloads could not be read; the decision is skipped until the
+    /// next full window.
+    ReadFailed(&'a BalanceError),
+}
+
+/// Timing of the balancing loop.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopTiming {
+    /// How often the usage is sampled into the window (5 s by default).
+    pub sample_interval: Duration,
+    /// Length of the window; one decision per window (30 s by default).
+    pub window: Duration,
+    /// Stop after the first decision.
+    pub once: bool,
+}
+
+/// The balancer's loop: sample `usage` every `sample_interval`; when the
+/// window is full, decide on its averages and act; then start a fresh
+/// window, so the next decision only sees usage measured after the moves.
+/// `clock` gives epoch milliseconds (wall clock in production, tokio's
+/// clock in tests). Returns when `shutdown` resolves (or after one decision
+/// with `once`). Read failures are reported and retried next window, so the
+/// loop survives API server restarts.
+pub async fn run_loop<R, F, C>(
+    balancer: &mut Balancer,
+    mut usage: tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
+    timing: LoopTiming,
+    rng: &mut R,
+    mut clock: C,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut on_event: F,
+) where
+    R: rand::Rng + ?Sized,
+    F: FnMut(LoopEvent<'_>),
+    C: FnMut() -> Millis,
+{
+    let window_ms = Millis::try_from(timing.window.as_millis()).unwrap_or(Millis::MAX);
+    let interval_ms = Millis::try_from(timing.sample_interval.as_millis()).unwrap_or(Millis::MAX);
+    let mut window = posture_core::balance::UsageWindow::new(window_ms);
+    let mut tick = tokio::time::interval(timing.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let now = clock();
+        let mut snapshot = usage.borrow_and_update().clone();
+        // Stamp with our clock: the window is about when we observed.
+        snapshot.taken_at = now;
+        window.record(&snapshot);
+        if !window.is_full(now, interval_ms) {
+            continue;
+        }
+        let averages = window.averages(now);
+        window.clear();
+        match balancer.run_once(&averages, now, rng).await {
+            Ok(report) => on_event(LoopEvent::Decided {
+                averages: &averages,
+                report: &report,
+            }),
+            Err(err) => on_event(LoopEvent::ReadFailed(&err)),
+        }
+        if timing.once {
+            return;
+        }
+    }
+}
+
 fn object_ref(obj: &DynamicObject, api_version: &str, kind: &str) -> ObjectReference {
     ObjectReference {
         api_version: Some(api_version.into()),
@@ -1548,6 +1629,97 @@ mod tests {
         assert_eq!(report.plan.moves.len(), 1);
         assert_eq!(report.plan.moves[0].load, 20.0);
         assert!(report.applied.is_empty());
+    }
+
+    /// The loop with paused time: six samples 5 s apart (agx at 70 % then
+    /// 90 %, averaging 80 %), one decision when the 30 s window is full, one
+    /// move to the 20 % node; then a fresh window before the next decision.
+    #[tokio::test(start_paused = true)]
+    async fn loop_samples_a_full_window_then_decides_once_per_window() {
+        use posture_core::gpu::{GpuSample, GpuSnapshot, NodeUsage, UsageState};
+        use rand::SeedableRng;
+        let snap = |agx: f64| GpuSnapshot {
+            taken_at: 0,
+            nodes: [("agx", agx), ("orin", 20.0), ("nano", 30.0)]
+                .map(|(n, u)| {
+                    (
+                        n.to_owned(),
+                        NodeUsage {
+                            sample: Some(GpuSample {
+                                usage_percent: u,
+                                sampled_at: 0,
+                            }),
+                            state: UsageState::Ok,
+                            error: None,
+                        },
+                    )
+                })
+                .into(),
+        };
+        let (tx, rx) = tokio::sync::watch::channel(snap(70.0));
+        let (client, mut api) = ApiMock::new();
+        let start = tokio::time::Instant::now();
+        let t0 = parse_moved_at(AT).unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut b = balancer(client);
+            b.dry_run = true;
+            let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+            let mut decisions: Vec<(BTreeMap<String, f64>, usize)> = Vec::new();
+            run_loop(
+                &mut b,
+                rx,
+                LoopTiming {
+                    sample_interval: Duration::from_secs(5),
+                    window: Duration::from_secs(30),
+                    once: false,
+                },
+                &mut rng,
+                move || t0 + i64::try_from(start.elapsed().as_millis()).unwrap(),
+                async {
+                    let _ = stop_rx.await;
+                },
+                |e| match e {
+                    LoopEvent::Decided { averages, report } => {
+                        decisions.push((averages.clone(), report.plan.moves.len()))
+                    }
+                    LoopEvent::ReadFailed(err) => panic!("{err}"),
+                },
+            )
+            .await;
+            decisions
+        });
+        // Samples at 0, 5, 10 s see 70 %; at 15, 20, 25 s 90 %.
+        tokio::time::sleep(Duration::from_millis(12_500)).await;
+        tx.send(snap(90.0)).unwrap();
+        tokio::time::sleep(Duration::from_millis(13_000)).await;
+        // 25.5 s: the window is full, the decision reads the workloads.
+        let sjs: Vec<Value> = ["posture-pi1", "posture-pi1-1", "posture-pi1-2"]
+            .iter()
+            .map(|n| scaledjob_json(n, json!({})))
+            .collect();
+        let pods = vec![
+            sj_pod("posture-pi1", "agx"),
+            sj_pod("posture-pi1-1", "agx"),
+            sj_pod("posture-pi1-2", "agx"),
+        ];
+        answer_discovery(&mut api, sjs.clone(), pods.clone()).await;
+        // Nothing else until the next window is full (30 s later).
+        tokio::time::sleep(Duration::from_secs(29)).await;
+        answer_discovery(&mut api, sjs, pods).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        stop_tx.send(()).unwrap();
+        let decisions = task.await.unwrap();
+        assert_eq!(decisions.len(), 2, "one decision per full window");
+        let (averages, moves) = &decisions[0];
+        assert!((averages["agx"] - 80.0).abs() < 1e-9, "{averages:?}");
+        assert_eq!(averages["orin"], 20.0);
+        // 80 % over three analyzers: 26.7 each, fits on orin (20 %): one move.
+        assert_eq!(*moves, 1);
+        assert!(
+            (decisions[1].0["agx"] - 90.0).abs() < 1e-9,
+            "fresh window: only 90 % samples"
+        );
     }
 
     #[test]

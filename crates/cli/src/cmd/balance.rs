@@ -9,11 +9,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use posture_core::balance::{BalanceParams, BalancePlan, Outcome, UsageWindow};
+use posture_core::balance::{BalanceParams, BalancePlan, Outcome};
 use posture_core::gpu::GpuSnapshot;
 use posture_core::model::Millis;
 use posture_gpu::config::parse_duration;
-use posture_k8s::balance::{Actuator, Balancer, DEFAULT_NODE_LABEL, Scope};
+use posture_k8s::balance::{
+    Actuator, Balancer, DEFAULT_NODE_LABEL, LoopEvent, LoopTiming, Scope, run_loop,
+};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -247,7 +249,7 @@ fn now_millis() -> Millis {
 pub async fn run_balancer(
     client: kube::Client,
     args: BalancerArgs,
-    mut usage: watch::Receiver<GpuSnapshot>,
+    usage: watch::Receiver<GpuSnapshot>,
     metrics: BalanceMetrics,
     ready: Readiness,
     shutdown: Shutdown,
@@ -259,8 +261,6 @@ pub async fn run_balancer(
         threshold: args.threshold,
         cooldown: Millis::try_from(args.cooldown.as_millis()).unwrap_or(Millis::MAX),
     };
-    let window_ms = Millis::try_from(args.window.as_millis()).unwrap_or(Millis::MAX);
-    let interval_ms = Millis::try_from(args.sample_interval.as_millis()).unwrap_or(Millis::MAX);
     let scope = Scope {
         namespace: args.namespace.clone(),
         selector: args.selector.clone(),
@@ -285,69 +285,64 @@ pub async fn run_balancer(
         "balancer started"
     );
 
-    let mut window = UsageWindow::new(window_ms);
-    let mut tick = tokio::time::interval(args.sample_interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let timing = LoopTiming {
+        sample_interval: args.sample_interval,
+        window: args.window,
+        once: args.once,
+    };
     ready.set(true);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            () = shutdown.clone().wait() => return Ok(()),
-        }
-        let now = now_millis();
-        let mut snapshot = usage.borrow_and_update().clone();
-        // Stamp with our clock: the window is about when we observed.
-        snapshot.taken_at = now;
-        window.record(&snapshot);
-        if !window.is_full(now, interval_ms) {
-            continue;
-        }
-        // One decision per window; the next one only sees fresh samples
-        // (taken after this decision's moves).
-        let averages = window.averages(now);
-        window.clear();
+    run_loop(
+        &mut balancer,
+        usage,
+        timing,
+        &mut rng,
+        now_millis,
+        shutdown.wait(),
+        |event| report(&args, &metrics, event),
+    )
+    .await;
+    Ok(())
+}
 
-        let report = match balancer.run_once(&averages, now, &mut rng).await {
-            Ok(r) => r,
-            Err(err) => {
-                metrics.discovery_errors.inc();
-                tracing::warn!(
-                    error = error_chain(&err),
-                    "could not read posture workloads; retrying next window"
-                );
-                continue;
-            }
-        };
-        for (unfinished, result) in &report.finished {
-            if args.dry_run {
-                println!(
-                    "would finish the move of {} to {}: delete jobs {:?}",
-                    unfinished.workload, unfinished.to, unfinished.jobs
-                );
-            } else if let Err(err) = result {
-                tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
-            }
+/// Logs, counts and (with `--dry-run`) prints what one loop did.
+fn report(args: &BalancerArgs, metrics: &BalanceMetrics, event: LoopEvent<'_>) {
+    let (averages, report) = match event {
+        LoopEvent::Decided { averages, report } => (averages, report),
+        LoopEvent::ReadFailed(err) => {
+            metrics.discovery_errors.inc();
+            tracing::warn!(
+                error = error_chain(err),
+                "could not read posture workloads; retrying next window"
+            );
+            return;
         }
-        let plan = &report.plan;
-        metrics.observe(plan, &averages);
-        log_plan(plan, &averages, args.threshold);
+    };
+    for (unfinished, result) in &report.finished {
         if args.dry_run {
-            print_plan(plan, &averages, args.threshold);
-            for m in &plan.moves {
-                metrics.moved(m.workload.kind.as_str(), "dry_run");
-            }
+            println!(
+                "would finish the move of {} to {}: delete jobs {:?}",
+                unfinished.workload, unfinished.to, unfinished.jobs
+            );
+        } else if let Err(err) = result {
+            tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
         }
-        for (m, result) in &report.applied {
-            match result {
-                Ok(()) => metrics.moved(m.workload.kind.as_str(), "applied"),
-                Err(err) => {
-                    metrics.moved(m.workload.kind.as_str(), "failed");
-                    tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = error_chain(err), "move failed; it is re-planned next window");
-                }
-            }
+    }
+    let plan = &report.plan;
+    metrics.observe(plan, averages);
+    log_plan(plan, averages, args.threshold);
+    if args.dry_run {
+        print_plan(plan, averages, args.threshold);
+        for m in &plan.moves {
+            metrics.moved(m.workload.kind.as_str(), "dry_run");
         }
-        if args.once {
-            return Ok(());
+    }
+    for (m, result) in &report.applied {
+        match result {
+            Ok(()) => metrics.moved(m.workload.kind.as_str(), "applied"),
+            Err(err) => {
+                metrics.moved(m.workload.kind.as_str(), "failed");
+                tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = error_chain(err), "move failed; it is re-planned next window");
+            }
         }
     }
 }
