@@ -94,16 +94,6 @@ pub trait Profile: Send {
     /// A binding this profile decided failed (not a 409 "already bound").
     fn bind_failed(&mut self, _binding: &Binding) {}
 
-    /// A node the profile wants remembered across restarts (the GPU profile's
-    /// last choice, preferred on ties); the runtime persists it in cluster
-    /// state and hands it back through [`Profile::restore_remembered_node`].
-    fn remembered_node(&self) -> Option<&str> {
-        None
-    }
-
-    /// Restores what [`Profile::remembered_node`] returned before a restart.
-    fn restore_remembered_node(&mut self, _node: Option<String>) {}
-
     /// Problems with the profile's configuration against the current
     /// cluster (e.g. an ordered node that does not exist), for the runtime
     /// to log once each.

@@ -12,7 +12,7 @@
 //!
 //! Modules: [`convert`] (API objects → core model), [`runtime`] (the
 //! scheduling loop), [`binder`], [`events`], [`metrics`]; placement and
-//! operations helpers: [`place`], [`gpu_state`], [`balance`], [`preempt`], [`ops`].
+//! operations helpers: [`place`], [`gpu_state`], [`balance`], [`preempt`], [`podgroup`], [`ops`].
 
 pub mod balance;
 pub mod binder;
@@ -22,6 +22,7 @@ pub mod gpu_state;
 pub mod metrics;
 pub mod ops;
 pub mod place;
+pub mod podgroup;
 pub mod preempt;
 pub mod runtime;
 

@@ -444,9 +444,3 @@ mod tests {
         );
     }
 }
-
-/// `podgroup.rs` is compiled and tested from here until `lib.rs` declares
-/// `pub mod podgroup;` (then this line goes).
-#[cfg(test)]
-#[path = "podgroup.rs"]
-mod podgroup_tests;

@@ -143,24 +143,25 @@ impl Actuator for KubeActuator {
 /// Adapter from the preemption I/O module to the actuator's result types.
 mod preempt_io {
     use super::*;
+    use crate::preempt::{self, EvictOutcome};
 
-    pub async fn evict(_client: &Client, _eviction: &Eviction) -> EvictResult {
-        EvictResult::Failed(
-            "PREEMPT-SHIM: eviction I/O lands with crates/k8s/src/preempt.rs".into(),
-        )
+    pub async fn evict(client: &Client, e: &Eviction) -> EvictResult {
+        match preempt::evict(client, e).await {
+            Ok(EvictOutcome::Evicted) => EvictResult::Evicted,
+            Ok(EvictOutcome::AlreadyGone) => EvictResult::Gone,
+            Ok(EvictOutcome::Refused { reason }) => EvictResult::Refused(reason),
+            Err(err) => EvictResult::Failed(match std::error::Error::source(&err) {
+                Some(s) => format!("{err}: {s}"),
+                None => err.to_string(),
+            }),
+        }
     }
 
-    pub async fn nominate(_client: &Client, _nomination: &Nomination) -> Result<(), String> {
-        Err("PREEMPT-SHIM: nomination I/O lands with crates/k8s/src/preempt.rs".into())
+    pub async fn nominate(client: &Client, n: &Nomination) -> Result<(), String> {
+        preempt::nominate(client, n)
+            .await
+            .map_err(|e| e.to_string())
     }
-}
-
-/// Persists the profile's remembered node (see [`Profile::remembered_node`]).
-pub trait NodeMemory: Send + Sync + 'static {
-    /// Reads the remembered node at start.
-    fn load(&self) -> BoxFuture<'static, Option<String>>;
-    /// Stores a new remembered node.
-    fn save(&self, node: String) -> BoxFuture<'static, ()>;
 }
 
 /// A stream of watch events.
@@ -191,6 +192,22 @@ pub fn watch_streams(
         pods.push(watcher(Api::<Pod>::all(client.clone()), bound));
     }
     (nodes, pods)
+}
+
+/// A watch of scheduler-plugins PodGroups (`scheduling.x-k8s.io`), for
+/// clusters where that CRD is installed.
+pub fn podgroup_stream(
+    client: &Client,
+    namespace: Option<&str>,
+) -> EventStream<kube::api::DynamicObject> {
+    let ar = crate::podgroup::api_resource();
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed()
 }
 
 fn watcher<K>(api: Api<K>, cfg: watcher::Config) -> EventStream<K>
@@ -270,8 +287,8 @@ pub struct Scheduler {
     actuator: Arc<dyn Actuator>,
     reports: Reports,
     metrics: Arc<SchedulerMetrics>,
-    memory: Option<Arc<dyn NodeMemory>>,
     gpu: Option<watch::Receiver<GpuSnapshot>>,
+    podgroups: Option<EventStream<kube::api::DynamicObject>>,
     ready: Option<Box<dyn Fn(bool) + Send>>,
 
     clock: Clock,
@@ -292,7 +309,6 @@ pub struct Scheduler {
     pods_synced: Vec<bool>,
     init_seen_nodes: HashSet<String>,
     init_seen_pods: Vec<HashSet<PodKey>>,
-    remembered: Option<String>,
 }
 
 impl Scheduler {
@@ -312,8 +328,8 @@ impl Scheduler {
             actuator,
             reports,
             metrics,
-            memory: None,
             gpu: None,
+            podgroups: None,
             ready: None,
             clock: Clock::new(),
             rng,
@@ -330,7 +346,6 @@ impl Scheduler {
             pods_synced: Vec::new(),
             init_seen_nodes: HashSet::new(),
             init_seen_pods: Vec::new(),
-            remembered: None,
         }
     }
 
@@ -340,9 +355,9 @@ impl Scheduler {
         self
     }
 
-    /// Persists the profile's remembered node across restarts.
-    pub fn with_memory(mut self, memory: Arc<dyn NodeMemory>) -> Self {
-        self.memory = Some(memory);
+    /// Feeds scheduler-plugins PodGroup objects (their `minMember` sizes gangs).
+    pub fn with_podgroups(mut self, events: EventStream<kube::api::DynamicObject>) -> Self {
+        self.podgroups = Some(events);
         self
     }
 
@@ -359,12 +374,6 @@ impl Scheduler {
         pods: Vec<EventStream<Pod>>,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) {
-        if let Some(memory) = &self.memory {
-            let restored = memory.load().await;
-            tracing::info!(node = ?restored, "restored remembered node");
-            self.remembered = restored.clone();
-            self.profile.restore_remembered_node(restored);
-        }
         self.pods_synced = vec![false; pods.len()];
         self.init_seen_pods = vec![HashSet::new(); pods.len()];
         let mut pod_events: SelectAll<Pin<Box<dyn Stream<Item = PodStreamEvent> + Send>>> =
@@ -374,6 +383,10 @@ impl Scheduler {
         }
         let mut nodes = nodes;
         let mut gpu = self.gpu.clone();
+        let mut podgroups = self
+            .podgroups
+            .take()
+            .unwrap_or_else(|| futures::stream::pending().boxed());
         let mut tick = tokio::time::interval(Duration::from_secs(5));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tokio::pin!(shutdown);
@@ -397,6 +410,7 @@ impl Scheduler {
                 Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
                 Some((i, ev)) = pod_events.next() => self.on_pod_event(i, ev),
                 Some(ev) = nodes.next() => self.on_node_event(ev),
+                Some(ev) = podgroups.next() => self.on_podgroup_event(ev),
                 changed = async {
                     match gpu.as_mut() {
                         Some(g) => g.changed().await,
@@ -539,6 +553,11 @@ impl Scheduler {
                     self.preempting.insert(k.clone());
                     self.queue.defer(k, retry_at);
                 }
+                // Hold the nominated nodes for the unit at once, before the API
+                // confirms, so no lower-priority pod takes them meanwhile.
+                for n in &nominations {
+                    self.cluster.set_nominated(&n.pod, Some(&n.node));
+                }
                 let actuator = self.actuator.clone();
                 self.ops.push(Box::pin(async move {
                     let mut nominations_failed = Vec::new();
@@ -643,7 +662,6 @@ impl Scheduler {
                                 .observe(((now - created_at).max(0) as f64) / 1000.0);
                         }
                         self.profile.bound(&binding, now);
-                        self.persist_remembered();
                         self.reports.send(Report::Scheduled {
                             pod: PodRef {
                                 key: binding.pod.clone(),
@@ -704,6 +722,11 @@ impl Scheduler {
                         }
                         EvictResult::Gone => {}
                         EvictResult::Refused(reason) | EvictResult::Failed(reason) => {
+                            // The next plan must pick other victims (or none).
+                            self.cluster.refuse_eviction(
+                                &eviction.pod,
+                                now + self.cfg.preemption_wait.as_millis() as Millis,
+                            );
                             refused.push(format!("{}: {reason}", eviction.pod));
                         }
                     }
@@ -717,6 +740,7 @@ impl Scheduler {
                     self.metrics.failure("EvictionRefused");
                     for k in &unit {
                         self.preempting.remove(k);
+                        self.cluster.set_nominated(k, None);
                         if self.queue.contains(k) {
                             self.queue.backoff(k, now, &mut self.rng);
                             let uid = self
@@ -730,18 +754,6 @@ impl Scheduler {
                 }
             }
         }
-    }
-
-    fn persist_remembered(&mut self) {
-        let (Some(memory), Some(node)) = (&self.memory, self.profile.remembered_node()) else {
-            return;
-        };
-        if self.remembered.as_deref() == Some(node) {
-            return;
-        }
-        self.remembered = Some(node.to_string());
-        let fut = memory.save(node.to_string());
-        tokio::spawn(fut);
     }
 
     fn on_node_event(&mut self, ev: Result<WatchEvent<Node>, watcher::Error>) {
@@ -793,6 +805,24 @@ impl Scheduler {
                     self.after_sync_change();
                 }
             }
+        }
+    }
+
+    fn on_podgroup_event(
+        &mut self,
+        ev: Result<WatchEvent<kube::api::DynamicObject>, watcher::Error>,
+    ) {
+        match ev {
+            Ok(WatchEvent::Apply(obj)) | Ok(WatchEvent::InitApply(obj)) => {
+                crate::podgroup::apply_event(&mut self.cluster, &obj, false);
+                // A gang's size may have changed: let waiting members try again.
+                self.queue.move_all_to_active();
+            }
+            Ok(WatchEvent::Delete(obj)) => {
+                crate::podgroup::apply_event(&mut self.cluster, &obj, true)
+            }
+            Ok(WatchEvent::Init) | Ok(WatchEvent::InitDone) => {}
+            Err(err) => tracing::warn!(%err, "PodGroup watch error; retrying"),
         }
     }
 

@@ -96,8 +96,6 @@ impl GpuSourceArgs {
     /// snapshot is empty until the first poll completes; wait with
     /// `rx.changed().await` if you need data. The task stops when every
     /// receiver is dropped. Must be called inside a Tokio runtime.
-    // Used by the scheduler, balance and scaler subcommands as they are wired.
-    #[allow(dead_code)]
     pub fn spawn(&self, registry: &mut Registry) -> anyhow::Result<watch::Receiver<GpuSnapshot>> {
         let metrics = SourceMetrics::register(registry);
         let source = self.build()?.with_metrics(metrics);
@@ -115,7 +113,6 @@ impl GpuSourceArgs {
 /// Settings of the `gpu-least-loaded` scheduler profile, for the scheduler
 /// subcommand to flatten next to [`GpuSourceArgs`].
 // Flattened by the scheduler subcommand once it wires this profile.
-#[allow(dead_code)]
 #[derive(clap::Args, Clone, Debug)]
 pub struct GpuProfileArgs {
     /// Nodes whose measured GPU usage is at or above this percentage are not eligible.
@@ -141,7 +138,6 @@ pub struct GpuProfileArgs {
     pub gpu_state_namespace: Option<String>,
 }
 
-#[allow(dead_code)]
 impl GpuProfileArgs {
     /// The profile configuration these flags describe, with the scheduler's
     /// tie-break `seed`; checks ranges.

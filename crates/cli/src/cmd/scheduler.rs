@@ -10,7 +10,7 @@ use clap::{Args, ValueEnum};
 use posture_core::Profile;
 use posture_core::backoff::Backoff;
 use posture_core::policy::RoundRobin;
-use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+use posture_core::policy::gpu_least_loaded::GpuLeastLoaded;
 use posture_core::policy::priority::{CapacityMode, PriorityConfig, PriorityProfile};
 use posture_gpu::config::parse_duration;
 use posture_k8s::metrics::SchedulerMetrics;
@@ -18,7 +18,7 @@ use posture_k8s::runtime::{KubeActuator, PodScope, RuntimeConfig, Scheduler, wat
 use prometheus_client::registry::Registry;
 
 use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
-use crate::cmd::gpu::GpuSourceArgs;
+use crate::cmd::gpu::{GpuProfileArgs, GpuSourceArgs};
 
 /// Which scheduling policy the loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -84,28 +84,8 @@ pub struct SchedulerArgs {
     #[arg(long, env = "ADMIN_ADDR", default_value = "0.0.0.0:10251")]
     pub admin_addr: SocketAddr,
 
-    /// gpu-least-loaded: nodes at or above this GPU usage (percent) are not used.
-    #[arg(
-        long,
-        env = "GPU_THRESHOLD",
-        default_value_t = 60.0,
-        help_heading = "GPU profile"
-    )]
-    pub gpu_threshold: f64,
-
-    /// gpu-least-loaded: estimated GPU load (percent) of a just-bound pod, counted
-    /// until fresh samples cover it.
-    #[arg(
-        long,
-        env = "GPU_INFLIGHT_LOAD",
-        default_value_t = 15.0,
-        help_heading = "GPU profile"
-    )]
-    pub gpu_inflight_load: f64,
-
-    /// gpu-least-loaded: longest time an in-flight estimate is kept.
-    #[arg(long, env = "GPU_INFLIGHT_WINDOW", default_value = "2m", value_parser = parse_duration, help_heading = "GPU profile")]
-    pub gpu_inflight_window: Duration,
+    #[command(flatten, next_help_heading = "GPU profile")]
+    pub gpu_profile: GpuProfileArgs,
 
     #[command(
         flatten,
@@ -167,14 +147,20 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         ),
         ProfileKind::GpuLeastLoaded => {
             gpu = Some(args.gpu.spawn(&mut registry)?);
-            let config = GpuLeastLoadedConfig {
-                threshold_percent: args.gpu_threshold,
-                inflight_load_percent: args.gpu_inflight_load,
-                inflight_window_ms: args.gpu_inflight_window.as_millis() as i64,
-                seed: args.seed,
-                ..GpuLeastLoadedConfig::default()
-            };
-            (Box::new(GpuLeastLoaded::new(config)), PodScope::Pending)
+            let profile = GpuLeastLoaded::new(args.gpu_profile.config(args.seed)?);
+            // The last chosen node survives restarts in a ConfigMap (preferred on ties).
+            let namespace = args
+                .gpu_profile
+                .gpu_state_namespace
+                .clone()
+                .unwrap_or_else(|| client.default_namespace().to_string());
+            let store = posture_k8s::gpu_state::GpuStateStore::new(
+                client.clone(),
+                &namespace,
+                &args.gpu_profile.gpu_state_configmap,
+            );
+            let profile = posture_k8s::gpu_state::PersistLastChosen::start(profile, store).await;
+            (Box::new(profile), PodScope::Pending)
         }
         ProfileKind::Priority => {
             let config = PriorityConfig {
@@ -206,12 +192,37 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         metrics.clone(),
     );
     let (nodes, pods) = watch_streams(&client, &cfg);
+    // Evictions refused by a PodDisruptionBudget (429) must come back at once,
+    // not after kube's automatic retries: a separate client without them.
+    let actuator_client = if args.profile == ProfileKind::Priority {
+        let config = kube::Config::infer()
+            .await
+            .context("reading the Kubernetes client configuration")?;
+        posture_k8s::preempt::client_without_retry(config)?
+    } else {
+        client.clone()
+    };
+    let podgroups = if args.profile == ProfileKind::Priority {
+        match posture_k8s::podgroup::list(&client, cfg.namespace.as_deref()).await {
+            Ok(Some(_)) => Some(posture_k8s::runtime::podgroup_stream(
+                &client,
+                cfg.namespace.as_deref(),
+            )),
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(%err, "cannot read PodGroups; gang sizes from annotations only");
+                None
+            }
+        }
+    } else {
+        None
+    };
     let ready_flag = ready.clone();
     let scheduler = Scheduler::new(
         cfg,
         profile,
         Arc::new(KubeActuator {
-            client: client.clone(),
+            client: actuator_client,
         }),
         reports,
         metrics,
@@ -219,6 +230,10 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     .on_ready(move |r| ready_flag.set(r));
     let scheduler = match gpu {
         Some(rx) => scheduler.with_gpu(rx),
+        None => scheduler,
+    };
+    let scheduler = match podgroups {
+        Some(events) => scheduler.with_podgroups(events),
         None => scheduler,
     };
     scheduler.run(nodes, pods, shutdown.clone().wait()).await;

@@ -14,9 +14,7 @@ use posture_core::policy::priority::CapacityMode;
 // Until crates/cli depends on that crate, its source is compiled in here; with
 // `posture-bench.workspace = true` in crates/cli/Cargo.toml these three lines
 // become `use posture_bench as synthetic;`. Not every item is used here.
-#[allow(dead_code)]
-#[path = "../../../../bench/src/lib.rs"]
-mod synthetic;
+use posture_bench as synthetic;
 
 use synthetic::{BenchProfile, SyntheticSpec, run_scheduler_bench, synthetic_cluster};
 
