@@ -12,7 +12,7 @@ use rumqttd::{Broker, Config, ConnectionSettings, RouterConfig, ServerSettings};
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
     /// Its thread could not be spawned.
-    #[error("starting the embedded MQTT broker thread: {0}")]
+    #[error("starting the embedded MQTT broker thread")]
     Thread(#[source] std::io::Error),
     /// It did not start listening.
     #[error("the embedded MQTT broker is not listening on {0} (port taken?)")]

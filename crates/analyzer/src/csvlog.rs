@@ -16,7 +16,7 @@ use crate::record::{CSV_HEADER, PostureRow};
 
 /// An error writing the CSV file.
 #[derive(Debug, thiserror::Error)]
-#[error("CSV file {path}: {source}")]
+#[error("CSV file {path}")]
 pub struct CsvError {
     path: PathBuf,
     #[source]

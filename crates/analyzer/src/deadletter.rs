@@ -12,7 +12,7 @@ use crate::payload::Rejected;
 
 /// An error writing to the dead-letter folder.
 #[derive(Debug, thiserror::Error)]
-#[error("dead-letter folder {path}: {source}")]
+#[error("dead-letter folder {path}")]
 pub struct DeadLetterError {
     path: PathBuf,
     #[source]

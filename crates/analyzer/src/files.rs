@@ -13,7 +13,7 @@ pub enum FilesError {
     #[error(transparent)]
     Path(#[from] PublishError),
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Read {
         /// Which file.
         path: PathBuf,
@@ -22,7 +22,7 @@ pub enum FilesError {
         source: std::io::Error,
     },
     /// Outputs could not be written.
-    #[error("analysing {path}: {source}")]
+    #[error("analysing {path}")]
     Analyze {
         /// Which file.
         path: PathBuf,

@@ -60,7 +60,7 @@ pub struct MqttTls {
 #[derive(Debug, thiserror::Error)]
 pub enum MqttError {
     /// The CA file could not be read.
-    #[error("reading the MQTT CA file {path}: {source}")]
+    #[error("reading the MQTT CA file {path}")]
     CaFile {
         /// Which file.
         path: PathBuf,
@@ -69,7 +69,7 @@ pub enum MqttError {
         source: std::io::Error,
     },
     /// The analyzer cannot continue (its model is gone); restart the process.
-    #[error("analyzer failed: {0}")]
+    #[error("the analyzer cannot go on")]
     Analyzer(#[source] crate::pipeline::AnalyzeError),
     /// No topic to subscribe to.
     #[error("no MQTT topic given (use --topic or MQTT_TOPIC)")]
@@ -246,13 +246,13 @@ pub async fn run_analyzer(
             match analyzer.process(&frame).await {
                 Ok(o) => break o,
                 Err(e) if e.is_fatal() => {
-                    tracing::error!(error = %e, camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
+                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
                     fatal = Some(e);
                     break 'frames;
                 }
                 Err(e) => {
                     let delay = backoff.next_delay();
-                    tracing::error!(error = %e, camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
+                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
                     tokio::select! {
                         () = &mut shutdown => break 'frames,
                         () = tokio::time::sleep(delay) => {}

@@ -111,7 +111,7 @@ pub enum Outcome {
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
     /// Writing the annotated image failed.
-    #[error("writing annotated image {path}: {source}")]
+    #[error("writing annotated image {path}")]
     Image {
         /// Where.
         path: PathBuf,

@@ -27,10 +27,10 @@ use crate::record::PostureRow;
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     /// The connection string could not be parsed.
-    #[error("invalid database URL: {0}")]
+    #[error("invalid database URL")]
     BadUrl(#[source] sqlx::Error),
     /// Creating the schema failed.
-    #[error("creating the posture_log schema on {target}: {source}")]
+    #[error("creating the posture_log schema on {target}")]
     Schema {
         /// Where.
         target: String,
@@ -39,7 +39,7 @@ pub enum DbError {
         source: sqlx::Error,
     },
     /// A query failed (often: the database is unreachable).
-    #[error("query on {target}: {source}")]
+    #[error("query on {target}")]
     Query {
         /// Where.
         target: String,
@@ -51,7 +51,7 @@ pub enum DbError {
 
 /// A problem with the local spool file (disk full, permissions).
 #[derive(Debug, thiserror::Error)]
-#[error("spool file {path}: {source}")]
+#[error("spool file {path}")]
 pub struct SpoolError {
     path: PathBuf,
     #[source]
@@ -593,7 +593,7 @@ impl Store {
         if let Err(e) = self.spool.clear() {
             // Rows are in the database; leaving them in the spool only means
             // a harmless (de-duplicated) replay later.
-            tracing::warn!(error = %e, "could not clear the spool after replay");
+            tracing::warn!(error = %crate::error_chain(&e), "could not clear the spool after replay");
         } else {
             self.depth_gauge.set(0);
         }
@@ -618,10 +618,10 @@ impl Store {
 
     fn outage(&mut self, e: &DbError) {
         if !self.outage_logged {
-            tracing::warn!(error = %e, spool = %self.spool.path().display(), "database unreachable: spooling rows locally until it returns");
+            tracing::warn!(error = %crate::error_chain(e), spool = %self.spool.path().display(), "database unreachable: spooling rows locally until it returns");
             self.outage_logged = true;
         } else {
-            tracing::debug!(error = %e, "database still unreachable");
+            tracing::debug!(error = %crate::error_chain(e), "database still unreachable");
         }
     }
 

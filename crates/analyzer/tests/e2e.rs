@@ -49,7 +49,7 @@ impl Running {
                 },
             )
             .await
-            .map_err(|e| e.to_string());
+            .map_err(|e| posture_analyzer::error_chain(&e));
             (analyzer, stats)
         });
         for _ in 0..400 {
