@@ -995,7 +995,10 @@ mod tests {
         serde_json::from_value(json!({
             "metadata": {"name": name},
             "spec": {"unschedulable": cordoned},
-            "status": {"conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}]}
+            "status": {
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}
+            }
         }))
         .unwrap()
     }
@@ -1014,6 +1017,8 @@ mod tests {
     #[derive(Default)]
     struct FakeActuator {
         binds: Mutex<Vec<Binding>>,
+        evictions: Mutex<Vec<Eviction>>,
+        nominations: Mutex<Vec<Nomination>>,
         script: Mutex<HashMap<String, VecDeque<&'static str>>>,
     }
 
@@ -1042,10 +1047,12 @@ mod tests {
                 }
             })
         }
-        fn evict(&self, _: &Eviction) -> BoxFuture<'static, EvictResult> {
+        fn evict(&self, e: &Eviction) -> BoxFuture<'static, EvictResult> {
+            self.evictions.lock().unwrap().push(e.clone());
             Box::pin(async { EvictResult::Evicted })
         }
-        fn nominate(&self, _: &Nomination) -> BoxFuture<'static, Result<(), String>> {
+        fn nominate(&self, n: &Nomination) -> BoxFuture<'static, Result<(), String>> {
+            self.nominations.lock().unwrap().push(n.clone());
             Box::pin(async { Ok(()) })
         }
     }
@@ -1061,18 +1068,28 @@ mod tests {
 
     impl Harness {
         fn start(order: Vec<String>) -> Self {
+            Self::start_with(Box::new(RoundRobin::new(order)), RuntimeConfig::default())
+        }
+
+        fn start_with(profile: Box<dyn Profile>, cfg: RuntimeConfig) -> Self {
+            Self::start_full(profile, cfg, None)
+        }
+
+        fn start_full(
+            profile: Box<dyn Profile>,
+            cfg: RuntimeConfig,
+            gpu: Option<watch::Receiver<GpuSnapshot>>,
+        ) -> Self {
             let (ntx, nrx) = fmpsc::unbounded();
             let (ptx, prx) = fmpsc::unbounded();
             let actuator = Arc::new(FakeActuator::default());
             let metrics = Arc::new(SchedulerMetrics::default());
             let (reports, report_rx) = Reports::channel(metrics.clone());
-            let sched = Scheduler::new(
-                RuntimeConfig::default(),
-                Box::new(RoundRobin::new(order)),
-                actuator.clone(),
-                reports,
-                metrics,
-            );
+            let sched = Scheduler::new(cfg, profile, actuator.clone(), reports, metrics);
+            let sched = match gpu {
+                Some(rx) => sched.with_gpu(rx),
+                None => sched,
+            };
             let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
             let task = tokio::spawn(sched.run(nrx.boxed(), vec![prx.boxed()], async move {
                 let _ = stop_rx.await;
@@ -1134,6 +1151,214 @@ mod tests {
             }
             out
         }
+    }
+
+    fn prio_pod(name: &str, priority: i32, node: Option<&str>, group: Option<(&str, u32)>) -> Pod {
+        let mut annotations = serde_json::Map::new();
+        annotations.insert("priority".into(), json!(priority.to_string()));
+        if let Some((g, n)) = group {
+            annotations.insert("pod-group".into(), json!(g));
+            annotations.insert("pod-group-min-member".into(), json!(n.to_string()));
+        }
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                "creationTimestamp": "2026-11-23T10:00:00Z", "annotations": annotations},
+            "spec": {"schedulerName": "posture-priority", "nodeName": node,
+                "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}
+        }))
+        .unwrap()
+    }
+
+    fn priority_harness() -> Harness {
+        use posture_core::policy::priority::{PriorityConfig, PriorityProfile};
+        let cfg = RuntimeConfig {
+            scheduler_name: "posture-priority".into(),
+            label_selector: None,
+            scope: PodScope::Ours,
+            ..RuntimeConfig::default()
+        };
+        Harness::start_with(
+            Box::new(PriorityProfile::new(PriorityConfig::default())),
+            cfg,
+        )
+    }
+
+    /// Issue 6, done means (1): three nodes, two low-priority pods bound; a
+    /// high-priority pod evicts exactly one of them and takes its node once
+    /// the victim is gone.
+    #[tokio::test(start_paused = true)]
+    async fn high_priority_pod_preempts_exactly_one_low_pod() {
+        let h = priority_harness();
+        h.init_nodes(vec![
+            node("n1", true, false),
+            node("n2", true, false),
+            node("n3", true, false),
+        ]);
+        h.init_pods(vec![
+            prio_pod("low-1", 10, Some("n1"), None),
+            prio_pod("low-2", 10, Some("n2"), None),
+            prio_pod("filler", 100, Some("n3"), None),
+        ]);
+        h.settle().await;
+        h.pods
+            .unbounded_send(Ok(WatchEvent::Apply(prio_pod("high", 100, None, None))))
+            .unwrap();
+        h.settle().await;
+        let evictions = h.actuator.evictions.lock().unwrap().clone();
+        assert_eq!(evictions.len(), 1, "{evictions:?}");
+        let victim = evictions[0].pod.name.clone();
+        let freed = evictions[0].node.clone();
+        assert!(victim.starts_with("low-"));
+        let noms = h.actuator.nominations.lock().unwrap().clone();
+        assert_eq!(noms.len(), 1);
+        assert_eq!(
+            (noms[0].pod.name.as_str(), noms[0].node.as_str()),
+            ("high", freed.as_str())
+        );
+        assert!(
+            h.bound_nodes().is_empty(),
+            "no bind before the victim is gone"
+        );
+        // The victim terminates, then is deleted.
+        let mut leaving = prio_pod(&victim, 10, Some(&freed), None);
+        leaving.metadata.deletion_timestamp =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
+            ));
+        h.pods
+            .unbounded_send(Ok(WatchEvent::Apply(leaving.clone())))
+            .unwrap();
+        h.settle().await;
+        assert!(h.bound_nodes().is_empty());
+        assert_eq!(
+            h.actuator.evictions.lock().unwrap().len(),
+            1,
+            "no second victim"
+        );
+        h.pods
+            .unbounded_send(Ok(WatchEvent::Delete(leaving)))
+            .unwrap();
+        h.settle().await;
+        assert_eq!(h.bound_nodes(), [freed]);
+        let _ = h.stop().await;
+    }
+
+    /// Issue 6, done means (2) and (3): a three-pod gang waits until three
+    /// nodes can be had, then binds all three; a four-pod gang on three nodes
+    /// binds none.
+    #[tokio::test(start_paused = true)]
+    async fn gangs_are_all_or_nothing_through_the_loop() {
+        let h = priority_harness();
+        h.init_nodes(vec![
+            node("n1", true, false),
+            node("n2", true, false),
+            node("n3", true, false),
+        ]);
+        h.init_pods(vec![prio_pod("busy", 100, Some("n3"), None)]);
+        h.settle().await;
+        for i in 0..3 {
+            h.pods
+                .unbounded_send(Ok(WatchEvent::Apply(prio_pod(
+                    &format!("trio-{i}"),
+                    50,
+                    None,
+                    Some(("trio", 3)),
+                ))))
+                .unwrap();
+        }
+        for i in 0..4 {
+            h.pods
+                .unbounded_send(Ok(WatchEvent::Apply(prio_pod(
+                    &format!("quad-{i}"),
+                    50,
+                    None,
+                    Some(("quad", 4)),
+                ))))
+                .unwrap();
+        }
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        h.settle().await;
+        assert!(
+            h.bound_nodes().is_empty(),
+            "only two nodes free: nothing binds"
+        );
+        assert!(
+            h.actuator.evictions.lock().unwrap().is_empty(),
+            "busy has higher priority"
+        );
+        h.pods
+            .unbounded_send(Ok(WatchEvent::Delete(prio_pod(
+                "busy",
+                100,
+                Some("n3"),
+                None,
+            ))))
+            .unwrap();
+        h.settle().await;
+        tokio::time::sleep(Duration::from_secs(20)).await;
+        h.settle().await;
+        let binds = h.actuator.binds.lock().unwrap().clone();
+        let mut trio: Vec<_> = binds
+            .iter()
+            .filter(|b| b.pod.name.starts_with("trio"))
+            .map(|b| b.node.clone())
+            .collect();
+        trio.sort();
+        assert_eq!(trio, ["n1", "n2", "n3"]);
+        assert!(
+            !binds.iter().any(|b| b.pod.name.starts_with("quad")),
+            "{binds:?}"
+        );
+        let _ = h.stop().await;
+    }
+
+    /// Issue 4, done means: in gpu-least-loaded mode the loop never binds to
+    /// the node at 70 % and spreads a burst instead of piling onto one node.
+    #[tokio::test(start_paused = true)]
+    async fn gpu_profile_skips_busy_nodes_and_spreads_a_burst() {
+        use posture_core::gpu::{GpuSample, NodeUsage, UsageState};
+        use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+        let now = Clock::new().now();
+        let usage = |v: f64| NodeUsage {
+            sample: Some(GpuSample {
+                usage_percent: v,
+                sampled_at: now,
+            }),
+            state: UsageState::Ok,
+            error: None,
+        };
+        let snapshot = GpuSnapshot {
+            taken_at: now,
+            nodes: [
+                ("agx".into(), usage(20.0)),
+                ("xavier".into(), usage(70.0)),
+                ("orin".into(), usage(35.0)),
+            ]
+            .into(),
+        };
+        let (_tx, rx) = watch::channel(snapshot);
+        let profile = GpuLeastLoaded::new(GpuLeastLoadedConfig {
+            seed: 7,
+            ..GpuLeastLoadedConfig::default()
+        });
+        let h = Harness::start_full(Box::new(profile), RuntimeConfig::default(), Some(rx));
+        h.init_nodes(vec![
+            node("agx", true, false),
+            node("xavier", true, false),
+            node("orin", true, false),
+        ]);
+        h.init_pods((0..10).map(|i| pod(&format!("burst-{i}"))).collect());
+        h.settle().await;
+        let nodes = h.bound_nodes();
+        assert_eq!(nodes.len(), 10);
+        assert!(!nodes.contains(&"xavier".to_string()), "{nodes:?}");
+        let on_agx = nodes.iter().filter(|n| *n == "agx").count();
+        assert!(
+            (3..=7).contains(&on_agx),
+            "burst spread over agx and orin: {nodes:?}"
+        );
+        let _ = h.stop().await;
     }
 
     #[tokio::test(start_paused = true)]
