@@ -17,7 +17,7 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Args)]
 pub struct LogArgs {
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `posture_k8s=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "RUST_LOG", default_value = "info,rumqttd=warn")]
     pub log_level: String,
     /// Log format.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t)]

@@ -22,8 +22,10 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) {
         let path = entry.path();
         if path.is_dir() {
             yaml_files(&path, out);
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
-            && path.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml")
+        } else if matches!(
+            path.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml")
+        ) && path.file_name().and_then(|n| n.to_str()) != Some("kustomization.yaml")
             && !path.components().any(|c| c.as_os_str() == "compose")
         {
             out.push(path);
@@ -71,7 +73,8 @@ fn diff(a: &Value, b: &Value, path: &str) -> Option<String> {
 }
 
 fn round_trip<T: DeserializeOwned + serde::Serialize>(doc: &Value) -> Result<(), String> {
-    let typed: T = serde_json::from_value(doc.clone()).map_err(|e| format!("does not parse: {e}"))?;
+    let typed: T =
+        serde_json::from_value(doc.clone()).map_err(|e| format!("does not parse: {e}"))?;
     let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
     match diff(&normalise(doc), &normalise(&back), "") {
         None => Ok(()),
@@ -86,9 +89,16 @@ fn check_keda(doc: &Value) -> Result<(), String> {
     match kind {
         "ScaledJob" => {
             const KNOWN: &[&str] = &[
-                "jobTargetRef", "pollingInterval", "successfulJobsHistoryLimit",
-                "failedJobsHistoryLimit", "envSourceContainerName", "minReplicaCount",
-                "maxReplicaCount", "rolloutStrategy", "rollout", "scalingStrategy",
+                "jobTargetRef",
+                "pollingInterval",
+                "successfulJobsHistoryLimit",
+                "failedJobsHistoryLimit",
+                "envSourceContainerName",
+                "minReplicaCount",
+                "maxReplicaCount",
+                "rolloutStrategy",
+                "rollout",
+                "scalingStrategy",
                 "triggers",
             ];
             for k in spec.as_object().ok_or("spec is not a map")?.keys() {
@@ -97,8 +107,11 @@ fn check_keda(doc: &Value) -> Result<(), String> {
                 }
             }
             let template = &spec["jobTargetRef"]["template"];
-            round_trip::<PodTemplateSpec>(template).map_err(|e| format!("jobTargetRef.template: {e}"))?;
-            let triggers = spec["triggers"].as_array().ok_or("spec.triggers must be a list")?;
+            round_trip::<PodTemplateSpec>(template)
+                .map_err(|e| format!("jobTargetRef.template: {e}"))?;
+            let triggers = spec["triggers"]
+                .as_array()
+                .ok_or("spec.triggers must be a list")?;
             for t in triggers {
                 if t["type"].as_str().is_none() {
                     return Err("every trigger needs a type".into());
@@ -117,7 +130,9 @@ fn check(doc: &Value) -> Result<(), String> {
     use k8s_openapi::api::{apps, batch, core, networking, policy, rbac, scheduling};
     let api_version = doc["apiVersion"].as_str().ok_or("missing apiVersion")?;
     let kind = doc["kind"].as_str().ok_or("missing kind")?;
-    doc["metadata"]["name"].as_str().ok_or("missing metadata.name")?;
+    doc["metadata"]["name"]
+        .as_str()
+        .ok_or("missing metadata.name")?;
     match (api_version, kind) {
         ("v1", "ServiceAccount") => round_trip::<core::v1::ServiceAccount>(doc),
         ("v1", "ConfigMap") => round_trip::<core::v1::ConfigMap>(doc),
@@ -177,26 +192,54 @@ fn every_manifest_in_deploy_is_a_valid_typed_object() {
             }
         }
     }
-    assert!(problems.is_empty(), "invalid manifests:\n{}", problems.join("\n"));
-    assert!(count >= 13, "expected at least the scheduler and ten Jobs, found {count} objects");
+    assert!(
+        problems.is_empty(),
+        "invalid manifests:\n{}",
+        problems.join("\n")
+    );
+    assert!(
+        count >= 13,
+        "expected at least the scheduler and ten Jobs, found {count} objects"
+    );
 }
 
 #[test]
 fn the_ten_round_robin_jobs_are_as_documented() {
     let text = std::fs::read_to_string(repo_root().join("deploy/jobs/posture-jobs.yaml")).unwrap();
     let docs: Vec<k8s_openapi::api::batch::v1::Job> = serde_saphyr::from_multiple(&text).unwrap();
-    let names: Vec<String> = docs.iter().filter_map(|j| j.metadata.name.clone()).collect();
+    let names: Vec<String> = docs
+        .iter()
+        .filter_map(|j| j.metadata.name.clone())
+        .collect();
     let mut expected = vec!["posture-pi1".to_string()];
     expected.extend((1..10).map(|i| format!("posture-pi1-{i}")));
     assert_eq!(names, expected);
     for job in &docs {
         let spec = job.spec.as_ref().unwrap().template.spec.as_ref().unwrap();
         assert_eq!(spec.scheduler_name.as_deref(), Some("rr-scheduler"));
-        let labels = job.spec.as_ref().unwrap().template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+        let labels = job
+            .spec
+            .as_ref()
+            .unwrap()
+            .template
+            .metadata
+            .as_ref()
+            .unwrap()
+            .labels
+            .as_ref()
+            .unwrap();
         assert_eq!(labels.get("app").map(String::as_str), Some("posture"));
         let env = spec.containers[0].env.as_ref().unwrap();
-        let topic = env.iter().find(|e| e.name == "MQTT_TOPIC").and_then(|e| e.value.clone());
-        let camera = job.metadata.name.as_ref().unwrap().trim_start_matches("posture-");
+        let topic = env
+            .iter()
+            .find(|e| e.name == "MQTT_TOPIC")
+            .and_then(|e| e.value.clone());
+        let camera = job
+            .metadata
+            .name
+            .as_ref()
+            .unwrap()
+            .trim_start_matches("posture-");
         assert_eq!(topic, Some(format!("images/{camera}")));
     }
 }
