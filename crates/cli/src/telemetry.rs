@@ -17,7 +17,12 @@ pub enum LogFormat {
 #[derive(Clone, Debug, Args)]
 pub struct LogArgs {
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `posture_k8s=debug`.
-    #[arg(long, global = true, env = "RUST_LOG", default_value = "info,rumqttd=warn")]
+    #[arg(
+        long,
+        global = true,
+        env = "RUST_LOG",
+        default_value = "info,rumqttd=off"
+    )]
     pub log_level: String,
     /// Log format.
     #[arg(long, global = true, env = "LOG_FORMAT", value_enum, default_value_t)]
