@@ -33,3 +33,12 @@ pub fn mk_pod(name: &str) -> PodInfo {
         ..Default::default()
     }
 }
+
+/// A cluster of [`mk_node`]s with the given names.
+pub fn mk_cluster(names: &[&str]) -> crate::cluster::Cluster {
+    let mut c = crate::cluster::Cluster::new();
+    for n in names {
+        c.upsert_node(mk_node(n));
+    }
+    c
+}

@@ -60,6 +60,29 @@ pub struct GpuSnapshot {
 }
 
 impl GpuSnapshot {
+    /// A snapshot in which every listed node has a fresh reading sampled at
+    /// `at` (dry runs, tests, fixed readings).
+    pub fn from_fresh(at: Millis, usage: &[(&str, f64)]) -> Self {
+        let nodes = usage
+            .iter()
+            .map(|(node, percent)| {
+                let entry = NodeUsage {
+                    sample: Some(GpuSample {
+                        usage_percent: *percent,
+                        sampled_at: at,
+                    }),
+                    state: UsageState::Ok,
+                    error: None,
+                };
+                (node.to_string(), entry)
+            })
+            .collect();
+        Self {
+            taken_at: at,
+            nodes,
+        }
+    }
+
     /// Usage of a node if its reading is fresh.
     pub fn usage(&self, node: &str) -> Option<f64> {
         self.nodes

@@ -306,7 +306,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_wrapped_profile_restores_and_persists_after_binds() {
-        use posture_core::gpu::{GpuSample, GpuSnapshot, NodeUsage, UsageState};
+        use posture_core::gpu::GpuSnapshot;
         use posture_core::model::{NodeInfo, PodKey};
         use posture_core::policy::gpu_least_loaded::GpuLeastLoadedConfig;
 
@@ -342,20 +342,7 @@ mod tests {
                 ..Default::default()
             });
         }
-        let mut snap = GpuSnapshot::default();
-        for (n, u) in [("agx", 10.0), ("orin", 40.0)] {
-            snap.nodes.insert(
-                n.into(),
-                NodeUsage {
-                    sample: Some(GpuSample {
-                        usage_percent: u,
-                        sampled_at: 0,
-                    }),
-                    state: UsageState::Ok,
-                    error: None,
-                },
-            );
-        }
+        let snap = GpuSnapshot::from_fresh(0, &[("agx", 10.0), ("orin", 40.0)]);
         let pod = PodInfo {
             key: PodKey::new("posture", "a"),
             ours: true,

@@ -1317,26 +1317,10 @@ mod tests {
     /// the node at 70 % and spreads a burst instead of piling onto one node.
     #[tokio::test(start_paused = true)]
     async fn gpu_profile_skips_busy_nodes_and_spreads_a_burst() {
-        use posture_core::gpu::{GpuSample, NodeUsage, UsageState};
         use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
         let now = Clock::new().now();
-        let usage = |v: f64| NodeUsage {
-            sample: Some(GpuSample {
-                usage_percent: v,
-                sampled_at: now,
-            }),
-            state: UsageState::Ok,
-            error: None,
-        };
-        let snapshot = GpuSnapshot {
-            taken_at: now,
-            nodes: [
-                ("agx".into(), usage(20.0)),
-                ("xavier".into(), usage(70.0)),
-                ("orin".into(), usage(35.0)),
-            ]
-            .into(),
-        };
+        let snapshot =
+            GpuSnapshot::from_fresh(now, &[("agx", 20.0), ("xavier", 70.0), ("orin", 35.0)]);
         let (_tx, rx) = watch::channel(snapshot);
         let profile = GpuLeastLoaded::new(GpuLeastLoadedConfig {
             seed: 7,

@@ -270,7 +270,7 @@ fn write_out(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use posture_core::gpu::{GpuSample, GpuSnapshot, NodeUsage, UsageState};
+    use posture_core::gpu::GpuSnapshot;
 
     fn scaled_job(name: &str) -> String {
         format!(
@@ -292,20 +292,7 @@ mod tests {
         let files = collect_files(&[dir.path().to_path_buf()]).unwrap();
         assert_eq!(files.len(), 10);
         let workloads = load_workloads(&files).unwrap();
-        let mut snap = GpuSnapshot::default();
-        for (n, u) in [("agx", 20.0), ("xavier", 70.0), ("orin", 35.0)] {
-            snap.nodes.insert(
-                n.into(),
-                NodeUsage {
-                    sample: Some(GpuSample {
-                        usage_percent: u,
-                        sampled_at: 0,
-                    }),
-                    state: UsageState::Ok,
-                    error: None,
-                },
-            );
-        }
+        let snap = GpuSnapshot::from_fresh(0, &[("agx", 20.0), ("xavier", 70.0), ("orin", 35.0)]);
         let plan = plan_from_snapshot(10, &snap, None, &mut StdRng::seed_from_u64(3)).unwrap();
         assert_eq!(
             plan.counts(),

@@ -299,11 +299,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn cluster(names: &[&str]) -> Cluster {
-        let mut c = Cluster::new();
-        for n in names {
-            c.upsert_node(mk_node(n));
-        }
-        c
+        crate::fixtures::mk_cluster(names)
     }
 
     fn snapshot(at: Millis, usage: &[(&str, f64)]) -> GpuSnapshot {

@@ -173,11 +173,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     fn cluster(names: &[&str]) -> Cluster {
-        let mut c = Cluster::new();
-        for n in names {
-            c.upsert_node(mk_node(n));
-        }
-        c
+        crate::fixtures::mk_cluster(names)
     }
 
     fn run(rr: &mut RoundRobin, c: &Cluster, pods: usize) -> Vec<String> {
