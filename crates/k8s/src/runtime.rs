@@ -179,7 +179,8 @@ pub fn watch_streams(
     };
     let mut fields = format!("spec.schedulerName={}", cfg.scheduler_name);
     if cfg.scope == PodScope::Pending {
-        fields.push_str(",spec.nodeName=");
+        // Unassigned and not finished: the selection kube-scheduler watches.
+        fields.push_str(",spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed");
     }
     let mut ours = watcher::Config::default().fields(&fields);
     if let Some(sel) = cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
@@ -1480,6 +1481,75 @@ mod tests {
         nodes.sort();
         assert_eq!(nodes, ["a", "a", "c", "c"]);
         let _ = h.stop().await;
+    }
+
+    /// The pod watch asks the API server for exactly our pending pods.
+    #[tokio::test]
+    async fn pod_watch_uses_field_and_label_selectors() {
+        let (client, mut mock) = ApiMock::new();
+        let (_nodes, mut pods) = watch_streams(&client, &RuntimeConfig::default());
+        let mut stream = pods.remove(0);
+        // The first event (Init) comes before any request; the list follows.
+        let poll = tokio::spawn(async move {
+            let first = stream.next().await;
+            let second = stream.next().await;
+            (
+                first.is_some_and(|e| e.is_ok()),
+                second.is_some_and(|e| e.is_ok()),
+            )
+        });
+        let req = mock.next().await;
+        assert_eq!(req.method, "GET");
+        assert_eq!(req.path, "/api/v1/namespaces/default/pods");
+        let query: std::collections::HashMap<String, String> =
+            url_pairs(&req.query).into_iter().collect();
+        assert_eq!(
+            query.get("fieldSelector").map(String::as_str),
+            Some(
+                "spec.schedulerName=rr-scheduler,spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed"
+            )
+        );
+        assert_eq!(
+            query.get("labelSelector").map(String::as_str),
+            Some("app=posture")
+        );
+        req.respond(
+            200,
+            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []}),
+        );
+        assert_eq!(poll.await.unwrap(), (true, true));
+    }
+
+    fn url_pairs(query: &str) -> Vec<(String, String)> {
+        query
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (decode(k), decode(v)))
+            .collect()
+    }
+
+    fn decode(s: &str) -> String {
+        let bytes = s.as_bytes();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'%' if i + 2 < bytes.len() => {
+                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
+                    out.push(u8::from_str_radix(hex, 16).unwrap());
+                    i += 3;
+                }
+                b'+' => {
+                    out.push(b' ');
+                    i += 1;
+                }
+                b => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        String::from_utf8(out).unwrap()
     }
 
     /// The whole path against recorded API exchanges: the loop binds through
