@@ -388,6 +388,10 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, OpsError> {
 /// the `gpu-node` label (`placement`: ScaledJob name → node). ScaledJobs not in
 /// `placement` are left unpinned.
 pub fn assign_nodes(plan: &mut ApplyPlan, placement: &BTreeMap<String, String>) {
+    use crate::place::{PinMode, Workload, WorkloadKind, pin};
+    let mode = PinMode::Affinity {
+        label_key: super::nodes::GPU_NODE_LABEL.to_string(),
+    };
     for object in &mut plan.objects {
         if object.kind_name() != "ScaledJob" {
             continue;
@@ -395,21 +399,16 @@ pub fn assign_nodes(plan: &mut ApplyPlan, placement: &BTreeMap<String, String>) 
         let Some(node) = placement.get(object.name()) else {
             continue;
         };
-        let Some(pod_spec) = object
-            .object
-            .pointer_mut("/spec/jobTargetRef/template/spec")
-        else {
-            continue;
+        // The same pinning as `posture-farm place`: required node affinity on
+        // `gpu-node`, merged into any affinity the manifest already has.
+        let workload = Workload {
+            kind: WorkloadKind::ScaledJob,
+            name: object.name().to_string(),
+            namespace: None,
+            origin: "deploy/keda".into(),
+            object: object.object.clone(),
         };
-        let Some(pod_spec) = pod_spec.as_object_mut() else {
-            continue;
-        };
-        pod_spec.insert(
-            "affinity".to_string(),
-            json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                {"matchExpressions": [{"key": super::nodes::GPU_NODE_LABEL, "operator": "In", "values": [node]}]}
-            ]}}}),
-        );
+        object.object = pin(&workload, node, &mode);
     }
 }
 
