@@ -49,13 +49,15 @@ impl SchedulingQueue {
     /// A pod already in backoff stays there.
     pub fn add(&mut self, key: PodKey, priority: i32, created_at: Millis) {
         if let Some(e) = self.entries.get_mut(&key) {
-            if e.retry_at.is_none() && e.priority != priority {
-                self.active
+            // Re-order only a pod that is waiting in the active queue; a popped
+            // pod (being decided or bound) must not be handed out twice.
+            let was_active = e.retry_at.is_none()
+                && self
+                    .active
                     .remove(&(Reverse(e.priority), e.created_at, key.clone()));
-                e.priority = priority;
+            e.priority = priority;
+            if was_active {
                 self.active.insert((Reverse(priority), e.created_at, key));
-            } else {
-                e.priority = priority;
             }
             return;
         }
@@ -245,6 +247,18 @@ mod tests {
         assert_eq!(q.pop(), Some(k("a")));
         q.done(&k("a"));
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_popped_pod_is_not_handed_out_twice() {
+        let mut q = SchedulingQueue::new(Backoff::default());
+        q.add(k("a"), 0, 0);
+        assert_eq!(q.pop(), Some(k("a")));
+        q.add(k("a"), 5, 0);
+        assert_eq!(q.pop(), None, "in flight: not active again");
+        q.add(k("b"), 0, 0);
+        q.add(k("b"), 9, 0);
+        assert_eq!(q.pop(), Some(k("b")), "an active pod is re-ordered");
     }
 
     #[test]

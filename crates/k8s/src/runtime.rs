@@ -519,6 +519,7 @@ impl Scheduler {
                 if is_gang && self.profile.gang_aware() {
                     self.metrics.gang("success");
                 }
+                let bound: HashSet<PodKey> = bindings.iter().map(|b| b.pod.clone()).collect();
                 for binding in bindings {
                     let created_at = unit_refs
                         .iter()
@@ -526,6 +527,11 @@ impl Scheduler {
                         .map(|(_, _, c)| *c)
                         .unwrap_or(now);
                     self.issue_bind(binding, created_at);
+                }
+                // Members the decision left out were taken off the queue with
+                // the unit: put them back, so no pending pod is ever dropped.
+                for (k, _, _) in unit_refs.iter().filter(|(k, _, _)| !bound.contains(k)) {
+                    self.queue.backoff(k, now, &mut self.rng);
                 }
             }
             Decision::Preempt {
