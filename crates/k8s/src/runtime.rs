@@ -268,6 +268,9 @@ const DECISIONS_PER_TURN: usize = 256;
 enum Done {
     Bind {
         binding: Binding,
+        /// The pod's UID when the bind was issued (the pod may leave the
+        /// watched selection before the answer arrives).
+        uid: String,
         created_at: Millis,
         outcome: BindOutcome,
     },
@@ -521,12 +524,12 @@ impl Scheduler {
                 }
                 let bound: HashSet<PodKey> = bindings.iter().map(|b| b.pod.clone()).collect();
                 for binding in bindings {
-                    let created_at = unit_refs
+                    let (uid, created_at) = unit_refs
                         .iter()
                         .find(|(k, _, _)| *k == binding.pod)
-                        .map(|(_, _, c)| *c)
-                        .unwrap_or(now);
-                    self.issue_bind(binding, created_at);
+                        .map(|(_, u, c)| (u.clone(), *c))
+                        .unwrap_or_else(|| (String::new(), now));
+                    self.issue_bind(binding, uid, created_at);
                 }
                 // Members the decision left out were taken off the queue with
                 // the unit: put them back, so no pending pod is ever dropped.
@@ -625,7 +628,7 @@ impl Scheduler {
         });
     }
 
-    fn issue_bind(&mut self, binding: Binding, created_at: Millis) {
+    fn issue_bind(&mut self, binding: Binding, uid: String, created_at: Millis) {
         self.cluster.assume(&binding.pod, &binding.node);
         self.in_flight
             .insert(binding.pod.clone(), binding.node.clone());
@@ -635,6 +638,7 @@ impl Scheduler {
             let outcome = fut.await;
             Done::Bind {
                 binding,
+                uid,
                 created_at,
                 outcome,
             }
@@ -646,17 +650,13 @@ impl Scheduler {
         match done {
             Done::Bind {
                 binding,
+                uid,
                 created_at,
                 outcome,
             } => {
                 self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
                 self.in_flight.remove(&binding.pod);
                 self.metrics.bind(outcome.label());
-                let uid = self
-                    .cluster
-                    .pod(&binding.pod)
-                    .map(|p| p.uid.clone())
-                    .unwrap_or_default();
                 match outcome {
                     BindOutcome::Bound => {
                         tracing::info!(pod = %binding.pod, node = %binding.node, "bound");
