@@ -5,6 +5,8 @@
 #   postgresql                 PostgreSQL server      (analyzer e2e)
 #   prometheus                 Prometheus server      (GPU usage source)
 #   prometheus-node-exporter   textfile collector     (GPU metrics for the above)
+#   openssl                    makes the CA for the analyzer's MQTT-over-TLS test
+#   fonts-dejavu-core          text on annotated images
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 
@@ -13,9 +15,11 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null || need+=(postgresql)
 command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+[ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "ci-services: mosquitto, postgresql, prometheus, prometheus-node-exporter present"
+  echo "ci-services: mosquitto, postgresql, prometheus, prometheus-node-exporter, openssl, fonts present"
   exit 0
 fi
 
