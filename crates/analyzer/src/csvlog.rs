@@ -8,7 +8,7 @@
 //! are fsynced before the frame is acknowledged.
 
 use std::collections::HashSet;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
@@ -50,15 +50,7 @@ impl CsvLog {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::fsutil::open_append(path).map_err(err)?;
         Ok(Self {
             path: path.to_path_buf(),
             file,

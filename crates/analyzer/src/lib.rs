@@ -22,6 +22,7 @@ pub mod broker;
 pub mod csvlog;
 pub mod deadletter;
 pub mod files;
+mod fsutil;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;

@@ -8,7 +8,7 @@
 //! the unique `frame_id` index makes a replay after a crash (or a redelivered
 //! frame) a no-op instead of a second row.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -424,15 +424,7 @@ impl Spool {
             path: path.to_path_buf(),
             source,
         };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(err)?;
-        }
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(path)
-            .map_err(err)?;
+        let file = crate::fsutil::open_append(path).map_err(err)?;
         // One analyzer per spool: another one replaying and clearing it
         // would drop rows this one appended. The lock lasts as long as `file`.
         match file.try_lock() {
