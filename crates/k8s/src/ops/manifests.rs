@@ -16,6 +16,18 @@ use serde_json::{Value, json};
 use super::plan::{ApplyPlan, PlannedObject, Source};
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OpsError};
 
+/// One entry of the embedded manifest table: the repository path is written
+/// once and used both for messages and for `include_str!`.
+macro_rules! embed {
+    ($source:expr, $path:literal) => {
+        EmbeddedFile {
+            path: $path,
+            source: $source,
+            text: include_str!(concat!("../../../../", $path)),
+        }
+    };
+}
+
 /// One manifest file of `deploy/`, embedded in the binary.
 #[derive(Clone, Copy, Debug)]
 pub struct EmbeddedFile {
@@ -32,56 +44,16 @@ pub struct EmbeddedFile {
 /// and compares with the files).
 pub fn embedded() -> Vec<EmbeddedFile> {
     vec![
-        EmbeddedFile {
-            path: "deploy/scheduler/rbac.yaml",
-            source: Source::Scheduler,
-            text: include_str!("../../../../deploy/scheduler/rbac.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/scheduler/deployment.yaml",
-            source: Source::Scheduler,
-            text: include_str!("../../../../deploy/scheduler/deployment.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/jobs/config.yaml",
-            source: Source::Jobs,
-            text: include_str!("../../../../deploy/jobs/config.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/jobs/posture-jobs.yaml",
-            source: Source::Jobs,
-            text: include_str!("../../../../deploy/jobs/posture-jobs.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/namespace.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/namespace.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/config.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/config.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/rbac.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/rbac.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/scaler.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/scaler.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/networkpolicy.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/networkpolicy.yaml"),
-        },
-        EmbeddedFile {
-            path: "deploy/keda/scaledjobs.yaml",
-            source: Source::Keda,
-            text: include_str!("../../../../deploy/keda/scaledjobs.yaml"),
-        },
+        embed!(Source::Scheduler, "deploy/scheduler/rbac.yaml"),
+        embed!(Source::Scheduler, "deploy/scheduler/deployment.yaml"),
+        embed!(Source::Jobs, "deploy/jobs/config.yaml"),
+        embed!(Source::Jobs, "deploy/jobs/posture-jobs.yaml"),
+        embed!(Source::Keda, "deploy/keda/namespace.yaml"),
+        embed!(Source::Keda, "deploy/keda/config.yaml"),
+        embed!(Source::Keda, "deploy/keda/rbac.yaml"),
+        embed!(Source::Keda, "deploy/keda/scaler.yaml"),
+        embed!(Source::Keda, "deploy/keda/networkpolicy.yaml"),
+        embed!(Source::Keda, "deploy/keda/scaledjobs.yaml"),
     ]
 }
 
