@@ -9,7 +9,7 @@
 //! frame) a no-op instead of a second row.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
@@ -415,6 +415,8 @@ pub struct Spool {
     path: PathBuf,
     file: File,
     depth: usize,
+    /// A failed append could not be cut back: cut before the next one.
+    torn: bool,
 }
 
 impl Spool {
@@ -437,10 +439,16 @@ impl Spool {
             }
             Err(std::fs::TryLockError::Error(e)) => return Err(err(e)),
         }
+        // A torn last line was never acknowledged (its fsync never returned).
+        let cut = crate::fsutil::cut_torn_tail(&file).map_err(err)?;
+        if cut > 0 {
+            tracing::warn!(path = %path.display(), bytes = cut, "cut a torn last spool line (a write that never completed)");
+        }
         let mut spool = Self {
             path: path.to_path_buf(),
             file,
             depth: 0,
+            torn: false,
         };
         spool.depth = spool.read_all()?.len();
         Ok(spool)
@@ -464,14 +472,20 @@ impl Spool {
         };
         let mut line = serde_json::to_string(row).map_err(|e| err(std::io::Error::other(e)))?;
         line.push('\n');
-        self.file.write_all(line.as_bytes()).map_err(err)?;
-        self.file.sync_data().map_err(err)?;
+        if self.torn {
+            crate::fsutil::cut_torn_tail(&self.file).map_err(err)?;
+            self.torn = false;
+        }
+        if let Err(e) = crate::fsutil::append_synced(&mut self.file, line.as_bytes()) {
+            self.torn = true;
+            return Err(err(e));
+        }
         self.depth += 1;
         Ok(())
     }
 
-    /// The rows in order. A torn last line (crash mid-append, so that row was
-    /// never acknowledged) is skipped with a warning.
+    /// The rows in order. An unreadable line (only possible if the file was
+    /// edited by hand: torn lines are cut on open) is skipped with a warning.
     pub fn read_all(&self) -> Result<Vec<PostureRow>, SpoolError> {
         let f = File::open(&self.path).map_err(|source| SpoolError {
             path: self.path.clone(),
@@ -628,6 +642,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     pub(crate) fn row(id: &str) -> PostureRow {
         PostureRow {
@@ -719,6 +734,33 @@ mod tests {
         s.clear().unwrap();
         drop(s);
         assert_eq!(Spool::open(&path).unwrap().depth(), 0);
+    }
+
+    #[test]
+    fn a_row_appended_after_a_torn_line_is_not_swallowed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rows.jsonl");
+        let mut s = Spool::open(&path).unwrap();
+        s.push(&row("a")).unwrap();
+        drop(s);
+        // Power loss mid-append: half a line, never acknowledged.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"{\"pi_id\":\"pi1\",\"filen")
+            .unwrap();
+        let mut s = Spool::open(&path).unwrap();
+        // This row is fsynced and acknowledged: it must survive replay.
+        s.push(&row("b")).unwrap();
+        let ids: Vec<_> = s
+            .read_all()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.frame_id)
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        assert_eq!(s.depth(), 2);
     }
 
     #[tokio::test]
