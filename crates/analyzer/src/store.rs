@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use prometheus_client::metrics::gauge::Gauge;
 use sqlx::Row as _;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgSslMode};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -83,6 +83,12 @@ pub struct LegacyDbVars {
     pub user: Option<String>,
     /// `DB_PASSWORD`.
     pub password: Option<String>,
+    /// `DB_SSLMODE`: `disable`, `allow`, `prefer` (the default), `require`,
+    /// `verify-ca` or `verify-full` (libpq's meanings).
+    pub sslmode: Option<String>,
+    /// `DB_SSLROOTCERT`: PEM file of the CAs trusted for the server's
+    /// certificate (`verify-ca`/`verify-full`; default: the system roots).
+    pub sslrootcert: Option<PathBuf>,
 }
 
 impl DbTarget {
@@ -131,6 +137,17 @@ impl DbTarget {
                 .username(legacy.user.as_deref().unwrap_or("postgres"));
             if let Some(pw) = &legacy.password {
                 opts = opts.password(pw);
+            }
+            if let Some(mode) = legacy.sslmode.as_deref().map(str::trim) {
+                let mode = PgSslMode::from_str(mode).map_err(|_| {
+                    DbError::BadUrl(sqlx::Error::Configuration(
+                        format!("DB_SSLMODE {mode:?} is not one of disable, allow, prefer, require, verify-ca, verify-full").into(),
+                    ))
+                })?;
+                opts = opts.ssl_mode(mode);
+            }
+            if let Some(ca) = &legacy.sslrootcert {
+                opts = opts.ssl_root_cert(ca);
             }
             return Ok(DbTarget::Postgres(Box::new(opts)));
         }
@@ -678,6 +695,7 @@ mod tests {
             name: Some("posture".into()),
             user: Some("analyzer".into()),
             password: Some("p@ss:word/".into()),
+            ..LegacyDbVars::default()
         };
         let t = DbTarget::resolve(None, &legacy, fallback).unwrap();
         assert_eq!(t.describe(), "postgres://10.0.0.5:5432/posture");
@@ -690,6 +708,24 @@ mod tests {
             DbTarget::Sqlite(_)
         ));
         assert!(DbTarget::resolve(Some("mysql://nope"), &none, fallback).is_err());
+    }
+
+    #[test]
+    fn legacy_vars_set_the_tls_mode() {
+        let vars = |mode: &str| LegacyDbVars {
+            enabled: Some("true".into()),
+            host: Some("db".into()),
+            sslmode: Some(mode.into()),
+            sslrootcert: Some("/etc/ca.pem".into()),
+            ..LegacyDbVars::default()
+        };
+        let mode = |v: &LegacyDbVars| match DbTarget::resolve(None, v, Path::new("x")).unwrap() {
+            DbTarget::Postgres(o) => o.get_ssl_mode(),
+            DbTarget::Sqlite(_) => panic!("postgres expected"),
+        };
+        assert!(matches!(mode(&vars("verify-full")), PgSslMode::VerifyFull));
+        assert!(matches!(mode(&vars("require")), PgSslMode::Require));
+        assert!(DbTarget::resolve(None, &vars("verify_full"), Path::new("x")).is_err());
     }
 
     #[tokio::test]

@@ -82,12 +82,12 @@ impl Mosquitto {
         Some(m)
     }
 
-    /// Starts the broker (again) on the same port and persistence directory.
     /// The broker's working directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// Starts the broker (again) on the same port and persistence directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(&self.bin)
@@ -129,6 +129,87 @@ fn wait_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
+/// Runs `openssl` in `dir`; panics when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl {args:?} failed");
+}
+
+/// A throwaway CA (`ca.pem`, `ca.key`) and a server certificate signed by it
+/// (`server.pem`, `server.key`) whose subjectAltName is `san`
+/// (e.g. `DNS:localhost,IP:127.0.0.1`).
+pub fn make_certs(dir: &Path, san: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=posture-farm test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throwaway PostgreSQL cluster in a temporary directory.
@@ -137,12 +218,42 @@ pub struct Postgres {
     pub port: u16,
     running: bool,
     as_root: bool,
+    /// Extra server options (`-c name=value …`).
+    extra: String,
 }
 
 impl Postgres {
     pub fn start() -> Option<Self> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// PostgreSQL with TLS on (a throwaway CA in [`Postgres::dir`]`/tls/ca.pem`;
+    /// the server certificate names only `DNS:localhost`).
+    pub fn start_tls() -> Option<Self> {
+        require("/usr/bin/openssl", "openssl")?;
+        Self::start_with(|dir| {
+            let tls = dir.join("tls");
+            std::fs::create_dir_all(&tls).unwrap();
+            make_certs(&tls, "DNS:localhost");
+            // TLS only: a plain connection is refused.
+            std::fs::write(
+                tls.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            format!(
+                "-c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key -c hba_file={0}/pg_hba.conf",
+                tls.display()
+            )
+        })
+    }
+
+    /// Like [`Postgres::start`]; `prepare` gets the cluster's directory
+    /// before initdb and returns extra server options.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> String) -> Option<Self> {
         require(&format!("{PG_BIN}/initdb"), "PostgreSQL 15")?;
         let dir = tempfile::tempdir().unwrap();
+        let extra = prepare(dir.path());
         let as_root = Command::new("id")
             .arg("-u")
             .output()
@@ -160,11 +271,18 @@ impl Postgres {
                     .success()
             );
         }
+        let key = dir.path().join("tls/server.key");
+        if key.exists() {
+            // PostgreSQL refuses a private key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let pg = Self {
             dir,
             port: free_port(),
             running: false,
             as_root,
+            extra,
         };
         let data = pg.data();
         let ok = pg
@@ -197,16 +315,17 @@ impl Postgres {
         }
     }
 
-    /// The broker's working directory.
+    /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     pub fn restart(&mut self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let ok = self
             .cmd("pg_ctl")

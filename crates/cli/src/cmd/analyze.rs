@@ -109,6 +109,17 @@ pub struct PipelineArgs {
     /// NODE_NAME from the downward API (spec.nodeName).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
+    /// Spool file for rows while the database is unreachable (default <out-dir>/spool/posture_log.jsonl).
+    #[arg(long = "spool-path", env = "SPOOL_PATH")]
+    pub spool_path: Option<PathBuf>,
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+/// Which database rows (and images) go to: shared by `analyze`, `local` and
+/// `results export`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct DbArgs {
     /// Database URL: postgres://user:pass@host:5432/db or sqlite:path. Wins over DB_*.
     #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
@@ -119,9 +130,6 @@ pub struct PipelineArgs {
         default_value = "posture.db"
     )]
     pub sqlite_path: PathBuf,
-    /// Spool file for rows while the database is unreachable (default <out-dir>/spool/posture_log.jsonl).
-    #[arg(long = "spool-path", env = "SPOOL_PATH")]
-    pub spool_path: Option<PathBuf>,
     /// Legacy: `true` turns PostgreSQL on with the DB_* settings below.
     #[arg(long = "db-enabled", env = "DB_ENABLED")]
     pub db_enabled: Option<String>,
@@ -140,9 +148,18 @@ pub struct PipelineArgs {
     /// Legacy: PostgreSQL password.
     #[arg(long = "db-password", env = "DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
+    /// Legacy: PostgreSQL TLS mode (disable, allow, prefer, require, verify-ca,
+    /// verify-full). With DATABASE_URL put `?sslmode=…` in the URL instead.
+    #[arg(long = "db-sslmode", env = "DB_SSLMODE")]
+    pub db_sslmode: Option<String>,
+    /// Legacy: PEM file of CAs trusted for the PostgreSQL server's certificate
+    /// (verify-ca/verify-full; default: the system roots). With DATABASE_URL
+    /// use `?sslrootcert=…`.
+    #[arg(long = "db-sslrootcert", env = "DB_SSLROOTCERT")]
+    pub db_sslrootcert: Option<PathBuf>,
 }
 
-impl PipelineArgs {
+impl DbArgs {
     /// Where rows go.
     pub fn db_target(&self) -> anyhow::Result<DbTarget> {
         let legacy = LegacyDbVars {
@@ -152,9 +169,18 @@ impl PipelineArgs {
             name: self.db_name.clone(),
             user: self.db_user.clone(),
             password: self.db_password.clone(),
+            sslmode: self.db_sslmode.clone(),
+            sslrootcert: self.db_sslrootcert.clone(),
         };
         DbTarget::resolve(self.database_url.as_deref(), &legacy, &self.sqlite_path)
             .context("choosing the database")
+    }
+}
+
+impl PipelineArgs {
+    /// Where rows go.
+    pub fn db_target(&self) -> anyhow::Result<DbTarget> {
+        self.db.db_target()
     }
 
     /// Loads the model, opens the database and spool, registers metrics
@@ -443,6 +469,30 @@ mod tests {
             a.pipeline.db_target().unwrap().describe(),
             "postgres://pg:6543/x"
         );
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "db.local",
+            "--db-sslmode",
+            "verify-full",
+            "--db-sslrootcert",
+            "/etc/ca.pem",
+        ]);
+        assert!(a.pipeline.db_target().is_ok());
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "db.local",
+            "--db-sslmode",
+            "strict",
+        ]);
+        assert!(a.pipeline.db_target().is_err());
     }
 
     #[test]
