@@ -36,7 +36,9 @@ pub use metrics::Metrics;
 pub use model::{ModelError, PoseModel, load_blazepose};
 pub use mqtt::{MqttConfig, MqttTls, RunStats, camera_from_topic, run_analyzer};
 pub use payload::{Limits, RejectReason};
-pub use pipeline::{AnalyzeError, Analyzer, AnalyzerConfig, Frame, Outcome, node_name};
+pub use pipeline::{
+    AnalyzeError, Analyzer, AnalyzerConfig, Frame, Outcome, StageTimings, node_name,
+};
 pub use posture_core::posture::Thresholds;
 pub use record::PostureRow;
 pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};

@@ -17,6 +17,12 @@ pub trait PoseModel: Send + 'static {
 
     /// Short name for logs and the startup line.
     fn name(&self) -> &str;
+
+    /// How the last [`PoseModel::estimate`] split its time between the
+    /// detector and the landmark model, when the model measures it.
+    fn last_timings(&self) -> Option<posture_pose::PoseTimings> {
+        None
+    }
 }
 
 impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
@@ -26,6 +32,10 @@ impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
 
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn last_timings(&self) -> Option<posture_pose::PoseTimings> {
+        (**self).last_timings()
     }
 }
 
@@ -37,6 +47,10 @@ impl PoseModel for posture_pose::PoseEstimator {
 
     fn name(&self) -> &str {
         "blazepose-full"
+    }
+
+    fn last_timings(&self) -> Option<posture_pose::PoseTimings> {
+        Some(posture_pose::PoseEstimator::last_timings(self))
     }
 }
 

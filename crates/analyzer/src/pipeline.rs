@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ab_glyph::FontVec;
 use image::RgbImage;
@@ -140,6 +140,37 @@ impl AnalyzeError {
     }
 }
 
+/// Where one frame's time went (`posture-farm bench pipeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimings {
+    /// Payload to pixels (base64, JPEG/PNG decoding, orientation).
+    pub decode: Duration,
+    /// Pose detector (the whole pose step when the model does not split it).
+    pub detect: Duration,
+    /// Landmark model.
+    pub landmarks: Duration,
+    /// Angles and verdict.
+    pub angles: Duration,
+    /// Drawing onto the frame.
+    pub annotate: Duration,
+    /// JPEG encoding of the annotated frame.
+    pub encode: Duration,
+    /// Making the outputs durable (image, CSV line, row).
+    pub persist: Duration,
+}
+
+impl StageTimings {
+    /// The pose step: detector plus landmark model.
+    pub fn pose(&self) -> Duration {
+        self.detect + self.landmarks
+    }
+
+    /// Every stage.
+    pub fn total(&self) -> Duration {
+        self.decode + self.pose() + self.angles + self.annotate + self.encode + self.persist
+    }
+}
+
 enum Analysed {
     Rejected(Rejected),
     Done {
@@ -159,6 +190,7 @@ pub struct Analyzer {
     dead: DeadLetters,
     metrics: Metrics,
     logged_reasons: HashSet<RejectReason>,
+    timings: StageTimings,
 }
 
 impl Analyzer {
@@ -180,7 +212,13 @@ impl Analyzer {
             dead,
             metrics,
             logged_reasons: HashSet::new(),
+            timings: StageTimings::default(),
         }
+    }
+
+    /// Where the last frame's time went.
+    pub fn last_timings(&self) -> StageTimings {
+        self.timings
     }
 
     /// The metrics handles.
@@ -231,21 +269,23 @@ impl Analyzer {
         let font = self.font.clone();
         let quality = self.cfg.jpeg_quality;
         let joined = tokio::task::spawn_blocking(move || {
-            let result = analyse_blocking(
-                &mut *model,
-                &camera,
-                &payload,
-                &limits,
-                &thresholds,
-                font.as_deref(),
+            let mut timings = StageTimings::default();
+            let job = Job {
+                camera: &camera,
+                payload: &payload,
+                limits: &limits,
+                thresholds: &thresholds,
+                font: font.as_deref(),
                 quality,
-            );
-            (model, result)
+            };
+            let result = analyse_blocking(&mut *model, &job, &mut timings);
+            (model, result, timings)
         })
         .await;
         let analysed = match joined {
-            Ok((model, result)) => {
+            Ok((model, result, timings)) => {
                 self.model = Some(model);
+                self.timings = timings;
                 result
             }
             Err(e) => return Err(AnalyzeError::Task(e.to_string())),
@@ -257,8 +297,12 @@ impl Analyzer {
                 annotated_jpeg,
                 assessment,
             } => {
-                self.write_outputs(frame, bytes_id, annotated_jpeg, assessment)
-                    .await?
+                let persist = Instant::now();
+                let outcome = self
+                    .write_outputs(frame, bytes_id, annotated_jpeg, assessment)
+                    .await?;
+                self.timings.persist = persist.elapsed();
+                outcome
             }
         };
         self.metrics
@@ -390,19 +434,41 @@ fn round2(v: f32) -> f64 {
     (f64::from(v) * 100.0).round() / 100.0
 }
 
+/// One frame's inputs to the blocking part.
+struct Job<'a> {
+    camera: &'a str,
+    payload: &'a [u8],
+    limits: &'a Limits,
+    thresholds: &'a Thresholds,
+    font: Option<&'a FontVec>,
+    quality: u8,
+}
+
 fn analyse_blocking(
     model: &mut dyn PoseModel,
-    camera: &str,
-    payload: &[u8],
-    limits: &Limits,
-    thresholds: &Thresholds,
-    font: Option<&FontVec>,
-    quality: u8,
+    job: &Job<'_>,
+    timings: &mut StageTimings,
 ) -> Analysed {
+    let Job {
+        camera,
+        payload,
+        limits,
+        thresholds,
+        font,
+        quality,
+    } = *job;
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let d = now - clock;
+        clock = now;
+        d
+    };
     let decoded = match decode_payload(payload, limits) {
         Ok(d) => d,
         Err(r) => return Analysed::Rejected(r),
     };
+    timings.decode = lap();
     let bytes_id = frame_id(camera, &decoded.bytes);
     let mut img: RgbImage = decoded.image;
     let pose: Option<Pose> = match model.estimate(&img) {
@@ -414,8 +480,15 @@ fn analyse_blocking(
             });
         }
     };
+    let pose_time = lap();
+    match model.last_timings() {
+        Some(t) => (timings.detect, timings.landmarks) = (t.detect, t.landmarks),
+        None => timings.detect = pose_time,
+    }
     let assessment = assess(pose.as_ref(), thresholds);
+    timings.angles = lap();
     annotate(&mut img, pose.as_ref(), &assessment, font);
+    timings.annotate = lap();
     let mut jpeg = Vec::new();
     if let Err(e) =
         image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode_image(&img)
@@ -426,6 +499,7 @@ fn analyse_blocking(
             detail: format!("encoding the annotated image: {e}"),
         });
     }
+    timings.encode = lap();
     Analysed::Done {
         bytes_id,
         annotated_jpeg: jpeg,

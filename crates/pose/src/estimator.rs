@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use image::RgbImage;
 use ort::session::Session;
@@ -42,6 +43,17 @@ pub struct PoseEstimator {
     cfg: PoseConfig,
     rgb: Vec<u8>,
     input: Vec<f32>,
+    timings: PoseTimings,
+}
+
+/// Where the last [`PoseEstimator::estimate`] spent its time (for
+/// `posture-farm bench pipeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PoseTimings {
+    /// Letterbox, detector, anchor decoding and NMS.
+    pub detect: Duration,
+    /// ROI crop, landmark model and refinement (zero when nobody was found).
+    pub landmarks: Duration,
 }
 
 impl std::fmt::Debug for PoseEstimator {
@@ -132,7 +144,13 @@ impl PoseEstimator {
             cfg: cfg.clone(),
             rgb: Vec::new(),
             input: Vec::new(),
+            timings: PoseTimings::default(),
         })
+    }
+
+    /// Stage timings of the last [`PoseEstimator::estimate`].
+    pub fn last_timings(&self) -> PoseTimings {
+        self.timings
     }
 
     /// The configuration this estimator was loaded with.
@@ -148,6 +166,8 @@ impl PoseEstimator {
         if img.width() == 0 || img.height() == 0 {
             return Err(PoseError::EmptyImage);
         }
+        let started = Instant::now();
+        self.timings = PoseTimings::default();
         // Stage 1: detector on the letterboxed frame.
         let (letterbox, _) =
             RotatedRect::full_image(img.width(), img.height()).letterbox(DET_SIZE, DET_SIZE);
@@ -183,9 +203,11 @@ impl PoseEstimator {
             );
             detect::weighted_nms(dets, NMS_IOU).into_iter().next()
         };
+        self.timings.detect = started.elapsed();
         let Some(best) = best else {
             return Ok(None);
         };
+        let started = Instant::now();
         let det = landmarks::detection_to_image(&best, &letterbox);
 
         // Stage 2: landmark model on the rotated ROI.
@@ -219,6 +241,7 @@ impl PoseEstimator {
             LANDMARK_FILE,
         )?;
         if flag < self.cfg.min_presence {
+            self.timings.landmarks = started.elapsed();
             tracing::debug!(
                 flag,
                 detection_score = best.score,
@@ -240,6 +263,7 @@ impl PoseEstimator {
             .take(landmark::COUNT)
             .map(|l| landmarks::project(l, &roi))
             .collect();
+        self.timings.landmarks = started.elapsed();
         Ok(Some(Pose {
             landmarks,
             score: best.score,

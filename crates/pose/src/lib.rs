@@ -29,7 +29,9 @@ pub mod warp;
 
 use std::path::PathBuf;
 
-pub use estimator::{DETECTOR_FILE, LANDMARK_FILE, PoseEstimator, RUNTIME_FILE, check_models_dir};
+pub use estimator::{
+    DETECTOR_FILE, LANDMARK_FILE, PoseEstimator, PoseTimings, RUNTIME_FILE, check_models_dir,
+};
 /// Re-exported so callers decode images with the same `image` version the
 /// estimator takes.
 pub use image;
