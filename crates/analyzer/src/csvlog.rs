@@ -23,6 +23,13 @@ pub struct CsvError {
     source: std::io::Error,
 }
 
+impl CsvError {
+    /// The I/O error behind it.
+    pub fn io(&self) -> &std::io::Error {
+        &self.source
+    }
+}
+
 /// One camera's results file.
 #[derive(Debug)]
 pub struct CsvLog {

@@ -85,7 +85,13 @@ impl DeadLetters {
     }
 }
 
-/// Keeps camera ids usable as one path component.
+/// Longest result of [`sanitize`]: file names built from it (with a
+/// prefix and a frame-id suffix) stay far below the 255-byte limit.
+const MAX_COMPONENT: usize = 96;
+
+/// Keeps camera ids usable as one path component: other characters become
+/// `_`, and a name longer than [`MAX_COMPONENT`] is cut and given a hash of
+/// the whole name (so long names stay distinct).
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
@@ -97,6 +103,10 @@ pub fn sanitize(name: &str) -> String {
             }
         })
         .collect();
+    if s.len() > MAX_COMPONENT {
+        let hash = crate::record::frame_id("", name.as_bytes());
+        return format!("{}~{}", &s[..MAX_COMPONENT - 13], &hash[..12]);
+    }
     match s.as_str() {
         "" | "." | ".." => "_".to_string(),
         _ => s,
@@ -132,5 +142,9 @@ mod tests {
         assert_eq!(sanitize(".."), "_");
         assert_eq!(sanitize("../etc"), ".._etc");
         assert_eq!(sanitize("pi-1_a"), "pi-1_a");
+        let long = "a".repeat(300);
+        let s = sanitize(&long);
+        assert_eq!(s.len(), MAX_COMPONENT);
+        assert_ne!(s, sanitize(&"a".repeat(301)));
     }
 }

@@ -20,16 +20,23 @@
 pub mod annotate;
 pub mod broker;
 pub mod csvlog;
+pub mod db;
 pub mod deadletter;
+pub mod export;
 pub mod files;
 mod fsutil;
 pub mod metrics;
 pub mod model;
 pub mod mqtt;
+pub mod outputs;
 pub mod payload;
 pub mod pipeline;
 pub mod publish;
 pub mod record;
+pub mod retention;
+pub mod retry;
+pub mod schema;
+pub mod spool;
 pub mod store;
 
 pub use metrics::Metrics;

@@ -23,6 +23,11 @@ use rumqttc::{
 use tokio::sync::mpsc;
 
 use crate::pipeline::{Analyzer, Frame, Outcome};
+use crate::retry::Parking;
+
+/// Frames that may wait for a retry at once (see [`crate::retry`]); beyond
+/// that the backlog stays at the broker.
+const PARKED_FRAMES: usize = 32;
 
 /// Largest MQTT packet (the protocol's limit). The client accepts anything
 /// the broker sends so an oversized frame reaches our own size check (and the
@@ -218,12 +223,39 @@ pub async fn run_analyzer(
     let mut fatal = None;
     let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Frames that failed on a transient output error wait here, per camera,
+    // so the other cameras' frames go on (crate::retry).
+    let mut parking: Parking<Publish> = Parking::new(PARKED_FRAMES);
     'frames: loop {
-        let (publish, received) = tokio::select! {
+        let due = parking.next_due();
+        let (publish, frame) = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            p = rx.recv() => match p {
-                Some(p) => p,
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                match parking.take_due(tokio::time::Instant::now()) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
+            p = rx.recv(), if !parking.is_full() => match p {
+                Some((publish, received)) => {
+                    let topic = publish.topic.clone();
+                    let frame = Frame {
+                        camera: camera_override
+                            .map(str::to_string)
+                            .unwrap_or_else(|| camera_from_topic(&topic)),
+                        source: topic,
+                        name_hint: None,
+                        payload: publish.payload.to_vec(),
+                        received,
+                    };
+                    if parking.holds(&frame.camera) {
+                        // Behind the camera's waiting frame, to keep its order.
+                        parking.queue(publish, frame);
+                        continue;
+                    }
+                    (publish, frame)
+                }
                 None => break,
             },
             _ = flush_tick.tick() => {
@@ -231,35 +263,21 @@ pub async fn run_analyzer(
                 continue;
             }
         };
-        let topic = publish.topic.clone();
-        let frame = Frame {
-            camera: camera_override
-                .map(str::to_string)
-                .unwrap_or_else(|| camera_from_topic(&topic)),
-            source: topic,
-            name_hint: None,
-            payload: publish.payload.to_vec(),
-            received,
-        };
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
-        let outcome = loop {
-            match analyzer.process(&frame).await {
-                Ok(o) => break o,
-                Err(e) if e.is_fatal() => {
-                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
-                    fatal = Some(e);
-                    break 'frames;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
-                    tokio::select! {
-                        () = &mut shutdown => break 'frames,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+        let outcome = match analyzer.process(&frame).await {
+            Ok(o) => o,
+            Err(e) if e.is_fatal() => {
+                tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
+                fatal = Some(e);
+                break 'frames;
+            }
+            Err(e) => {
+                let camera = frame.camera.clone();
+                let delay = parking.failed(publish, frame, tokio::time::Instant::now());
+                tracing::error!(error = %crate::error_chain(&e), %camera, retry_in = ?delay, waiting = parking.len(), "frame not recorded; it stays unacknowledged and is retried while other cameras go on");
+                continue;
             }
         };
+        parking.succeeded(&frame.camera, tokio::time::Instant::now());
         match &outcome {
             Outcome::Analyzed { .. } => stats.analyzed += 1,
             Outcome::Rejected { .. } => stats.rejected += 1,
@@ -269,6 +287,12 @@ pub async fn run_analyzer(
             tracing::warn!(error = %e, "could not acknowledge a frame");
         }
         on_outcome(&outcome);
+    }
+    if !parking.is_empty() {
+        tracing::warn!(
+            frames = parking.len(),
+            "frames waiting for a retry stay unacknowledged; the broker redelivers them"
+        );
     }
     tracing::info!(
         analyzed = stats.analyzed,

@@ -31,6 +31,13 @@ pub struct PostureRow {
     pub frame_id: String,
 }
 
+/// A row's time: RFC 3339 in UTC with exactly six fractional digits. Fixed
+/// width, so times sort as text (SQLite); microseconds, so PostgreSQL
+/// stores them exactly and `results export` prints them back unchanged.
+pub fn row_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 /// The frame id: the first 128 bits of SHA-256 over the camera id and the
 /// image bytes, in hex.
 pub fn frame_id(camera: &str, bytes: &[u8]) -> String {
@@ -88,6 +95,15 @@ fn csv_field(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_times_are_fixed_width_utc_microseconds() {
+        let t: jiff::Timestamp = "2026-11-23T10:00:00.123456789+02:00".parse().unwrap();
+        assert_eq!(row_time(t), "2026-11-23T08:00:00.123456Z");
+        let whole: jiff::Timestamp = "2026-11-23T08:00:00Z".parse().unwrap();
+        assert_eq!(row_time(whole), "2026-11-23T08:00:00.000000Z");
+        assert!(row_time(whole) < row_time(t));
+    }
 
     #[test]
     fn frame_id_depends_on_camera_and_bytes() {

@@ -466,14 +466,19 @@ pub async fn analyzer_with(
 ) -> Analyzer {
     let mut cfg = AnalyzerConfig::new(out.to_path_buf(), "test-node".into());
     cfg.limits = limits;
+    analyzer_from(cfg, model, out, target).await
+}
+
+/// An analyzer with settings `cfg` (its spool under `out`).
+pub async fn analyzer_from(
+    cfg: AnalyzerConfig,
+    model: Box<dyn PoseModel>,
+    out: &Path,
+    target: &DbTarget,
+) -> Analyzer {
     let metrics = Metrics::default();
     let db = Database::open(target).await.unwrap();
-    let store = Store::new(
-        db,
-        &out.join("spool/posture_log.jsonl"),
-        metrics.spool_depth.clone(),
-    )
-    .unwrap();
+    let store = Store::new(db, &out.join("spool/posture_log.jsonl"), &metrics).unwrap();
     Analyzer::new(cfg, model, store, metrics)
 }
 

@@ -46,6 +46,9 @@ pub struct BenchPipelineArgs {
         hide_env_values = true
     )]
     pub database_url: Option<String>,
+    /// Where annotated images go besides the row: db, files or db,files.
+    #[arg(long, default_value = "db")]
+    pub outputs: posture_analyzer::outputs::Outputs,
 }
 
 /// Runs the benchmark.
@@ -102,9 +105,10 @@ async fn bench(
         None => DbTarget::Sqlite(out.join("posture.db")),
     };
     println!(
-        "pipeline: {} photo(s) × {} iteration(s) per worker, as base64 JPEG payloads; database {}; outputs under {}",
+        "pipeline: {} photo(s) × {} iteration(s) per worker, as base64 JPEG payloads; outputs {}; database {}; work folder {}",
         jpegs.len(),
         args.iterations,
+        args.outputs,
         target.describe(),
         out.display()
     );
@@ -166,9 +170,9 @@ async fn analyzer(
         .await
         .with_context(|| format!("opening {}", target.describe()))?;
     let metrics = Metrics::default();
-    let store = Store::new(db, &dir.join("spool.jsonl"), metrics.spool_depth.clone())
-        .context("opening the spool")?;
-    let cfg = AnalyzerConfig::new(dir.to_path_buf(), "bench".into());
+    let store = Store::new(db, &dir.join("spool.jsonl"), &metrics).context("opening the spool")?;
+    let mut cfg = AnalyzerConfig::new(dir.to_path_buf(), "bench".into());
+    cfg.outputs = args.outputs;
     Ok(Analyzer::new(cfg, model, store, metrics))
 }
 
