@@ -13,6 +13,7 @@ pub mod label_nodes;
 pub mod local;
 pub mod place;
 pub mod publish;
+pub mod results;
 pub mod scaler;
 pub mod scheduler;
 pub mod setup;
@@ -56,6 +57,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// Collect results from the analyzer pods, then remove what `up` created.
     Down(down::DownArgs),
+    /// Results kept in the database: `results export` writes them as files (CSV/JSONL and images).
+    #[command(subcommand)]
+    Results(results::ResultsCommand),
     /// Show where posture workloads run, GPU usage and pending pods with reasons.
     Status(status::StatusArgs),
     /// Benchmarks that print tables (pose latency, scheduler decisions).
@@ -79,6 +83,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => up::run(a).await,
         Command::Down(a) => down::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Results(c) => results::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }
