@@ -585,18 +585,44 @@ fn analyse(
     timings.angles = lap();
     annotate(&mut img, pose.as_ref(), &assessment, font);
     timings.annotate = lap();
-    let jpeg = encode_jpeg(&img, cfg.jpeg_quality).map_err(|e| Rejected {
+    let jpeg = encode_jpeg(&img, cfg.jpeg_quality).map_err(|detail| Rejected {
         // Encoding an in-memory RGB8 image only fails on absurd sizes.
         reason: RejectReason::Corrupt,
-        detail: format!("encoding the annotated image: {e}"),
+        detail: format!("encoding the annotated image: {detail}"),
     })?;
     timings.encode = lap();
     Ok((bytes_id, jpeg, assessment))
 }
 
-/// The annotated frame as a baseline JPEG, encoded once.
-fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, image::ImageError> {
+/// The annotated frame as a baseline JPEG, encoded once (jpeg-encoder:
+/// SIMD colour conversion and DCT where the CPU has them).
+fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let (w, h) = img.dimensions();
+    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(format!("{w}×{h} is beyond JPEG's 65535-pixel sides"));
+    };
     let mut jpeg = Vec::with_capacity(img.as_raw().len() / 8);
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode_image(img)?;
+    jpeg_encoder::Encoder::new(&mut jpeg, quality)
+        .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| e.to_string())?;
     Ok(jpeg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_frames_encode_to_jpegs_of_the_same_size() {
+        let img = RgbImage::from_fn(173, 97, |x, y| image::Rgb([x as u8, y as u8, 200]));
+        let jpeg = encode_jpeg(&img, 85).unwrap();
+        let back = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!(back.dimensions(), (173, 97));
+        let p = back.get_pixel(100, 50);
+        assert!(
+            (i32::from(p[0]) - 100).abs() < 12 && (i32::from(p[2]) - 200).abs() < 12,
+            "{p:?}"
+        );
+        assert!(encode_jpeg(&RgbImage::new(70_000, 1), 85).is_err());
+    }
 }

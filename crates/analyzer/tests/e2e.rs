@@ -27,13 +27,22 @@ struct Running {
 }
 
 impl Running {
-    async fn start(mut analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+    async fn start(analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+        Self::start_topics(analyzer, port, &[topic], client_id).await
+    }
+
+    async fn start_topics(
+        mut analyzer: Analyzer,
+        port: u16,
+        topics: &[&str],
+        client_id: &str,
+    ) -> Self {
         let cfg = MqttConfig::new("127.0.0.1", port, client_id);
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (tx, outcomes) = mpsc::unbounded_channel();
         let ready = Arc::new(AtomicBool::new(false));
         let ready_flag = ready.clone();
-        let topics = vec![topic.to_string()];
+        let topics: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
         let task = tokio::spawn(async move {
             let stats = run_analyzer(
                 &cfg,
@@ -628,4 +637,46 @@ async fn a_model_panic_stops_the_analyzer_without_losing_the_frame() {
     assert_eq!(run.take(1).await.len(), 1);
     let _ = run.stop().await;
     assert_eq!(db_rows(&target).await.len(), 1);
+}
+
+/// Issue 11 item 3: a camera whose outputs fail on an error that clears
+/// (here a real ENOSPC: its CSV is a link to /dev/full) is retried with
+/// backoff, unacknowledged, while another camera's frames go on; nothing is
+/// lost or written twice once the disk "has space" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_camera_is_retried_while_other_cameras_go_on() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let full_csv = out.path().join("pa_results.csv");
+    std::os::unix::fs::symlink("/dev/full", &full_csv).unwrap();
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let retried = a.metrics().retried.clone();
+    let mut run = Running::start_topics(
+        a,
+        broker.port,
+        &["images/pa", "images/pb"],
+        "analyzer-e2e-full",
+    )
+    .await;
+    let stuck = write_frames(&out.path().join("a"), &[(RED, 1)]);
+    publish(broker.port, "images/pa", &stuck).await;
+    let others = write_frames(&out.path().join("b"), &[(BLUE, 2), (GRAY, 3)]);
+    publish(broker.port, "images/pb", &others).await;
+    // Camera pb is analysed while pa waits.
+    let got = run.take(2).await;
+    assert!(got.iter().all(|o| row_of(o).pi_id == "pb"), "{got:?}");
+    let pa = posture_analyzer::metrics::CameraLabels {
+        camera: "pa".into(),
+    };
+    assert!(retried.get_or_create(&pa).get() >= 1);
+    // Space again: the waiting frame goes through, once.
+    std::fs::remove_file(&full_csv).unwrap();
+    let late = run.take(1).await;
+    assert_eq!(row_of(&late[0]).pi_id, "pa");
+    let _ = run.stop().await;
+    assert_eq!(csv_lines(&full_csv).len(), 2);
+    assert_eq!(db_rows(&target).await.len(), 3);
 }
