@@ -438,72 +438,49 @@ const PG_INSERT_IMAGE: &str =
     "INSERT INTO posture_image (frame_id, pi_id, filename, analyzed_time, jpeg)
     VALUES ($1, $2, $3, $4::timestamptz, $5) ON CONFLICT (frame_id) DO NOTHING";
 
-async fn record_sqlite(pool: &SqlitePool, entries: &[Entry<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut inserted = Vec::with_capacity(entries.len());
-    for e in entries {
-        let r = e.row;
-        let n = sqlx::query(SQLITE_INSERT_ROW)
-            .bind(&r.pi_id)
-            .bind(&r.filename)
-            .bind(&r.received_time)
-            .bind(&r.analyzed_time)
-            .bind(r.neck_angle)
-            .bind(r.body_angle)
-            .bind(&r.posture_status)
-            .bind(r.landmarks_detected)
-            .bind(&r.processed_by)
-            .bind(&r.frame_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        inserted.push(n > 0);
-        if let Some(jpeg) = e.jpeg {
-            sqlx::query(SQLITE_INSERT_IMAGE)
-                .bind(&r.frame_id)
+/// Writes `entries` in one transaction on either pool (the body is the
+/// same; the pool and statement types differ).
+macro_rules! record_on {
+    ($pool:expr, $insert_row:expr, $insert_image:expr, $entries:expr) => {{
+        let mut tx = $pool.begin().await?;
+        let mut inserted = Vec::with_capacity($entries.len());
+        for e in $entries {
+            let r = e.row;
+            let n = sqlx::query($insert_row)
                 .bind(&r.pi_id)
                 .bind(&r.filename)
+                .bind(&r.received_time)
                 .bind(&r.analyzed_time)
-                .bind(jpeg)
+                .bind(r.neck_angle)
+                .bind(r.body_angle)
+                .bind(&r.posture_status)
+                .bind(r.landmarks_detected)
+                .bind(&r.processed_by)
+                .bind(&r.frame_id)
                 .execute(&mut *tx)
-                .await?;
+                .await?
+                .rows_affected();
+            inserted.push(n > 0);
+            if let Some(jpeg) = e.jpeg {
+                sqlx::query($insert_image)
+                    .bind(&r.frame_id)
+                    .bind(&r.pi_id)
+                    .bind(&r.filename)
+                    .bind(&r.analyzed_time)
+                    .bind(jpeg)
+                    .execute(&mut *tx)
+                    .await?;
+            }
         }
-    }
-    tx.commit().await?;
-    Ok(inserted)
+        tx.commit().await?;
+        Ok(inserted)
+    }};
+}
+
+async fn record_sqlite(pool: &SqlitePool, entries: &[Entry<'_>]) -> Result<Vec<bool>, sqlx::Error> {
+    record_on!(pool, SQLITE_INSERT_ROW, SQLITE_INSERT_IMAGE, entries)
 }
 
 async fn record_pg(pool: &PgPool, entries: &[Entry<'_>]) -> Result<Vec<bool>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let mut inserted = Vec::with_capacity(entries.len());
-    for e in entries {
-        let r = e.row;
-        let n = sqlx::query(PG_INSERT_ROW)
-            .bind(&r.pi_id)
-            .bind(&r.filename)
-            .bind(&r.received_time)
-            .bind(&r.analyzed_time)
-            .bind(r.neck_angle)
-            .bind(r.body_angle)
-            .bind(&r.posture_status)
-            .bind(r.landmarks_detected)
-            .bind(&r.processed_by)
-            .bind(&r.frame_id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        inserted.push(n > 0);
-        if let Some(jpeg) = e.jpeg {
-            sqlx::query(PG_INSERT_IMAGE)
-                .bind(&r.frame_id)
-                .bind(&r.pi_id)
-                .bind(&r.filename)
-                .bind(&r.analyzed_time)
-                .bind(jpeg)
-                .execute(&mut *tx)
-                .await?;
-        }
-    }
-    tx.commit().await?;
-    Ok(inserted)
+    record_on!(pool, PG_INSERT_ROW, PG_INSERT_IMAGE, entries)
 }

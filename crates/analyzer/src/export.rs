@@ -200,41 +200,29 @@ pub async fn export(db: &mut Database, opts: &ExportOptions) -> Result<ExportSum
         current: None,
         summary: ExportSummary::default(),
     };
+    // The same streaming loop on either pool (their row types differ).
+    macro_rules! stream_rows {
+        ($p:expr) => {{
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for b in &binds {
+                q = q.bind(b);
+            }
+            let mut rows = q.fetch($p);
+            while let Some(r) = next_row(&mut rows).await {
+                let r = r.map_err(err)?;
+                let stored = stored_row!(&r).map_err(err)?;
+                let jpeg: Option<Vec<u8>> = if opts.images {
+                    r.try_get("jpeg").map_err(err)?
+                } else {
+                    None
+                };
+                writer.write(&stored, jpeg.as_deref())?;
+            }
+        }};
+    }
     match &pool {
-        Pool::Sqlite(p) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for b in &binds {
-                q = q.bind(b);
-            }
-            let mut rows = q.fetch(p);
-            while let Some(r) = next_row(&mut rows).await {
-                let r = r.map_err(err)?;
-                let stored = stored_row!(&r).map_err(err)?;
-                let jpeg: Option<Vec<u8>> = if opts.images {
-                    r.try_get("jpeg").map_err(err)?
-                } else {
-                    None
-                };
-                writer.write(&stored, jpeg.as_deref())?;
-            }
-        }
-        Pool::Postgres(p) => {
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for b in &binds {
-                q = q.bind(b);
-            }
-            let mut rows = q.fetch(p);
-            while let Some(r) = next_row(&mut rows).await {
-                let r = r.map_err(err)?;
-                let stored = stored_row!(&r).map_err(err)?;
-                let jpeg: Option<Vec<u8>> = if opts.images {
-                    r.try_get("jpeg").map_err(err)?
-                } else {
-                    None
-                };
-                writer.write(&stored, jpeg.as_deref())?;
-            }
-        }
+        Pool::Sqlite(p) => stream_rows!(p),
+        Pool::Postgres(p) => stream_rows!(p),
     }
     if let Some(set) = writer.current.take() {
         set.finish()?;

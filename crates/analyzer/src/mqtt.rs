@@ -239,16 +239,7 @@ pub async fn run_analyzer(
             }
             p = rx.recv(), if !parking.is_full() => match p {
                 Some((publish, received)) => {
-                    let topic = publish.topic.clone();
-                    let frame = Frame {
-                        camera: camera_override
-                            .map(str::to_string)
-                            .unwrap_or_else(|| camera_from_topic(&topic)),
-                        source: topic,
-                        name_hint: None,
-                        payload: publish.payload.to_vec(),
-                        received,
-                    };
+                    let frame = frame_of(&publish, received, camera_override);
                     if parking.holds(&frame.camera) {
                         // Behind the camera's waiting frame, to keep its order.
                         parking.queue(publish, frame);
@@ -300,19 +291,37 @@ pub async fn run_analyzer(
         "analyzer stopping"
     );
     drop(rx);
+    disconnect(&client, &mut poller).await;
+    analyzer.flush_spool().await;
+    match fatal {
+        Some(e) => Err(MqttError::Analyzer(e)),
+        None => Ok(stats),
+    }
+}
+
+/// The frame of a received publish (camera from the topic unless overridden).
+fn frame_of(publish: &Publish, received: jiff::Timestamp, camera_override: Option<&str>) -> Frame {
+    let topic = publish.topic.clone();
+    Frame {
+        camera: camera_override
+            .map(str::to_string)
+            .unwrap_or_else(|| camera_from_topic(&topic)),
+        source: topic,
+        name_hint: None,
+        payload: publish.payload.to_vec(),
+        received,
+    }
+}
+
+/// Sends DISCONNECT and lets the network task flush it and the acks.
+async fn disconnect(client: &AsyncClient, poller: &mut AbortOnDrop) {
     let _ = client.disconnect().await;
-    // Let the network task send the acks and the DISCONNECT.
     if let Some(mut handle) = poller.0.take()
         && tokio::time::timeout(Duration::from_secs(3), &mut handle)
             .await
             .is_err()
     {
         handle.abort();
-    }
-    analyzer.flush_spool().await;
-    match fatal {
-        Some(e) => Err(MqttError::Analyzer(e)),
-        None => Ok(stats),
     }
 }
 

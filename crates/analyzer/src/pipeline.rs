@@ -192,7 +192,7 @@ enum Step {
         kept: PathBuf,
     },
     Analysed {
-        row: PostureRow,
+        row: Box<PostureRow>,
         jpeg: Vec<u8>,
         assessment: Assessment,
         image: Option<PathBuf>,
@@ -236,7 +236,7 @@ impl Worker {
             timings.persist = started.elapsed();
         }
         Step::Analysed {
-            row,
+            row: Box::new(row),
             jpeg,
             assessment,
             image,
@@ -394,12 +394,7 @@ impl Analyzer {
                 kept,
             } => self.rejected(frame, reason, &detail, kept),
             Step::Failed(e) => {
-                self.metrics
-                    .retried
-                    .get_or_create(&CameraLabels {
-                        camera: frame.camera.clone(),
-                    })
-                    .inc();
+                self.count_retry(frame);
                 return Err(e);
             }
             Step::Analysed {
@@ -414,12 +409,7 @@ impl Analyzer {
                 let recorded = match self.store.record(&row, image_for_db).await {
                     Ok(r) => r,
                     Err(e) => {
-                        self.metrics
-                            .retried
-                            .get_or_create(&CameraLabels {
-                                camera: frame.camera.clone(),
-                            })
-                            .inc();
+                        self.count_retry(frame);
                         return Err(e.into());
                     }
                 };
@@ -434,6 +424,16 @@ impl Analyzer {
             .latency
             .observe(started.elapsed().as_secs_f64());
         Ok(outcome)
+    }
+
+    /// A frame not recorded on a transient error: the caller retries it.
+    fn count_retry(&self, frame: &Frame) {
+        self.metrics
+            .retried
+            .get_or_create(&CameraLabels {
+                camera: frame.camera.clone(),
+            })
+            .inc();
     }
 
     /// Replays spooled rows if the database is back (call periodically).
@@ -496,7 +496,7 @@ impl Analyzer {
     fn recorded(
         &mut self,
         frame: &Frame,
-        row: PostureRow,
+        row: Box<PostureRow>,
         recorded: Recorded,
         assessment: &Assessment,
         image: Option<PathBuf>,
@@ -525,7 +525,7 @@ impl Analyzer {
             "frame analysed"
         );
         Outcome::Analyzed {
-            row: Box::new(row),
+            row,
             recorded,
             image,
         }

@@ -95,31 +95,27 @@ async fn batches(
 ) -> Result<u64, sqlx::Error> {
     let mut total = 0;
     loop {
+        let (cutoff_param, keep_param) = match pool {
+            Pool::Sqlite(_) => ("?1", "?1"),
+            Pool::Postgres(_) => ("$1::timestamptz", "$1"),
+        };
+        let sql = template
+            .replace("{cutoff}", cutoff_param)
+            .replace("{keep}", keep_param)
+            .replace("{batch}", &BATCH.to_string());
+        macro_rules! delete_on {
+            ($p:expr) => {{
+                let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+                let q = match (cutoff, keep) {
+                    (Some(c), _) => q.bind(c.to_string()),
+                    (None, k) => q.bind(k.unwrap_or(i64::MAX)),
+                };
+                q.execute($p).await?.rows_affected()
+            }};
+        }
         let n = match pool {
-            Pool::Sqlite(p) => {
-                let sql = template
-                    .replace("{cutoff}", "?1")
-                    .replace("{keep}", "?1")
-                    .replace("{batch}", &BATCH.to_string());
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-                let q = match (cutoff, keep) {
-                    (Some(c), _) => q.bind(c.to_string()),
-                    (None, k) => q.bind(k.unwrap_or(i64::MAX)),
-                };
-                q.execute(p).await?.rows_affected()
-            }
-            Pool::Postgres(p) => {
-                let sql = template
-                    .replace("{cutoff}", "$1::timestamptz")
-                    .replace("{keep}", "$1")
-                    .replace("{batch}", &BATCH.to_string());
-                let q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-                let q = match (cutoff, keep) {
-                    (Some(c), _) => q.bind(c.to_string()),
-                    (None, k) => q.bind(k.unwrap_or(i64::MAX)),
-                };
-                q.execute(p).await?.rows_affected()
-            }
+            Pool::Sqlite(p) => delete_on!(p),
+            Pool::Postgres(p) => delete_on!(p),
         };
         total += n;
         if n < BATCH as u64 {
