@@ -53,6 +53,14 @@ impl WorkloadKind {
             Self::Job => "job",
         }
     }
+
+    /// The `kind` as written in manifests (`ScaledJob`, `Job`).
+    pub fn kind_name(self) -> &'static str {
+        match self {
+            Self::ScaledJob => "ScaledJob",
+            Self::Job => "Job",
+        }
+    }
 }
 
 /// Identity of a movable workload: cool-down records and moves refer to it.
