@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::ResolvedConfig;
 use crate::metrics::SourceMetrics;
 use crate::prom::{PromClient, PromError, Series};
+use posture_core::error_chain;
 
 /// Key of the discovery query's own failure among the readings (not a
 /// valid node name, so it never collides with one).
@@ -87,18 +88,6 @@ impl ReadingError {
             message: error_chain(e),
         }
     }
-}
-
-/// An error with its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// A raw reading before validation: value and sample time.
