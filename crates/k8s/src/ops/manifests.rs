@@ -360,9 +360,10 @@ fn to_value<T: serde::Serialize>(v: &T) -> Result<Value, OpsError> {
 /// the `gpu-node` label (`placement`: ScaledJob name → node). ScaledJobs not in
 /// `placement` are left unpinned.
 pub fn assign_nodes(plan: &mut ApplyPlan, placement: &BTreeMap<String, String>) {
-    use crate::place::{PinMode, Workload, WorkloadKind, pin};
+    use crate::place::{PinMode, Workload, pin};
+    use crate::workload::{GPU_NODE_LABEL, WorkloadKind};
     let mode = PinMode::Affinity {
-        label_key: super::nodes::GPU_NODE_LABEL.to_string(),
+        label_key: GPU_NODE_LABEL.to_string(),
     };
     for object in &mut plan.objects {
         if object.kind_name() != "ScaledJob" {

@@ -18,8 +18,10 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Client};
 
 use super::plan::{KindInfo, purge_kinds};
-use super::status::{is_analyzer, list_scaled_jobs, scaled_job_resource};
-use super::{OpsError, is_not_found, managed_selector};
+use super::pods::is_analyzer;
+use super::status::list_scaled_jobs;
+use super::{OpsError, managed_selector};
+use crate::workload::{is_not_found, scaledjob_resource};
 
 /// One object `down` deleted (or found already gone).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +97,7 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
         .filter_map(|o| o.metadata.name.clone())
         .collect();
     if purge {
-        let resource = scaled_job_resource();
+        let resource = scaledjob_resource();
         for sj in &scaled_jobs {
             let ns = sj.metadata.namespace.as_deref();
             let name = sj.metadata.name.as_deref().unwrap_or_default();
@@ -240,11 +242,7 @@ mod tests {
                 paths.extend(purge_list_paths());
             }
             for path in paths {
-                let req = mock.next().await;
-                assert_eq!(
-                    (req.method.as_str(), req.path.as_str()),
-                    ("GET", path.as_str())
-                );
+                let req = mock.expect_get(path.as_str()).await;
                 assert!(
                     req.query
                         .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"),
@@ -392,11 +390,7 @@ mod tests {
                 .collect();
             req.respond(200, list(items));
             for want in expected_deletes {
-                let req = mock.next().await;
-                assert_eq!(
-                    (req.method.as_str(), req.path.as_str()),
-                    ("DELETE", want.as_str())
-                );
+                let req = mock.expect_delete(want.as_str()).await;
                 req.respond(200, json!({"metadata": {}}));
             }
         }

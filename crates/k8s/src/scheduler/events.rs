@@ -18,7 +18,7 @@ use posture_core::PodKey;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::metrics::SchedulerMetrics;
+use super::metrics::SchedulerMetrics;
 
 /// How many reports may wait for the worker. Sized for a burst of 10,000
 /// pods failing at once being summarised rather than buffered without end.
@@ -272,9 +272,7 @@ mod tests {
             pod: pod(),
             node: "agx".into(),
         });
-        let req = mock.next().await;
-        assert_eq!(req.method, "POST");
-        assert_eq!(req.path, "/apis/events.k8s.io/v1/namespaces/default/events");
+        let req = mock.expect_event("default").await;
         assert_eq!(req.body["reason"], "Scheduled");
         assert_eq!(req.body["type"], "Normal");
         assert_eq!(
@@ -307,12 +305,7 @@ mod tests {
         assert_eq!(req.body["note"], message);
         let body = req.body.clone();
         req.respond(201, body);
-        let req = mock.next().await;
-        assert_eq!(req.method, "PATCH");
-        assert_eq!(
-            req.path,
-            "/api/v1/namespaces/default/pods/posture-pi1-x/status"
-        );
+        let req = mock.expect_patch_status("default", "posture-pi1-x").await;
         assert_eq!(req.content_type, "application/strategic-merge-patch+json");
         let cond = &req.body["status"]["conditions"][0];
         assert_eq!(cond["type"], "PodScheduled");

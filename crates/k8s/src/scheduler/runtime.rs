@@ -21,215 +21,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use futures::stream::{BoxStream, FuturesUnordered, SelectAll};
+use futures::stream::{FuturesUnordered, SelectAll};
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
-use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event as WatchEvent};
-use kube::{Api, Client};
-use posture_core::backoff::Backoff;
+use posture_core::filter::{FilterReason, FilterSummary};
 use posture_core::gpu::GpuSnapshot;
 use posture_core::queue::SchedulingQueue;
 use posture_core::{
     Binding, Cluster, Decision, Eviction, Millis, Nomination, PodInfo, PodKey, Profile,
-    SchedulingContext,
+    SchedulingContext, error_chain,
 };
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use tokio::sync::watch;
 
-use crate::binder::{self, BindOutcome};
-use crate::convert;
-use crate::events::{PodRef, Report, Reports};
-use crate::metrics::SchedulerMetrics;
-
-/// Which pods the loop watches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PodScope {
-    /// Only pending pods of ours (`spec.nodeName=`): round-robin, GPU.
-    Pending,
-    /// Every pod of ours, pending and bound: one-pod-per-node capacity.
-    Ours,
-    /// Every pod of ours plus every running pod bound anywhere: resource fit.
-    OursAndAllBound,
-}
-
-/// Loop settings.
-#[derive(Clone, Debug)]
-pub struct RuntimeConfig {
-    /// `spec.schedulerName` we answer to.
-    pub scheduler_name: String,
-    /// Namespace to watch; `None` for all namespaces.
-    pub namespace: Option<String>,
-    /// Label selector for our pods; `None` or empty for all.
-    pub label_selector: Option<String>,
-    pub scope: PodScope,
-    /// Bind requests in flight at most. Bounded so a burst of 10,000 pods
-    /// does not open 10,000 requests; high enough that the API server, not
-    /// the scheduler, is the limit.
-    pub bind_concurrency: usize,
-    pub backoff: Backoff,
-    /// Seed of the RNG used for backoff jitter.
-    pub seed: u64,
-    /// How long a preemptor waits for its victims before it is retried anyway.
-    pub preemption_wait: Duration,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            scheduler_name: "rr-scheduler".into(),
-            namespace: Some("default".into()),
-            label_selector: Some("app=posture".into()),
-            scope: PodScope::Pending,
-            bind_concurrency: 64,
-            backoff: Backoff::default(),
-            seed: 0,
-            preemption_wait: Duration::from_secs(30),
-        }
-    }
-}
-
-/// What became of one eviction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum EvictResult {
-    /// Accepted: the pod will terminate.
-    Evicted,
-    /// Already gone.
-    Gone,
-    /// Refused (a PodDisruptionBudget): try another plan or back off.
-    Refused(String),
-    /// Any other error.
-    Failed(String),
-}
-
-/// The loop's hands: everything it does to the cluster. Production uses
-/// [`KubeActuator`]; tests supply an in-memory one.
-pub trait Actuator: Send + Sync + 'static {
-    /// Binds a pod to a node.
-    fn bind(&self, binding: &Binding) -> BoxFuture<'static, BindOutcome>;
-    /// Evicts a victim.
-    fn evict(&self, eviction: &Eviction) -> BoxFuture<'static, EvictResult>;
-    /// Sets `status.nominatedNodeName`.
-    fn nominate(&self, nomination: &Nomination) -> BoxFuture<'static, Result<(), String>>;
-}
-
-/// The actuator that talks to the API server.
-#[derive(Clone)]
-pub struct KubeActuator {
-    pub client: Client,
-}
-
-impl Actuator for KubeActuator {
-    fn bind(&self, binding: &Binding) -> BoxFuture<'static, BindOutcome> {
-        let client = self.client.clone();
-        let binding = binding.clone();
-        Box::pin(async move { binder::bind(&client, &binding).await })
-    }
-
-    fn evict(&self, eviction: &Eviction) -> BoxFuture<'static, EvictResult> {
-        let client = self.client.clone();
-        let eviction = eviction.clone();
-        Box::pin(async move { preempt_io::evict(&client, &eviction).await })
-    }
-
-    fn nominate(&self, nomination: &Nomination) -> BoxFuture<'static, Result<(), String>> {
-        let client = self.client.clone();
-        let nomination = nomination.clone();
-        Box::pin(async move { preempt_io::nominate(&client, &nomination).await })
-    }
-}
-
-/// Adapter from the preemption I/O module to the actuator's result types.
-mod preempt_io {
-    use super::*;
-    use crate::preempt::{self, EvictOutcome};
-
-    pub async fn evict(client: &Client, e: &Eviction) -> EvictResult {
-        match preempt::evict(client, e).await {
-            Ok(EvictOutcome::Evicted) => EvictResult::Evicted,
-            Ok(EvictOutcome::AlreadyGone) => EvictResult::Gone,
-            Ok(EvictOutcome::Refused { reason }) => EvictResult::Refused(reason),
-            Err(err) => EvictResult::Failed(match std::error::Error::source(&err) {
-                Some(s) => format!("{err}: {s}"),
-                None => err.to_string(),
-            }),
-        }
-    }
-
-    pub async fn nominate(client: &Client, n: &Nomination) -> Result<(), String> {
-        preempt::nominate(client, n)
-            .await
-            .map_err(|e| e.to_string())
-    }
-}
-
-/// A stream of watch events.
-pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, watcher::Error>>;
-
-/// The watch streams for a configuration: nodes, and one or two pod streams.
-pub fn watch_streams(
-    client: &Client,
-    cfg: &RuntimeConfig,
-) -> (EventStream<Node>, Vec<EventStream<Pod>>) {
-    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let pods_api = match &cfg.namespace {
-        Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-        None => Api::<Pod>::all(client.clone()),
-    };
-    let mut fields = format!("spec.schedulerName={}", cfg.scheduler_name);
-    if cfg.scope == PodScope::Pending {
-        // Unassigned and not finished: the selection kube-scheduler watches.
-        fields.push_str(",spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed");
-    }
-    let mut ours = watcher::Config::default().fields(&fields);
-    if let Some(sel) = cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
-        ours = ours.labels(sel);
-    }
-    let mut pods = vec![watcher(pods_api, ours)];
-    if cfg.scope == PodScope::OursAndAllBound {
-        let bound = watcher::Config::default()
-            .fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
-        pods.push(watcher(Api::<Pod>::all(client.clone()), bound));
-    }
-    (nodes, pods)
-}
-
-/// A watch of scheduler-plugins PodGroups (`scheduling.x-k8s.io`), for
-/// clusters where that CRD is installed.
-pub fn podgroup_stream(
-    client: &Client,
-    namespace: Option<&str>,
-) -> EventStream<kube::api::DynamicObject> {
-    let ar = crate::podgroup::api_resource();
-    let api: Api<kube::api::DynamicObject> = match namespace {
-        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-        None => Api::all_with(client.clone(), &ar),
-    };
-    watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed()
-}
-
-fn watcher<K>(api: Api<K>, cfg: watcher::Config) -> EventStream<K>
-where
-    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
-    K::DynamicType: Default,
-{
-    // Managed fields are large and never read: drop them to save memory
-    // at 10,000 pods. `default_backoff` retries the watch forever when the
-    // API server goes away, so the loop survives API server restarts.
-    watcher::watcher(api, cfg)
-        .default_backoff()
-        .map(|ev| {
-            ev.map(|e| {
-                e.modify(|o| {
-                    o.meta_mut().managed_fields = None;
-                })
-            })
-        })
-        .boxed()
-}
+use super::actuator::{Actuator, EvictResult};
+use super::binder::BindOutcome;
+use super::config::{PodScope, RuntimeConfig};
+use super::convert;
+use super::events::{PodRef, Report, Reports};
+use super::metrics::SchedulerMetrics;
+use super::watch::EventStream;
 
 /// Converts tokio's clock into the core's [`Millis`], so paused test time
 /// and wall time agree.
@@ -279,6 +92,16 @@ enum Done {
         evictions: Vec<(Eviction, EvictResult)>,
         nominations_failed: Vec<String>,
     },
+}
+
+/// One scheduling unit (a pod, or a gang) as the decision saw it.
+struct Unit {
+    /// Whether the unit is a gang (several pods, or a pod with a group).
+    is_gang: bool,
+    /// Each member's key, UID and creation time.
+    pods: Vec<(PodKey, String, Millis)>,
+    /// When the decision was made.
+    now: Millis,
 }
 
 /// Tagged pod event (which pod stream it came from).
@@ -510,106 +333,124 @@ impl Scheduler {
         self.metrics
             .attempt_duration
             .observe(started.elapsed().as_secs_f64());
-        let profile = self.profile.name();
-        let is_gang = unit.len() > 1 || unit.first().is_some_and(|p| p.group.is_some());
-        let unit_refs: Vec<(PodKey, String, Millis)> = unit
-            .iter()
-            .map(|p| (p.key.clone(), p.uid.clone(), p.created_at))
-            .collect();
+        let unit = Unit {
+            is_gang: unit.len() > 1 || unit.first().is_some_and(|p| p.group.is_some()),
+            pods: unit
+                .iter()
+                .map(|p| (p.key.clone(), p.uid.clone(), p.created_at))
+                .collect(),
+            now,
+        };
         match decision {
-            Decision::Bind(bindings) => {
-                self.metrics.attempt(profile, "scheduled");
-                if is_gang && self.profile.gang_aware() {
-                    self.metrics.gang("success");
-                }
-                let bound: HashSet<PodKey> = bindings.iter().map(|b| b.pod.clone()).collect();
-                for binding in bindings {
-                    let (uid, created_at) = unit_refs
-                        .iter()
-                        .find(|(k, _, _)| *k == binding.pod)
-                        .map(|(_, u, c)| (u.clone(), *c))
-                        .unwrap_or_else(|| (String::new(), now));
-                    self.issue_bind(binding, uid, created_at);
-                }
-                // Members the decision left out were taken off the queue with
-                // the unit: put them back, so no pending pod is ever dropped.
-                for (k, _, _) in unit_refs.iter().filter(|(k, _, _)| !bound.contains(k)) {
-                    self.queue.backoff(k, now, &mut self.rng);
-                }
-            }
+            Decision::Bind(bindings) => self.decided_bind(&unit, bindings),
             Decision::Preempt {
                 evictions,
                 nominations,
                 message,
-            } => {
-                let already_leaving = !evictions.is_empty()
-                    && evictions
-                        .iter()
-                        .all(|e| self.cluster.pod(&e.pod).is_none_or(|p| p.terminating));
-                let unit: Vec<PodKey> = unit_refs.iter().map(|(k, _, _)| k.clone()).collect();
-                let retry_at = now + self.cfg.preemption_wait.as_millis() as Millis;
-                if already_leaving {
-                    // The victims are on their way out: wait for their deletion.
-                    self.metrics.attempt(profile, "waiting");
-                    for k in &unit {
-                        self.queue.defer(k, retry_at);
-                    }
-                    return;
-                }
-                self.metrics.attempt(profile, "preempting");
-                self.metrics.preemptions.inc();
-                tracing::info!(unit = ?unit, victims = evictions.len(), %message, "preempting");
-                for k in &unit {
-                    self.preempting.insert(k.clone());
-                    self.queue.defer(k, retry_at);
-                }
-                // Hold the nominated nodes for the unit at once, before the API
-                // confirms, so no lower-priority pod takes them meanwhile.
-                for n in &nominations {
-                    self.cluster.set_nominated(&n.pod, Some(&n.node));
-                }
-                let actuator = self.actuator.clone();
-                self.ops.push(Box::pin(async move {
-                    let mut nominations_failed = Vec::new();
-                    for n in &nominations {
-                        if let Err(err) = actuator.nominate(n).await {
-                            nominations_failed.push(format!("{}: {err}", n.pod));
-                        }
-                    }
-                    let results =
-                        futures::future::join_all(evictions.iter().map(|e| actuator.evict(e)))
-                            .await;
-                    Done::Preempt {
-                        unit,
-                        evictions: evictions.into_iter().zip(results).collect(),
-                        nominations_failed,
-                    }
-                }));
-            }
+            } => self.decided_preempt(&unit, evictions, nominations, &message),
             Decision::Unschedulable { message, summary } => {
-                self.metrics.attempt(profile, "unschedulable");
-                if is_gang && self.profile.gang_aware() {
-                    self.metrics.gang("failure");
-                }
-                let reason = summary
-                    .dominant()
-                    .map(|r| format!("{r:?}"))
-                    .map(|r| r.split('(').next().unwrap_or_default().to_string())
-                    .unwrap_or_else(|| "NoNodes".into());
-                self.metrics.failure(&reason);
-                for (k, uid, _) in &unit_refs {
-                    let retry_at = self.queue.backoff(k, now, &mut self.rng);
-                    tracing::debug!(pod = %k, %message, retry_in_ms = retry_at - now, "unschedulable");
-                    self.report_failure(k, uid, &message);
-                }
+                self.decided_unschedulable(&unit, &message, &summary)
             }
             Decision::Wait { retry_at, message } => {
-                self.metrics.attempt(profile, "waiting");
-                for (k, _, _) in &unit_refs {
+                self.metrics.attempt(self.profile.name(), "waiting");
+                for (k, _, _) in &unit.pods {
                     tracing::debug!(pod = %k, %message, "waiting");
                     self.queue.defer(k, retry_at);
                 }
             }
+        }
+    }
+
+    /// `Decision::Bind`: issue the binds; members the decision left out go
+    /// back to the queue.
+    fn decided_bind(&mut self, unit: &Unit, bindings: Vec<Binding>) {
+        self.metrics.attempt(self.profile.name(), "scheduled");
+        if unit.is_gang && self.profile.gang_aware() {
+            self.metrics.gang("success");
+        }
+        let bound: HashSet<PodKey> = bindings.iter().map(|b| b.pod.clone()).collect();
+        for binding in bindings {
+            let (uid, created_at) = unit
+                .pods
+                .iter()
+                .find(|(k, _, _)| *k == binding.pod)
+                .map(|(_, u, c)| (u.clone(), *c))
+                .unwrap_or_else(|| (String::new(), unit.now));
+            self.issue_bind(binding, uid, created_at);
+        }
+        // Members the decision left out were taken off the queue with
+        // the unit: put them back, so no pending pod is ever dropped.
+        for (k, _, _) in unit.pods.iter().filter(|(k, _, _)| !bound.contains(k)) {
+            self.queue.backoff(k, unit.now, &mut self.rng);
+        }
+    }
+
+    /// `Decision::Preempt`: hold the nominated nodes, then nominate and
+    /// evict in the background; the unit waits for its victims.
+    fn decided_preempt(
+        &mut self,
+        unit: &Unit,
+        evictions: Vec<Eviction>,
+        nominations: Vec<Nomination>,
+        message: &str,
+    ) {
+        let profile = self.profile.name();
+        let already_leaving = !evictions.is_empty()
+            && evictions
+                .iter()
+                .all(|e| self.cluster.pod(&e.pod).is_none_or(|p| p.terminating));
+        let keys: Vec<PodKey> = unit.pods.iter().map(|(k, _, _)| k.clone()).collect();
+        let retry_at = unit.now + self.cfg.preemption_wait.as_millis() as Millis;
+        if already_leaving {
+            // The victims are on their way out: wait for their deletion.
+            self.metrics.attempt(profile, "waiting");
+            for k in &keys {
+                self.queue.defer(k, retry_at);
+            }
+            return;
+        }
+        self.metrics.attempt(profile, "preempting");
+        self.metrics.preemptions.inc();
+        tracing::info!(unit = ?keys, victims = evictions.len(), %message, "preempting");
+        for k in &keys {
+            self.preempting.insert(k.clone());
+            self.queue.defer(k, retry_at);
+        }
+        // Hold the nominated nodes for the unit at once, before the API
+        // confirms, so no lower-priority pod takes them meanwhile.
+        for n in &nominations {
+            self.cluster.set_nominated(&n.pod, Some(&n.node));
+        }
+        let actuator = self.actuator.clone();
+        self.ops.push(Box::pin(async move {
+            let mut nominations_failed = Vec::new();
+            for n in &nominations {
+                if let Err(err) = actuator.nominate(n).await {
+                    nominations_failed.push(format!("{}: {}", n.pod, error_chain(&err)));
+                }
+            }
+            let results =
+                futures::future::join_all(evictions.iter().map(|e| actuator.evict(e))).await;
+            Done::Preempt {
+                unit: keys,
+                evictions: evictions.into_iter().zip(results).collect(),
+                nominations_failed,
+            }
+        }));
+    }
+
+    /// `Decision::Unschedulable`: back off every member and explain why.
+    fn decided_unschedulable(&mut self, unit: &Unit, message: &str, summary: &FilterSummary) {
+        self.metrics.attempt(self.profile.name(), "unschedulable");
+        if unit.is_gang && self.profile.gang_aware() {
+            self.metrics.gang("failure");
+        }
+        let reason = summary.dominant().map_or("NoNodes", FilterReason::label);
+        self.metrics.failure(reason);
+        for (k, uid, _) in &unit.pods {
+            let retry_at = self.queue.backoff(k, unit.now, &mut self.rng);
+            tracing::debug!(pod = %k, %message, retry_in_ms = retry_at - unit.now, "unschedulable");
+            self.report_failure(k, uid, message);
         }
     }
 
@@ -646,121 +487,142 @@ impl Scheduler {
     }
 
     fn on_done(&mut self, done: Done) {
-        let now = self.clock.now();
         match done {
             Done::Bind {
                 binding,
                 uid,
                 created_at,
                 outcome,
-            } => {
-                self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
-                self.in_flight.remove(&binding.pod);
-                self.metrics.bind(outcome.label());
-                match outcome {
-                    BindOutcome::Bound => {
-                        tracing::info!(pod = %binding.pod, node = %binding.node, "bound");
-                        self.queue.done(&binding.pod);
-                        self.last_failure.remove(&binding.pod);
-                        self.preempting.remove(&binding.pod);
-                        if created_at > 0 {
-                            self.metrics
-                                .e2e_duration
-                                .observe(((now - created_at).max(0) as f64) / 1000.0);
-                        }
-                        self.profile.bound(&binding, now);
-                        self.reports.send(Report::Scheduled {
-                            pod: PodRef {
-                                key: binding.pod.clone(),
-                                uid,
-                            },
-                            node: binding.node,
-                        });
-                    }
-                    BindOutcome::AlreadyBound(msg) => {
-                        tracing::info!(pod = %binding.pod, %msg, "already bound by someone else; skipped");
-                        self.queue.remove(&binding.pod);
-                        self.cluster.forget(&binding.pod);
-                    }
-                    BindOutcome::PodGone => {
-                        tracing::info!(pod = %binding.pod, "pod deleted before binding; skipped");
-                        self.queue.remove(&binding.pod);
-                        self.cluster.remove_pod(&binding.pod);
-                    }
-                    BindOutcome::Failed(err) => {
-                        tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
-                        self.cluster.forget(&binding.pod);
-                        self.profile.bind_failed(&binding);
-                        self.metrics.failure("BindError");
-                        if self.queue.contains(&binding.pod) {
-                            self.queue.backoff(&binding.pod, now, &mut self.rng);
-                        }
-                        let message = format!("Binding rejected: {err}");
-                        self.report_failure(&binding.pod, &uid, &message);
-                    }
-                }
-            }
+            } => self.bind_done(binding, uid, created_at, outcome),
             Done::Preempt {
                 unit,
                 evictions,
                 nominations_failed,
-            } => {
-                for failed in &nominations_failed {
-                    tracing::warn!(%failed, "could not set nominatedNodeName");
+            } => self.preempt_done(&unit, evictions, &nominations_failed),
+        }
+    }
+
+    /// What a bind answered: bound, someone else's, gone, or retry.
+    fn bind_done(
+        &mut self,
+        binding: Binding,
+        uid: String,
+        created_at: Millis,
+        outcome: BindOutcome,
+    ) {
+        let now = self.clock.now();
+        self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
+        self.in_flight.remove(&binding.pod);
+        self.metrics.bind(outcome.label());
+        match outcome {
+            BindOutcome::Bound => {
+                tracing::info!(pod = %binding.pod, node = %binding.node, "bound");
+                self.queue.done(&binding.pod);
+                self.last_failure.remove(&binding.pod);
+                self.preempting.remove(&binding.pod);
+                if created_at > 0 {
+                    self.metrics
+                        .e2e_duration
+                        .observe(((now - created_at).max(0) as f64) / 1000.0);
                 }
-                let mut refused = Vec::new();
-                for (eviction, result) in evictions {
-                    match result {
-                        EvictResult::Evicted => {
-                            self.metrics.preemption_victims.inc();
-                            let uid = self
-                                .cluster
-                                .pod(&eviction.pod)
-                                .map(|p| p.uid.clone())
-                                .unwrap_or_default();
-                            self.reports.send(Report::Preempted {
-                                victim: PodRef {
-                                    key: eviction.pod.clone(),
-                                    uid,
-                                },
-                                preemptor: eviction.preemptor.clone(),
-                                node: eviction.node.clone(),
-                            });
-                        }
-                        EvictResult::Gone => {}
-                        EvictResult::Refused(reason) | EvictResult::Failed(reason) => {
-                            // The next plan must pick other victims (or none).
-                            self.cluster.refuse_eviction(
-                                &eviction.pod,
-                                now + self.cfg.preemption_wait.as_millis() as Millis,
-                            );
-                            refused.push(format!("{}: {reason}", eviction.pod));
-                        }
-                    }
+                self.profile.bound(&binding, now);
+                self.reports.send(Report::Scheduled {
+                    pod: PodRef {
+                        key: binding.pod.clone(),
+                        uid,
+                    },
+                    node: binding.node,
+                });
+            }
+            BindOutcome::AlreadyBound(msg) => {
+                tracing::info!(pod = %binding.pod, %msg, "already bound by someone else; skipped");
+                self.queue.remove(&binding.pod);
+                self.cluster.forget(&binding.pod);
+            }
+            BindOutcome::PodGone => {
+                tracing::info!(pod = %binding.pod, "pod deleted before binding; skipped");
+                self.queue.remove(&binding.pod);
+                self.cluster.remove_pod(&binding.pod);
+            }
+            BindOutcome::Failed(err) => {
+                tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
+                self.cluster.forget(&binding.pod);
+                self.profile.bind_failed(&binding);
+                self.metrics.failure("BindError");
+                if self.queue.contains(&binding.pod) {
+                    self.queue.backoff(&binding.pod, now, &mut self.rng);
                 }
-                if !refused.is_empty() {
-                    let message = format!(
-                        "preemption could not evict every victim ({}); backing off",
-                        refused.join("; ")
-                    );
-                    tracing::warn!(unit = ?unit, %message);
-                    self.metrics.failure("EvictionRefused");
-                    for k in &unit {
-                        self.preempting.remove(k);
-                        self.cluster.set_nominated(k, None);
-                        if self.queue.contains(k) {
-                            self.queue.backoff(k, now, &mut self.rng);
-                            let uid = self
-                                .cluster
-                                .pod(k)
-                                .map(|p| p.uid.clone())
-                                .unwrap_or_default();
-                            self.report_failure(k, &uid, &message);
-                        }
-                    }
-                }
+                let message = format!("Binding rejected: {err}");
+                self.report_failure(&binding.pod, &uid, &message);
             }
         }
+    }
+
+    /// What the evictions answered: victims reported, refusals make the unit
+    /// back off and plan again.
+    fn preempt_done(
+        &mut self,
+        unit: &[PodKey],
+        evictions: Vec<(Eviction, EvictResult)>,
+        nominations_failed: &[String],
+    ) {
+        let now = self.clock.now();
+        for failed in nominations_failed {
+            tracing::warn!(%failed, "could not set nominatedNodeName");
+        }
+        let mut refused = Vec::new();
+        for (eviction, result) in evictions {
+            let reason = match result {
+                EvictResult::Evicted => {
+                    self.metrics.preemption_victims.inc();
+                    let uid = self.uid_of(&eviction.pod);
+                    self.reports.send(Report::Preempted {
+                        victim: PodRef {
+                            key: eviction.pod.clone(),
+                            uid,
+                        },
+                        preemptor: eviction.preemptor.clone(),
+                        node: eviction.node.clone(),
+                    });
+                    continue;
+                }
+                EvictResult::Gone => continue,
+                EvictResult::Refused(reason) => reason,
+                EvictResult::Failed(err) => error_chain(&err),
+            };
+            // The next plan must pick other victims (or none).
+            self.cluster.refuse_eviction(
+                &eviction.pod,
+                now + self.cfg.preemption_wait.as_millis() as Millis,
+            );
+            refused.push(format!("{}: {reason}", eviction.pod));
+        }
+        if refused.is_empty() {
+            return;
+        }
+        let message = format!(
+            "preemption could not evict every victim ({}); backing off",
+            refused.join("; ")
+        );
+        tracing::warn!(unit = ?unit, %message);
+        self.metrics.failure("EvictionRefused");
+        for k in unit {
+            self.preempting.remove(k);
+            self.cluster.set_nominated(k, None);
+            if self.queue.contains(k) {
+                self.queue.backoff(k, now, &mut self.rng);
+                let uid = self.uid_of(k);
+                self.report_failure(k, &uid, &message);
+            }
+        }
+    }
+
+    /// The UID of a pod in the index, or empty when it left.
+    fn uid_of(&self, key: &PodKey) -> String {
+        self.cluster
+            .pod(key)
+            .map(|p| p.uid.clone())
+            .unwrap_or_default()
     }
 
     fn on_node_event(&mut self, ev: Result<WatchEvent<Node>, watcher::Error>) {
@@ -821,12 +683,12 @@ impl Scheduler {
     ) {
         match ev {
             Ok(WatchEvent::Apply(obj)) | Ok(WatchEvent::InitApply(obj)) => {
-                crate::podgroup::apply_event(&mut self.cluster, &obj, false);
+                super::podgroup::apply_event(&mut self.cluster, &obj, false);
                 // A gang's size may have changed: let waiting members try again.
                 self.queue.move_all_to_active();
             }
             Ok(WatchEvent::Delete(obj)) => {
-                crate::podgroup::apply_event(&mut self.cluster, &obj, true)
+                super::podgroup::apply_event(&mut self.cluster, &obj, true)
             }
             Ok(WatchEvent::Init) | Ok(WatchEvent::InitDone) => {}
             Err(err) => tracing::warn!(%err, "PodGroup watch error; retrying"),
@@ -935,17 +797,13 @@ impl Scheduler {
         }
         let pending_ours = info.ours && info.is_pending();
         let (priority, created_at) = (info.priority, info.created_at);
-        let was_bound = self
-            .cluster
-            .upsert_pod(info)
-            .is_some_and(|old| old.node_name.is_some());
+        // A terminating pod stays in the index (holding its node) until its
+        // Delete event arrives.
+        self.cluster.upsert_pod(info);
         if pending_ours {
             self.queue.add(key.clone(), priority, created_at);
         } else if !self.in_flight.contains_key(&key) {
             self.queue.remove(&key);
-            if was_bound && self.cluster.pod(&key).is_some_and(|p| p.terminating) {
-                // Terminating pods still hold their node until deleted.
-            }
         }
         Some(key)
     }
@@ -978,7 +836,7 @@ impl Scheduler {
         ] {
             self.metrics
                 .nodes
-                .get_or_create(&crate::metrics::ReasonLabels {
+                .get_or_create(&super::metrics::ReasonLabels {
                     reason: state.into(),
                 })
                 .set(v);
@@ -989,668 +847,4 @@ impl Scheduler {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::{ApiMock, status_json};
-    use futures::channel::mpsc as fmpsc;
-    use posture_core::policy::RoundRobin;
-    use serde_json::json;
-    use std::collections::VecDeque;
-    use std::sync::Mutex;
-
-    fn node(name: &str, ready: bool, cordoned: bool) -> Node {
-        serde_json::from_value(json!({
-            "metadata": {"name": name},
-            "spec": {"unschedulable": cordoned},
-            "status": {
-                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
-                "allocatable": {"cpu": "4", "memory": "8Gi", "pods": "110"}
-            }
-        }))
-        .unwrap()
-    }
-
-    fn pod(name: &str) -> Pod {
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                "creationTimestamp": "2026-11-23T10:00:00Z", "labels": {"app": "posture"}},
-            "spec": {"schedulerName": "rr-scheduler", "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": "Pending"}
-        }))
-        .unwrap()
-    }
-
-    /// Scripted bind results per pod name; default `Bound`.
-    #[derive(Default)]
-    struct FakeActuator {
-        binds: Mutex<Vec<Binding>>,
-        evictions: Mutex<Vec<Eviction>>,
-        nominations: Mutex<Vec<Nomination>>,
-        script: Mutex<HashMap<String, VecDeque<&'static str>>>,
-    }
-
-    impl Actuator for FakeActuator {
-        fn bind(&self, binding: &Binding) -> BoxFuture<'static, BindOutcome> {
-            self.binds.lock().unwrap().push(binding.clone());
-            let next = self
-                .script
-                .lock()
-                .unwrap()
-                .get_mut(&binding.pod.name)
-                .and_then(|q| q.pop_front())
-                .unwrap_or("bound");
-            Box::pin(async move {
-                match next {
-                    "conflict" => BindOutcome::AlreadyBound("already assigned".into()),
-                    "error" => BindOutcome::Failed(kube::Error::Api(
-                        kube::core::Status::failure(
-                            "etcdserver: request timed out",
-                            "InternalError",
-                        )
-                        .with_code(500)
-                        .boxed(),
-                    )),
-                    _ => BindOutcome::Bound,
-                }
-            })
-        }
-        fn evict(&self, e: &Eviction) -> BoxFuture<'static, EvictResult> {
-            self.evictions.lock().unwrap().push(e.clone());
-            Box::pin(async { EvictResult::Evicted })
-        }
-        fn nominate(&self, n: &Nomination) -> BoxFuture<'static, Result<(), String>> {
-            self.nominations.lock().unwrap().push(n.clone());
-            Box::pin(async { Ok(()) })
-        }
-    }
-
-    struct Harness {
-        nodes: fmpsc::UnboundedSender<Result<WatchEvent<Node>, watcher::Error>>,
-        pods: fmpsc::UnboundedSender<Result<WatchEvent<Pod>, watcher::Error>>,
-        actuator: Arc<FakeActuator>,
-        reports: tokio::sync::mpsc::Receiver<Report>,
-        stop: Option<tokio::sync::oneshot::Sender<()>>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl Harness {
-        fn start(order: Vec<String>) -> Self {
-            Self::start_with(Box::new(RoundRobin::new(order)), RuntimeConfig::default())
-        }
-
-        fn start_with(profile: Box<dyn Profile>, cfg: RuntimeConfig) -> Self {
-            Self::start_full(profile, cfg, None)
-        }
-
-        fn start_full(
-            profile: Box<dyn Profile>,
-            cfg: RuntimeConfig,
-            gpu: Option<watch::Receiver<GpuSnapshot>>,
-        ) -> Self {
-            let (ntx, nrx) = fmpsc::unbounded();
-            let (ptx, prx) = fmpsc::unbounded();
-            let actuator = Arc::new(FakeActuator::default());
-            let metrics = Arc::new(SchedulerMetrics::default());
-            let (reports, report_rx) = Reports::channel(metrics.clone());
-            let sched = Scheduler::new(cfg, profile, actuator.clone(), reports, metrics);
-            let sched = match gpu {
-                Some(rx) => sched.with_gpu(rx),
-                None => sched,
-            };
-            let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-            let task = tokio::spawn(sched.run(nrx.boxed(), vec![prx.boxed()], async move {
-                let _ = stop_rx.await;
-            }));
-            Harness {
-                nodes: ntx,
-                pods: ptx,
-                actuator,
-                reports: report_rx,
-                stop: Some(stop_tx),
-                task,
-            }
-        }
-
-        fn init_nodes(&self, nodes: Vec<Node>) {
-            self.nodes.unbounded_send(Ok(WatchEvent::Init)).unwrap();
-            for n in nodes {
-                self.nodes
-                    .unbounded_send(Ok(WatchEvent::InitApply(n)))
-                    .unwrap();
-            }
-            self.nodes.unbounded_send(Ok(WatchEvent::InitDone)).unwrap();
-        }
-
-        fn init_pods(&self, pods: Vec<Pod>) {
-            self.pods.unbounded_send(Ok(WatchEvent::Init)).unwrap();
-            for p in pods {
-                self.pods
-                    .unbounded_send(Ok(WatchEvent::InitApply(p)))
-                    .unwrap();
-            }
-            self.pods.unbounded_send(Ok(WatchEvent::InitDone)).unwrap();
-        }
-
-        async fn settle(&self) {
-            for _ in 0..50 {
-                tokio::task::yield_now().await;
-            }
-        }
-
-        fn bound_nodes(&self) -> Vec<String> {
-            self.actuator
-                .binds
-                .lock()
-                .unwrap()
-                .iter()
-                .map(|b| b.node.clone())
-                .collect()
-        }
-
-        async fn stop(mut self) -> Vec<Report> {
-            if let Some(s) = self.stop.take() {
-                let _ = s.send(());
-            }
-            self.task.await.unwrap();
-            let mut out = Vec::new();
-            while let Ok(r) = self.reports.try_recv() {
-                out.push(r);
-            }
-            out
-        }
-    }
-
-    fn prio_pod(name: &str, priority: i32, node: Option<&str>, group: Option<(&str, u32)>) -> Pod {
-        let mut annotations = serde_json::Map::new();
-        annotations.insert("priority".into(), json!(priority.to_string()));
-        if let Some((g, n)) = group {
-            annotations.insert("pod-group".into(), json!(g));
-            annotations.insert("pod-group-min-member".into(), json!(n.to_string()));
-        }
-        serde_json::from_value(json!({
-            "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
-                "creationTimestamp": "2026-11-23T10:00:00Z", "annotations": annotations},
-            "spec": {"schedulerName": "posture-priority", "nodeName": node,
-                "containers": [{"name": "c", "image": "i"}]},
-            "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}
-        }))
-        .unwrap()
-    }
-
-    fn priority_harness() -> Harness {
-        use posture_core::policy::priority::{PriorityConfig, PriorityProfile};
-        let cfg = RuntimeConfig {
-            scheduler_name: "posture-priority".into(),
-            label_selector: None,
-            scope: PodScope::Ours,
-            ..RuntimeConfig::default()
-        };
-        Harness::start_with(
-            Box::new(PriorityProfile::new(PriorityConfig::default())),
-            cfg,
-        )
-    }
-
-    /// Issue 6, done means (1): three nodes, two low-priority pods bound; a
-    /// high-priority pod evicts exactly one of them and takes its node once
-    /// the victim is gone.
-    #[tokio::test(start_paused = true)]
-    async fn high_priority_pod_preempts_exactly_one_low_pod() {
-        let h = priority_harness();
-        h.init_nodes(vec![
-            node("n1", true, false),
-            node("n2", true, false),
-            node("n3", true, false),
-        ]);
-        h.init_pods(vec![
-            prio_pod("low-1", 10, Some("n1"), None),
-            prio_pod("low-2", 10, Some("n2"), None),
-            prio_pod("filler", 100, Some("n3"), None),
-        ]);
-        h.settle().await;
-        h.pods
-            .unbounded_send(Ok(WatchEvent::Apply(prio_pod("high", 100, None, None))))
-            .unwrap();
-        h.settle().await;
-        let evictions = h.actuator.evictions.lock().unwrap().clone();
-        assert_eq!(evictions.len(), 1, "{evictions:?}");
-        let victim = evictions[0].pod.name.clone();
-        let freed = evictions[0].node.clone();
-        assert!(victim.starts_with("low-"));
-        let noms = h.actuator.nominations.lock().unwrap().clone();
-        assert_eq!(noms.len(), 1);
-        assert_eq!(
-            (noms[0].pod.name.as_str(), noms[0].node.as_str()),
-            ("high", freed.as_str())
-        );
-        assert!(
-            h.bound_nodes().is_empty(),
-            "no bind before the victim is gone"
-        );
-        // The victim terminates, then is deleted.
-        let mut leaving = prio_pod(&victim, 10, Some(&freed), None);
-        leaving.metadata.deletion_timestamp =
-            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
-                k8s_openapi::jiff::Timestamp::UNIX_EPOCH,
-            ));
-        h.pods
-            .unbounded_send(Ok(WatchEvent::Apply(leaving.clone())))
-            .unwrap();
-        h.settle().await;
-        assert!(h.bound_nodes().is_empty());
-        assert_eq!(
-            h.actuator.evictions.lock().unwrap().len(),
-            1,
-            "no second victim"
-        );
-        h.pods
-            .unbounded_send(Ok(WatchEvent::Delete(leaving)))
-            .unwrap();
-        h.settle().await;
-        assert_eq!(h.bound_nodes(), [freed]);
-        let _ = h.stop().await;
-    }
-
-    /// Issue 6, done means (2) and (3): a three-pod gang waits until three
-    /// nodes can be had, then binds all three; a four-pod gang on three nodes
-    /// binds none.
-    #[tokio::test(start_paused = true)]
-    async fn gangs_are_all_or_nothing_through_the_loop() {
-        let h = priority_harness();
-        h.init_nodes(vec![
-            node("n1", true, false),
-            node("n2", true, false),
-            node("n3", true, false),
-        ]);
-        h.init_pods(vec![prio_pod("busy", 100, Some("n3"), None)]);
-        h.settle().await;
-        for i in 0..3 {
-            h.pods
-                .unbounded_send(Ok(WatchEvent::Apply(prio_pod(
-                    &format!("trio-{i}"),
-                    50,
-                    None,
-                    Some(("trio", 3)),
-                ))))
-                .unwrap();
-        }
-        for i in 0..4 {
-            h.pods
-                .unbounded_send(Ok(WatchEvent::Apply(prio_pod(
-                    &format!("quad-{i}"),
-                    50,
-                    None,
-                    Some(("quad", 4)),
-                ))))
-                .unwrap();
-        }
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        h.settle().await;
-        assert!(
-            h.bound_nodes().is_empty(),
-            "only two nodes free: nothing binds"
-        );
-        assert!(
-            h.actuator.evictions.lock().unwrap().is_empty(),
-            "busy has higher priority"
-        );
-        h.pods
-            .unbounded_send(Ok(WatchEvent::Delete(prio_pod(
-                "busy",
-                100,
-                Some("n3"),
-                None,
-            ))))
-            .unwrap();
-        h.settle().await;
-        tokio::time::sleep(Duration::from_secs(20)).await;
-        h.settle().await;
-        let binds = h.actuator.binds.lock().unwrap().clone();
-        let mut trio: Vec<_> = binds
-            .iter()
-            .filter(|b| b.pod.name.starts_with("trio"))
-            .map(|b| b.node.clone())
-            .collect();
-        trio.sort();
-        assert_eq!(trio, ["n1", "n2", "n3"]);
-        assert!(
-            !binds.iter().any(|b| b.pod.name.starts_with("quad")),
-            "{binds:?}"
-        );
-        let _ = h.stop().await;
-    }
-
-    /// Issue 4, done means: in gpu-least-loaded mode the loop never binds to
-    /// the node at 70 % and spreads a burst instead of piling onto one node.
-    #[tokio::test(start_paused = true)]
-    async fn gpu_profile_skips_busy_nodes_and_spreads_a_burst() {
-        use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
-        let now = Clock::new().now();
-        let snapshot =
-            GpuSnapshot::from_fresh(now, &[("agx", 20.0), ("xavier", 70.0), ("orin", 35.0)]);
-        let (_tx, rx) = watch::channel(snapshot);
-        let profile = GpuLeastLoaded::new(GpuLeastLoadedConfig {
-            seed: 7,
-            ..GpuLeastLoadedConfig::default()
-        });
-        let h = Harness::start_full(Box::new(profile), RuntimeConfig::default(), Some(rx));
-        h.init_nodes(vec![
-            node("agx", true, false),
-            node("xavier", true, false),
-            node("orin", true, false),
-        ]);
-        h.init_pods((0..10).map(|i| pod(&format!("burst-{i}"))).collect());
-        h.settle().await;
-        let nodes = h.bound_nodes();
-        assert_eq!(nodes.len(), 10);
-        assert!(!nodes.contains(&"xavier".to_string()), "{nodes:?}");
-        let on_agx = nodes.iter().filter(|n| *n == "agx").count();
-        assert!(
-            (3..=7).contains(&on_agx),
-            "burst spread over agx and orin: {nodes:?}"
-        );
-        let _ = h.stop().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn binds_ten_jobs_round_robin_over_eligible_nodes() {
-        let h = Harness::start(vec![]);
-        h.init_nodes(vec![
-            node("agx", true, false),
-            node("nano", false, false),
-            node("orin", true, false),
-            node("cordoned", true, true),
-            node("xavier", true, false),
-        ]);
-        let names: Vec<String> = std::iter::once("posture-pi1".to_string())
-            .chain((1..10).map(|i| format!("posture-pi1-{i}")))
-            .collect();
-        h.init_pods(names.iter().map(|n| pod(n)).collect());
-        h.settle().await;
-        assert_eq!(
-            h.bound_nodes(),
-            [
-                "agx", "orin", "xavier", "agx", "orin", "xavier", "agx", "orin", "xavier", "agx"
-            ]
-        );
-        let reports = h.stop().await;
-        let scheduled = reports
-            .iter()
-            .filter(|r| matches!(r, Report::Scheduled { .. }))
-            .count();
-        assert_eq!(scheduled, 10);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn conflict_is_skipped_and_errors_retry_with_backoff() {
-        let h = Harness::start(vec![]);
-        h.actuator
-            .script
-            .lock()
-            .unwrap()
-            .insert("taken".into(), VecDeque::from(["conflict"]));
-        h.actuator
-            .script
-            .lock()
-            .unwrap()
-            .insert("flaky".into(), VecDeque::from(["error", "error"]));
-        h.init_nodes(vec![node("a", true, false), node("b", true, false)]);
-        h.init_pods(vec![pod("flaky"), pod("taken")]);
-        h.settle().await;
-        // flaky: first attempt failed; taken: 409, skipped for good.
-        assert_eq!(h.actuator.binds.lock().unwrap().len(), 2);
-        tokio::time::sleep(Duration::from_millis(1200)).await;
-        h.settle().await;
-        assert_eq!(
-            h.actuator.binds.lock().unwrap().len(),
-            3,
-            "retried after ~1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(2300)).await;
-        h.settle().await;
-        let binds = h.actuator.binds.lock().unwrap().clone();
-        assert_eq!(binds.len(), 4, "retried again after ~2 s: {binds:?}");
-        // The failed node is handed out again (cursor unchanged on failure).
-        assert_eq!(binds[0].node, binds[2].node);
-        let reports = h.stop().await;
-        let failed = reports
-            .iter()
-            .filter(|r| matches!(r, Report::FailedScheduling { message, .. } if message.starts_with("Binding rejected")))
-            .count();
-        assert_eq!(failed, 2);
-        assert_eq!(
-            reports
-                .iter()
-                .filter(|r| matches!(r, Report::Scheduled { .. }))
-                .count(),
-            1
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn unschedulable_pod_is_retried_at_once_when_a_node_turns_ready() {
-        let h = Harness::start(vec![]);
-        h.init_nodes(vec![node("a", false, false)]);
-        h.init_pods(vec![pod("p")]);
-        h.settle().await;
-        assert!(h.bound_nodes().is_empty());
-        h.nodes
-            .unbounded_send(Ok(WatchEvent::Apply(node("a", true, false))))
-            .unwrap();
-        h.settle().await;
-        assert_eq!(h.bound_nodes(), ["a"], "no need to wait for the backoff");
-        let reports = h.stop().await;
-        let msg = reports.iter().find_map(|r| match r {
-            Report::FailedScheduling {
-                message,
-                set_condition,
-                ..
-            } => Some((message.clone(), *set_condition)),
-            _ => None,
-        });
-        assert_eq!(
-            msg,
-            Some((
-                "0/1 nodes are available: 1 node(s) were not ready.".to_string(),
-                true
-            ))
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn nothing_is_scheduled_before_caches_sync_and_deleted_pods_are_dropped() {
-        let h = Harness::start(vec![]);
-        h.init_pods(vec![pod("p"), pod("q")]);
-        h.settle().await;
-        assert!(h.bound_nodes().is_empty(), "nodes not synced yet");
-        h.pods
-            .unbounded_send(Ok(WatchEvent::Delete(pod("q"))))
-            .unwrap();
-        h.settle().await;
-        h.init_nodes(vec![node("a", true, false)]);
-        h.settle().await;
-        assert_eq!(h.bound_nodes(), ["a"]);
-        let _ = h.stop().await;
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn configured_order_is_followed() {
-        let h = Harness::start(vec!["c".into(), "a".into()]);
-        h.init_nodes(vec![
-            node("a", true, false),
-            node("b", true, false),
-            node("c", true, false),
-        ]);
-        h.init_pods((0..4).map(|i| pod(&format!("p{i}"))).collect());
-        h.settle().await;
-        let mut nodes = h.bound_nodes();
-        nodes.sort();
-        assert_eq!(nodes, ["a", "a", "c", "c"]);
-        let _ = h.stop().await;
-    }
-
-    /// The pod watch asks the API server for exactly our pending pods.
-    #[tokio::test]
-    async fn pod_watch_uses_field_and_label_selectors() {
-        let (client, mut mock) = ApiMock::new();
-        let (_nodes, mut pods) = watch_streams(&client, &RuntimeConfig::default());
-        let mut stream = pods.remove(0);
-        // The first event (Init) comes before any request; the list follows.
-        let poll = tokio::spawn(async move {
-            let first = stream.next().await;
-            let second = stream.next().await;
-            (
-                first.is_some_and(|e| e.is_ok()),
-                second.is_some_and(|e| e.is_ok()),
-            )
-        });
-        let req = mock.next().await;
-        assert_eq!(req.method, "GET");
-        assert_eq!(req.path, "/api/v1/namespaces/default/pods");
-        let query: std::collections::HashMap<String, String> =
-            url_pairs(&req.query).into_iter().collect();
-        assert_eq!(
-            query.get("fieldSelector").map(String::as_str),
-            Some(
-                "spec.schedulerName=rr-scheduler,spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed"
-            )
-        );
-        assert_eq!(
-            query.get("labelSelector").map(String::as_str),
-            Some("app=posture")
-        );
-        req.respond(
-            200,
-            json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []}),
-        );
-        assert_eq!(poll.await.unwrap(), (true, true));
-    }
-
-    fn url_pairs(query: &str) -> Vec<(String, String)> {
-        query
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (decode(k), decode(v)))
-            .collect()
-    }
-
-    fn decode(s: &str) -> String {
-        let bytes = s.as_bytes();
-        let mut out = Vec::new();
-        let mut i = 0;
-        while i < bytes.len() {
-            match bytes[i] {
-                b'%' if i + 2 < bytes.len() => {
-                    let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-                    out.push(u8::from_str_radix(hex, 16).unwrap());
-                    i += 3;
-                }
-                b'+' => {
-                    out.push(b' ');
-                    i += 1;
-                }
-                b => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        String::from_utf8(out).unwrap()
-    }
-
-    /// The whole path against recorded API exchanges: the loop binds through
-    /// the real binder, a 500 is retried, and Events are written.
-    #[tokio::test]
-    async fn recorded_exchange_bind_retry_and_events() {
-        let (client, mut mock) = ApiMock::new();
-        let metrics = Arc::new(SchedulerMetrics::default());
-        let (reports, reporter) =
-            crate::events::spawn_reporter(client.clone(), "rr-scheduler", None, metrics.clone());
-        let cfg = RuntimeConfig {
-            backoff: Backoff {
-                initial: Duration::from_millis(50),
-                max: Duration::from_millis(100),
-                jitter: 0.0,
-            },
-            ..RuntimeConfig::default()
-        };
-        let sched = Scheduler::new(
-            cfg,
-            Box::new(RoundRobin::new(vec![])),
-            Arc::new(KubeActuator { client }),
-            reports,
-            metrics.clone(),
-        );
-        let (ntx, nrx) = fmpsc::unbounded();
-        let (ptx, prx) = fmpsc::unbounded();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(sched.run(nrx.boxed(), vec![prx.boxed()], async move {
-            let _ = stop_rx.await;
-        }));
-        for ev in [
-            WatchEvent::Init,
-            WatchEvent::InitApply(node("agx", true, false)),
-            WatchEvent::InitDone,
-        ] {
-            ntx.unbounded_send(Ok(ev)).unwrap();
-        }
-        for ev in [
-            WatchEvent::Init,
-            WatchEvent::InitApply(pod("posture-pi1")),
-            WatchEvent::InitDone,
-        ] {
-            ptx.unbounded_send(Ok(ev)).unwrap();
-        }
-        let mut seen = Vec::new();
-        let mut binds = 0;
-        while !seen
-            .iter()
-            .any(|s: &String| s.starts_with("event:Scheduled"))
-        {
-            let req = mock.next().await;
-            match (req.method.as_str(), req.path.as_str()) {
-                ("POST", "/api/v1/namespaces/default/pods/posture-pi1/binding") => {
-                    assert_eq!(
-                        req.body["target"],
-                        json!({"apiVersion": "v1", "kind": "Node", "name": "agx"})
-                    );
-                    binds += 1;
-                    seen.push(format!("bind#{binds}"));
-                    if binds == 1 {
-                        req.respond(
-                            500,
-                            status_json(500, "InternalError", "etcdserver: request timed out"),
-                        );
-                    } else {
-                        req.respond(201, status_json(201, "", ""));
-                    }
-                }
-                ("POST", "/apis/events.k8s.io/v1/namespaces/default/events") => {
-                    seen.push(format!(
-                        "event:{}",
-                        req.body["reason"].as_str().unwrap_or_default()
-                    ));
-                    let body = req.body.clone();
-                    req.respond(201, body);
-                }
-                ("PATCH", "/api/v1/namespaces/default/pods/posture-pi1/status") => {
-                    assert_eq!(
-                        req.body["status"]["conditions"][0]["reason"],
-                        "Unschedulable"
-                    );
-                    seen.push("condition".into());
-                    req.respond(200, json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "posture-pi1"}}));
-                }
-                other => panic!("unexpected request {other:?}"),
-            }
-        }
-        assert_eq!(binds, 2, "the 500 was retried: {seen:?}");
-        assert!(
-            seen.contains(&"event:FailedScheduling".to_string()),
-            "{seen:?}"
-        );
-        let _ = stop_tx.send(());
-        task.await.unwrap();
-        reporter.abort();
-    }
-}
+mod tests;
