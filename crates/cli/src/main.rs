@@ -2,6 +2,7 @@
 //! wires: parse flags (clap derive, env fallbacks), start logging, run.
 
 mod admin;
+mod args;
 mod cmd;
 mod telemetry;
 
