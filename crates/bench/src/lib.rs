@@ -223,7 +223,9 @@ impl BenchProfile {
 pub struct RunReport {
     /// Profile name for the table.
     pub profile: String,
+    /// Nodes in the synthetic cluster.
     pub nodes: usize,
+    /// Pending pods at the start.
     pub pending: usize,
     /// Decisions taken (a gang is one decision).
     pub decisions: usize,
@@ -231,9 +233,11 @@ pub struct RunReport {
     pub bound: usize,
     /// Preempt decisions and pods evicted by them.
     pub preemptions: usize,
+    /// Pods evicted by those preemptions.
     pub evicted: usize,
     /// Unschedulable and Wait decisions.
     pub unschedulable: usize,
+    /// Wait decisions (gangs still missing members).
     pub waits: usize,
     /// Time spent inside `Profile::schedule`, summed.
     pub decision_time: Duration,

@@ -111,6 +111,7 @@ pub fn matches_node_affinity(node: &NodeInfo, pod: &PodInfo) -> bool {
 pub struct FilterSummary {
     /// Nodes considered (the "5" in "0/5 nodes are available").
     pub total: usize,
+    /// How many nodes were rejected for each reason.
     pub reasons: BTreeMap<FilterReason, usize>,
 }
 

@@ -45,16 +45,25 @@ pub enum ReadingError {
     Query {
         /// Metric label: unreachable, timeout, query, http, decode.
         reason: &'static str,
+        /// The error and its causes.
         message: String,
     },
     /// The query returned no series (the exporter is gone or the series is stale).
     #[error("no sample: query {query:?} returned no series")]
-    NoSample { query: String },
+    NoSample {
+        /// The node's PromQL.
+        query: String,
+    },
     /// The query returned several series for one node.
     #[error(
         "query {query:?} returned {count} series for one node; make it return one (e.g. wrap it in max())"
     )]
-    Ambiguous { query: String, count: usize },
+    Ambiguous {
+        /// The node's PromQL.
+        query: String,
+        /// How many series came back.
+        count: usize,
+    },
     /// The value is NaN.
     #[error("usage is NaN")]
     NotANumber,

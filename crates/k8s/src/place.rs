@@ -33,17 +33,26 @@ pub enum PlaceError {
     /// Not YAML.
     #[error("{origin}: not valid YAML")]
     Yaml {
+        /// Where the text came from.
         origin: String,
+        /// The parser's error.
         #[source]
         source: Box<serde_saphyr::Error>,
     },
     /// A document that is not a Job or ScaledJob, or lacks required fields.
     #[error("{origin}: {reason}")]
-    Invalid { origin: String, reason: String },
+    Invalid {
+        /// The document (`file.yaml#2`).
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The API server refused or failed a request.
     #[error("{what}")]
     Api {
+        /// What was being done.
         what: String,
+        /// The API error.
         #[source]
         source: kube::Error,
     },
@@ -68,10 +77,16 @@ pub struct Workload {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinMode {
     /// Required node affinity `key In [node]`.
-    Affinity { label_key: String },
+    Affinity {
+        /// The node label matched (`gpu-node`).
+        label_key: String,
+    },
     /// `nodeName` for plain Jobs (bypasses the scheduler); ScaledJobs still
     /// get affinity on `label_key`.
-    NodeName { label_key: String },
+    NodeName {
+        /// The node label ScaledJobs are pinned on.
+        label_key: String,
+    },
 }
 
 impl Default for PinMode {

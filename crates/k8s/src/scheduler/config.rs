@@ -25,11 +25,13 @@ pub struct RuntimeConfig {
     pub namespace: Option<String>,
     /// Label selector for our pods; `None` or empty for all.
     pub label_selector: Option<String>,
+    /// Which pods the loop watches.
     pub scope: PodScope,
     /// Bind requests in flight at most. Bounded so a burst of 10,000 pods
     /// does not open 10,000 requests; high enough that the API server, not
     /// the scheduler, is the limit.
     pub bind_concurrency: usize,
+    /// Retry delays after a failed attempt.
     pub backoff: Backoff,
     /// Seed of the RNG used for backoff jitter.
     pub seed: u64,

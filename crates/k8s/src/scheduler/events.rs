@@ -27,7 +27,9 @@ pub const REPORT_QUEUE: usize = 4096;
 /// A pod as Events refer to it.
 #[derive(Clone, Debug)]
 pub struct PodRef {
+    /// Namespace and name.
     pub key: PodKey,
+    /// `metadata.uid` (empty when unknown).
     pub uid: String,
 }
 
@@ -48,24 +50,37 @@ impl PodRef {
 #[derive(Clone, Debug)]
 pub enum Report {
     /// `Normal Scheduled "Successfully assigned ns/pod to node"`.
-    Scheduled { pod: PodRef, node: String },
+    Scheduled {
+        /// The bound pod.
+        pod: PodRef,
+        /// Where it was bound.
+        node: String,
+    },
     /// `Warning FailedScheduling <message>` and PodScheduled=False/Unschedulable.
     FailedScheduling {
+        /// The pod that did not fit.
         pod: PodRef,
+        /// Why (`0/5 nodes are available: …`).
         message: String,
         /// Also patch the PodScheduled condition (skipped when unchanged).
         set_condition: bool,
     },
     /// `Normal Preempted "Preempted by ns/pod on node X"` on the victim.
     Preempted {
+        /// The evicted pod.
         victim: PodRef,
+        /// The pod the room was made for.
         preemptor: PodKey,
+        /// The node.
         node: String,
     },
     /// Any other warning about a pod (e.g. a malformed annotation).
     Warning {
+        /// The pod.
         pod: PodRef,
+        /// Event reason (`InvalidPriority`).
         reason: String,
+        /// Event note.
         message: String,
     },
 }

@@ -47,9 +47,13 @@ pub enum StateError {
     /// The API server refused or failed the request.
     #[error("{what} ConfigMap {namespace}/{name}")]
     Api {
+        /// `reading` or `writing`.
         what: &'static str,
+        /// Namespace of the ConfigMap.
         namespace: String,
+        /// Name of the ConfigMap.
         name: String,
+        /// The API error.
         #[source]
         source: kube::Error,
     },
