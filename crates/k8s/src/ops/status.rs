@@ -102,62 +102,8 @@ fn event_time(e: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
 
 /// Builds the report (pure).
 pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusReport {
-    let mut latest: BTreeMap<(String, String), (Option<k8s_openapi::jiff::Timestamp>, String)> =
-        BTreeMap::new();
-    for e in &inputs.events {
-        if e.reason.as_deref() != Some("FailedScheduling")
-            || e.involved_object.kind.as_deref() != Some("Pod")
-        {
-            continue;
-        }
-        let key = (
-            e.involved_object.namespace.clone().unwrap_or_default(),
-            e.involved_object.name.clone().unwrap_or_default(),
-        );
-        let stamp = event_time(e);
-        let msg = e.message.clone().unwrap_or_default();
-        match latest.get(&key) {
-            Some((prev, _)) if *prev >= stamp => {}
-            _ => {
-                latest.insert(key, (stamp, msg));
-            }
-        }
-    }
-    let mut pods: Vec<PodRow> = inputs
-        .pods
-        .iter()
-        .map(|p| {
-            let namespace = p.metadata.namespace.clone().unwrap_or_default();
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty());
-            let pending_reason = match node {
-                Some(_) => None,
-                None => latest
-                    .get(&(namespace.clone(), name.clone()))
-                    .map(|(_, m)| m.clone()),
-            };
-            PodRow {
-                phase: p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_else(|| "Unknown".into()),
-                role: if is_analyzer(p) {
-                    "analyzer"
-                } else {
-                    "platform"
-                },
-                namespace,
-                name,
-                node,
-                pending_reason,
-            }
-        })
-        .collect();
+    let latest = latest_failures(&inputs.events);
+    let mut pods: Vec<PodRow> = inputs.pods.iter().map(|p| pod_row(p, &latest)).collect();
     pods.sort_by(|a, b| {
         (a.node.is_none(), &a.node, &a.name).cmp(&(b.node.is_none(), &b.node, &b.name))
     });
@@ -202,6 +148,67 @@ pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusRepo
         scaled_jobs: inputs.scaled_jobs.len(),
         nodes,
         pods,
+    }
+}
+
+/// The latest FailedScheduling message per pod `(namespace, name)`.
+type LatestFailures = BTreeMap<(String, String), (Option<k8s_openapi::jiff::Timestamp>, String)>;
+
+/// The latest FailedScheduling Event message of each pod.
+fn latest_failures(events: &[Event]) -> LatestFailures {
+    let mut latest = LatestFailures::new();
+    for e in events {
+        if e.reason.as_deref() != Some("FailedScheduling")
+            || e.involved_object.kind.as_deref() != Some("Pod")
+        {
+            continue;
+        }
+        let key = (
+            e.involved_object.namespace.clone().unwrap_or_default(),
+            e.involved_object.name.clone().unwrap_or_default(),
+        );
+        let stamp = event_time(e);
+        let msg = e.message.clone().unwrap_or_default();
+        match latest.get(&key) {
+            Some((prev, _)) if *prev >= stamp => {}
+            _ => {
+                latest.insert(key, (stamp, msg));
+            }
+        }
+    }
+    latest
+}
+
+/// One pod's row: where it runs, or why it waits.
+fn pod_row(p: &Pod, latest: &LatestFailures) -> PodRow {
+    let namespace = p.metadata.namespace.clone().unwrap_or_default();
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let node = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty());
+    let pending_reason = match node {
+        Some(_) => None,
+        None => latest
+            .get(&(namespace.clone(), name.clone()))
+            .map(|(_, m)| m.clone()),
+    };
+    PodRow {
+        phase: p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Unknown".into()),
+        role: if is_analyzer(p) {
+            "analyzer"
+        } else {
+            "platform"
+        },
+        namespace,
+        name,
+        node,
+        pending_reason,
     }
 }
 

@@ -109,10 +109,35 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             ));
         }
     }
+    out.extend(delete_jobs(client, &selector, &scaled_names).await?);
+    out.extend(delete_leftover_pods(client, &selector).await?);
+    if purge {
+        for kind in purge_kinds() {
+            if matches!(kind.resource.kind.as_str(), "Job" | "ScaledJob") {
+                continue;
+            }
+            for obj in list_ours(client, &kind, &selector).await? {
+                let ns = obj.metadata.namespace.clone().filter(|_| kind.namespaced);
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                delete_dynamic(client, &kind.resource, ns.as_deref(), &name).await?;
+                tracing::info!(kind = %kind.resource.kind, name = %name, "deleted");
+                out.push(deleted(&kind.resource.kind, ns, Some(name)));
+            }
+        }
+    }
+    Ok(out)
+}
 
+/// Deletes our Jobs and those our ScaledJobs (`scaled_names`) spawned
+/// (Background propagation: their pods go with them).
+async fn delete_jobs(
+    client: &Client,
+    selector: &str,
+    scaled_names: &[String],
+) -> Result<Vec<Deleted>, OpsError> {
     let jobs_api: Api<Job> = Api::all(client.clone());
     let mut jobs = jobs_api
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| OpsError::kube("list Jobs", e))?
         .items;
@@ -129,6 +154,7 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             }
         }
     }
+    let mut out = Vec::new();
     for job in jobs {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         let name = job.metadata.name.clone().unwrap_or_default();
@@ -141,12 +167,18 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
         tracing::info!(job = %format!("{ns}/{name}"), "deleted");
         out.push(deleted("Job", Some(ns), Some(name)));
     }
+    Ok(out)
+}
 
+/// Deletes our analyzer pods (and orphans) still there after their Jobs;
+/// scheduler and scaler pods belong to their Deployments (`--purge`).
+async fn delete_leftover_pods(client: &Client, selector: &str) -> Result<Vec<Deleted>, OpsError> {
     let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| OpsError::kube("list pods", e))?
         .items;
+    let mut out = Vec::new();
     for pod in pods {
         let orphan = pod
             .metadata
@@ -154,7 +186,6 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             .as_ref()
             .is_none_or(|o| o.is_empty());
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        // Scheduler/scaler pods belong to their Deployments (removed by --purge).
         if terminating || !(is_analyzer(&pod) || orphan) {
             continue;
         }
@@ -167,21 +198,6 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             Err(e) => return Err(OpsError::kube(format!("delete pod {ns}/{name}"), e)),
         }
         out.push(deleted("Pod", Some(ns), Some(name)));
-    }
-
-    if purge {
-        for kind in purge_kinds() {
-            if matches!(kind.resource.kind.as_str(), "Job" | "ScaledJob") {
-                continue;
-            }
-            for obj in list_ours(client, &kind, &selector).await? {
-                let ns = obj.metadata.namespace.clone().filter(|_| kind.namespaced);
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                delete_dynamic(client, &kind.resource, ns.as_deref(), &name).await?;
-                tracing::info!(kind = %kind.resource.kind, name = %name, "deleted");
-                out.push(deleted(&kind.resource.kind, ns, Some(name)));
-            }
-        }
     }
     Ok(out)
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::scheduler::actuator::{Actuator, EvictResult, KubeActuator};
+use crate::scheduler::config::PodScope;
 use crate::scheduler::preempt::PreemptError;
 use crate::scheduler::watch::watch_streams;
 use crate::test_support::{ApiMock, status_json};
