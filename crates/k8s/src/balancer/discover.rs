@@ -13,7 +13,7 @@ use posture_core::balance::{WorkloadKey, WorkloadKind};
 use posture_core::model::Millis;
 
 use super::{BalanceError, MOVED_AT_ANNOTATION, MOVED_TO_ANNOTATION, SCALEDJOB_LABEL};
-use crate::workload::scaledjob_resource;
+use crate::workload::{SCALEDJOB_PLURAL, scaledjob_resource};
 
 /// Which namespace and objects the balancer looks at.
 #[derive(Clone, Debug)]
@@ -174,7 +174,7 @@ pub async fn discover(client: &Client, scope: &Scope) -> Result<Discovery, Balan
         .list(&lp)
         .await
         .map_err(|source| BalanceError::List {
-            kind: "scaledjobs",
+            kind: SCALEDJOB_PLURAL,
             namespace: ns.to_owned(),
             source: Box::new(source),
         })?;
