@@ -20,6 +20,7 @@ use rumqttc::{
     AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration,
     Transport,
 };
+use posture_core::backoff::{Backoff, Retries};
 use tokio::sync::mpsc;
 
 use crate::pipeline::{Analyzer, Frame, Outcome};
@@ -139,35 +140,22 @@ pub fn camera_from_topic(topic: &str) -> String {
         .to_string()
 }
 
-/// Reconnect delays: doubling from `initial` up to `max`.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    /// A backoff starting at `initial`, capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
+/// Retry delays doubling from `initial` up to `max`, with 10 % jitter drawn
+/// from a generator seeded by `who` (the client id): analyzers that lost the
+/// broker together do not all come back in the same instant.
+pub fn retries(initial: Duration, max: Duration, who: &str) -> Retries {
+    use std::hash::{Hash as _, Hasher as _};
+    // DefaultHasher::new() has fixed keys: the same id gives the same seed.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    who.hash(&mut h);
+    Retries::new(
+        Backoff {
             initial,
             max,
-            current: initial,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-
-    /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
+            jitter: 0.1,
+        },
+        h.finish(),
+    )
 }
 
 /// Counts of one analyzer run.
@@ -212,6 +200,7 @@ pub async fn run_analyzer(
         topics.to_vec(),
         tx,
         on_connection,
+        cfg.client_id.clone(),
     ))));
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
@@ -241,7 +230,11 @@ pub async fn run_analyzer(
             payload: publish.payload.to_vec(),
             received,
         };
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = retries(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            &frame.source,
+        );
         let outcome = loop {
             match analyzer.process(&frame).await {
                 Ok(o) => break o,
@@ -308,8 +301,9 @@ async fn poll_loop(
     topics: Vec<String>,
     tx: mpsc::Sender<(Publish, jiff::Timestamp)>,
     on_connection: impl Fn(bool),
+    client_id: String,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut backoff = retries(Duration::from_millis(200), Duration::from_secs(30), &client_id);
     let mut down_logged = false;
     loop {
         match eventloop.poll().await {
@@ -376,12 +370,21 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(d, [100, 200, 350, 350]);
+    fn retries_double_and_cap_with_at_most_ten_percent_jitter() {
+        let mut b = retries(Duration::from_millis(100), Duration::from_millis(350), "a");
+        for base in [100u64, 200, 350, 350] {
+            let d = b.next_delay();
+            let base = Duration::from_millis(base);
+            assert!(d >= base && d <= base.mul_f64(1.1), "{d:?} vs {base:?}");
+        }
         b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
+        assert!(b.next_delay() < Duration::from_millis(111));
+        // Another client id draws other jitter.
+        let seq = |id| {
+            let mut r = retries(Duration::from_secs(1), Duration::from_secs(30), id);
+            (0..6).map(|_| r.next_delay()).collect::<Vec<_>>()
+        };
+        assert_ne!(seq("posture-analyzer-pi1"), seq("posture-analyzer-pi2"));
     }
 
     #[test]
