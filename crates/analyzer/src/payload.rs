@@ -39,9 +39,11 @@ pub enum RejectReason {
     Empty,
     /// Payload larger than [`Limits::max_payload_bytes`].
     TooLarge,
-    /// Not raw image bytes and not valid base64.
+    /// Text (the base64 path) that does not decode as base64.
     BadBase64,
-    /// Decoded bytes are neither JPEG nor PNG.
+    /// Neither a JPEG/PNG image nor base64 text: binary data of another kind
+    /// (another image format, random bytes), or base64 that decodes to
+    /// something other than a JPEG/PNG.
     NotImage,
     /// The image header announces more pixels than [`Limits::max_pixels`].
     TooManyPixels,
@@ -72,7 +74,7 @@ impl RejectReason {
             RejectReason::Empty => "empty",
             RejectReason::TooLarge => "too_large",
             RejectReason::BadBase64 => "bad_base64",
-            RejectReason::NotImage => "not_image",
+            RejectReason::NotImage => "not_an_image",
             RejectReason::TooManyPixels => "too_many_pixels",
             RejectReason::Truncated => "truncated",
             RejectReason::Corrupt => "corrupt",
@@ -139,6 +141,15 @@ pub fn payload_bytes(payload: &[u8], limits: &Limits) -> Result<Vec<u8>, Rejecte
     if payload.starts_with(JPEG_MAGIC) || payload.starts_with(PNG_MAGIC) {
         return Ok(payload.to_vec());
     }
+    if !looks_like_text(payload) {
+        return Err(Rejected::new(
+            RejectReason::NotImage,
+            format!(
+                "binary data that is neither a JPEG/PNG image nor base64 text ({})",
+                describe_binary(payload)
+            ),
+        ));
+    }
     let mut text: &[u8] = payload.trim_ascii();
     if text.starts_with(b"data:") {
         match text.iter().position(|&b| b == b',') {
@@ -174,6 +185,47 @@ pub fn payload_bytes(payload: &[u8], limits: &Limits) -> Result<Vec<u8>, Rejecte
         ));
     }
     Ok(bytes)
+}
+
+/// Whether a payload is text (printable ASCII and whitespace, or UTF-8 text
+/// without control characters): base64 is text, so anything else can only be
+/// binary data.
+fn looks_like_text(payload: &[u8]) -> bool {
+    match std::str::from_utf8(payload) {
+        Ok(text) => !text
+            .chars()
+            .any(|c| c.is_control() && !c.is_ascii_whitespace()),
+        Err(_) => false,
+    }
+}
+
+/// What a binary payload seems to be, for the dead-letter detail.
+fn describe_binary(payload: &[u8]) -> String {
+    const KNOWN: &[(&[u8], &str)] = &[
+        (b"GIF87a", "a GIF image"),
+        (b"GIF89a", "a GIF image"),
+        (b"BM", "a BMP image"),
+        (b"II*\0", "a TIFF image"),
+        (b"MM\0*", "a TIFF image"),
+        (b"\0\0\x01\0", "an ICO image"),
+    ];
+    let webp = payload.len() >= 12 && &payload[..4] == b"RIFF" && &payload[8..12] == b"WEBP";
+    let heif = payload.len() >= 12 && &payload[4..8] == b"ftyp";
+    let kind = if webp {
+        Some("a WebP image")
+    } else if heif {
+        Some("an ISO media file (HEIC/AVIF/MP4)")
+    } else {
+        KNOWN
+            .iter()
+            .find(|(magic, _)| payload.starts_with(magic))
+            .map(|(_, kind)| *kind)
+    };
+    let head: Vec<String> = payload.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    match kind {
+        Some(kind) => format!("{kind}; only JPEG and PNG are accepted"),
+        None => format!("first bytes {}", head.join(" ")),
+    }
 }
 
 /// Decodes image bytes (JPEG or PNG) within `limits` and applies EXIF orientation.
@@ -434,6 +486,35 @@ pub(crate) mod tests {
         with_exif.extend_from_slice(&raw[2..]);
         let d = decode_payload(&with_exif, &Limits::default()).unwrap();
         assert_eq!(d.image.dimensions(), (20, 40));
+    }
+
+    #[test]
+    fn binary_that_is_no_image_is_not_an_image_and_text_that_fails_is_bad_base64() {
+        let l = Limits::default();
+        // Random binary data (a fixed xorshift stream): not text, so not base64 either.
+        let mut x: u32 = 0x9E37_79B9;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let r = decode_payload(&random, &l).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NotImage, "{r:?}");
+        assert_eq!(r.reason.as_str(), "not_an_image");
+        // Other image formats are binary too, and named.
+        let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff";
+        let r = decode_payload(gif, &l).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NotImage);
+        assert!(r.detail.contains("GIF"), "{}", r.detail);
+        // A NUL or a control byte in otherwise base64-looking data: binary.
+        assert_eq!(reason(b"QUJD\x00REVG", &l), RejectReason::NotImage);
+        // Text that does not decode stays bad_base64, whatever its characters.
+        assert_eq!(reason(b"not base64 at all!", &l), RejectReason::BadBase64);
+        assert_eq!(reason("QUJD€€".as_bytes(), &l), RejectReason::BadBase64);
+        assert_eq!(reason(b"QUJDRA=x", &l), RejectReason::BadBase64);
     }
 
     proptest::proptest! {
