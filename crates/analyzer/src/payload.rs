@@ -122,18 +122,52 @@ pub struct DecodedImage {
 const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Reads a file as a payload without ever holding more than the limit: its
+/// length is checked first, and a file longer than `max_payload_bytes` (or
+/// one that grew past it while being read) yields only its first
+/// `prefix_bytes`. Returns the bytes read and the file's full length; the
+/// caller rejects it as too large when that length is over the limit.
+pub fn read_file_bounded(
+    path: &std::path::Path,
+    max_payload_bytes: usize,
+    prefix_bytes: usize,
+) -> std::io::Result<(Vec<u8>, usize)> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let cap = if len > max_payload_bytes {
+        prefix_bytes
+    } else {
+        max_payload_bytes.saturating_add(1)
+    };
+    let mut buf = Vec::with_capacity(len.min(cap));
+    file.take(u64::try_from(cap).unwrap_or(u64::MAX))
+        .read_to_end(&mut buf)?;
+    if len > max_payload_bytes || buf.len() > max_payload_bytes {
+        let total = len.max(buf.len());
+        buf.truncate(prefix_bytes);
+        return Ok((buf, total));
+    }
+    let total = buf.len();
+    Ok((buf, total))
+}
+
+/// The rejection of a payload of `bytes` bytes, over [`Limits::max_payload_bytes`].
+pub fn too_large(bytes: usize, limits: &Limits) -> Rejected {
+    Rejected::new(
+        RejectReason::TooLarge,
+        format!(
+            "payload is {bytes} bytes, the limit is {}",
+            limits.max_payload_bytes
+        ),
+    )
+}
+
 /// Turns a payload into image bytes: raw JPEG/PNG as is, otherwise base64
 /// (whitespace and a `data:` URL prefix tolerated, padding optional).
 pub fn payload_bytes(payload: &[u8], limits: &Limits) -> Result<Vec<u8>, Rejected> {
     if payload.len() > limits.max_payload_bytes {
-        return Err(Rejected::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {}",
-                payload.len(),
-                limits.max_payload_bytes
-            ),
-        ));
+        return Err(too_large(payload.len(), limits));
     }
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(Rejected::new(RejectReason::Empty, "payload is empty"));
@@ -515,6 +549,27 @@ pub(crate) mod tests {
         assert_eq!(reason(b"not base64 at all!", &l), RejectReason::BadBase64);
         assert_eq!(reason("QUJD€€".as_bytes(), &l), RejectReason::BadBase64);
         assert_eq!(reason(b"QUJDRA=x", &l), RejectReason::BadBase64);
+    }
+
+    #[test]
+    fn files_over_the_limit_yield_only_a_prefix_and_their_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.jpg");
+        std::fs::write(&small, jpeg(8, 8)).unwrap();
+        let (bytes, total) = read_file_bounded(&small, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (jpeg(8, 8).len(), jpeg(8, 8).len()));
+        // A sparse 3 GB file: only 100 bytes are read.
+        let big = dir.path().join("big.jpg");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(3_000_000_000).unwrap();
+        let (bytes, total) = read_file_bounded(&big, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (100, 3_000_000_000));
+        // Exactly at the limit is fine; one byte over is not.
+        std::fs::write(&small, [7u8; 10_001]).unwrap();
+        let (bytes, total) = read_file_bounded(&small, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (100, 10_001));
+        let (bytes, total) = read_file_bounded(&small, 10_001, 100).unwrap();
+        assert_eq!((bytes.len(), total), (10_001, 10_001));
     }
 
     proptest::proptest! {

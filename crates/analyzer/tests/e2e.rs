@@ -27,8 +27,16 @@ struct Running {
 }
 
 impl Running {
-    async fn start(mut analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
-        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
+    async fn start(analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+        Self::start_with(
+            analyzer,
+            MqttConfig::new("127.0.0.1", port, client_id),
+            topic,
+        )
+        .await
+    }
+
+    async fn start_with(mut analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (tx, outcomes) = mpsc::unbounded_channel();
         let ready = Arc::new(AtomicBool::new(false));
@@ -555,7 +563,10 @@ async fn embedded_broker_carries_frames_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let target = DbTarget::Sqlite(out.path().join("posture.db"));
     let a = analyzer(out.path(), &target, Limits::default()).await;
-    let mut run = Running::start(a, port, "images/pi1", "analyzer-local").await;
+    // rumqttd (the embedded broker) speaks MQTT 3.1.1 only.
+    let mut cfg = MqttConfig::new("127.0.0.1", port, "analyzer-local");
+    cfg.protocol = posture_analyzer::MqttProtocol::V311;
+    let mut run = Running::start_with(a, cfg, "images/pi1").await;
     let files = write_frames(&out.path().join("in"), &[(RED, 1), (BLUE, 2), (GRAY, 3)]);
     publish(port, "images/pi1", &files).await;
     let got = run.take(3).await;

@@ -96,9 +96,28 @@ pub struct PipelineArgs {
         default_value_t = 10.0
     )]
     pub torso_threshold: f32,
-    /// Largest accepted payload in bytes (larger ones are dead-lettered).
+    /// Largest accepted payload in bytes. Over MQTT 5 the broker is told
+    /// (Maximum Packet Size = this + 68 KiB for topic and headers) and
+    /// discards larger messages; what arrives over it is dead-lettered (first
+    /// 64 KiB only). Files longer than this are not read.
     #[arg(long = "max-payload-bytes", env = "MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// Most letters (payload + .json sidecar) kept in <out-dir>/dead_letter/;
+    /// the oldest are removed first.
+    #[arg(
+        long = "dead-letter-max-letters",
+        env = "DEAD_LETTER_MAX_LETTERS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dead_letter_max_letters: u64,
+    /// Most bytes kept in <out-dir>/dead_letter/; the oldest letters are removed first.
+    #[arg(
+        long = "dead-letter-max-bytes",
+        env = "DEAD_LETTER_MAX_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub dead_letter_max_bytes: u64,
     /// Largest accepted image in pixels, checked from the header before decoding.
     #[arg(long = "max-pixels", env = "MAX_PIXELS", default_value_t = 40_000_000)]
     pub max_pixels: u64,
@@ -189,6 +208,10 @@ impl PipelineArgs {
             torso_deg: self.torso_threshold,
         };
         cfg.font = self.font.clone();
+        cfg.dead_letter = posture_analyzer::deadletter::DeadLetterLimits {
+            max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
+            max_bytes: self.dead_letter_max_bytes,
+        };
         tracing::info!(
             out_dir = %cfg.out_dir.display(),
             database = %target.describe(),
@@ -238,6 +261,11 @@ pub struct AnalyzeArgs {
         default_value = "0.0.0.0:9102"
     )]
     pub admin_addr: SocketAddr,
+    /// MQTT protocol of the subscription: 5 (the broker discards messages
+    /// over --max-payload-bytes) or 3.1.1 (for brokers without MQTT 5: set
+    /// the broker's message_size_limit, or large messages reach the analyzer).
+    #[arg(long = "mqtt-protocol", env = "MQTT_PROTOCOL", default_value = "5")]
+    pub mqtt_protocol: posture_analyzer::MqttProtocol,
     #[command(flatten)]
     pub mqtt: MqttArgs,
     #[command(flatten)]
@@ -288,7 +316,8 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("-")
     });
-    let mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    let mut mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    mqtt.protocol = args.mqtt_protocol;
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
@@ -388,6 +417,31 @@ mod tests {
         let cfg = a.mqtt.config("default-id".into());
         assert_eq!((cfg.port, cfg.client_id.as_str()), (1883, "default-id"));
         assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn mqtt_protocol_and_dead_letter_bounds() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V5);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 1000);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 256 << 20);
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--mqtt-protocol",
+            "3.1.1",
+            "--dead-letter-max-letters",
+            "10",
+            "--dead-letter-max-bytes",
+            "1000000",
+        ]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V311);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 10);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 1_000_000);
+        let zero = ["posture-farm", "analyze", "--dead-letter-max-letters", "0"];
+        assert!(Cli::try_parse_from(zero).is_err());
+        let bad = ["posture-farm", "analyze", "--mqtt-protocol", "6"];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]

@@ -89,11 +89,14 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let camera = posture_analyzer::camera_from_topic(&args.topic);
     let subscribed = Arc::new(AtomicBool::new(false));
     let (tx, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
-    let analyzer_cfg = MqttConfig::new(
+    let mut analyzer_cfg = MqttConfig::new(
         "127.0.0.1",
         port,
         format!("posture-analyzer-local-{camera}"),
     );
+    // The embedded broker (rumqttd) speaks MQTT 3.1.1 only; it refuses
+    // publishes over its own payload limit, so nothing huge reaches us.
+    analyzer_cfg.protocol = posture_analyzer::MqttProtocol::V311;
     let topics = vec![args.topic.clone()];
     let stop = Shutdown::new();
     let task = {
