@@ -13,116 +13,19 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
+use posture_analyzer::mqtt::{MqttConfig, RunStats};
 use posture_analyzer::store::DbTarget;
-use posture_analyzer::{Analyzer, Limits, MqttProtocol, Outcome, RejectReason};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use posture_analyzer::{Limits, MqttProtocol, Outcome, RejectReason};
 use support::*;
-use tokio::sync::{mpsc, oneshot};
 
 /// The tests measure this process's peak memory: one at a time.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const LIMIT: usize = 1 << 20;
 const HUGE: usize = 40_000_000;
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Analyzer, RunStats)>,
-    outcomes: mpsc::UnboundedReceiver<Outcome>,
-}
-
-impl Running {
-    async fn start(mut analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (tx, outcomes) = mpsc::unbounded_channel();
-        let ready = Arc::new(AtomicBool::new(false));
-        let ready_flag = ready.clone();
-        let topics = vec![topic.to_string()];
-        let task = tokio::spawn(async move {
-            let stats = run_analyzer(
-                &cfg,
-                &topics,
-                None,
-                &mut analyzer,
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |up| ready_flag.store(up, Ordering::SeqCst),
-                move |o| {
-                    let _ = tx.send(o.clone());
-                },
-            )
-            .await
-            .unwrap();
-            (analyzer, stats)
-        });
-        for _ in 0..400 {
-            if ready.load(Ordering::SeqCst) {
-                return Self {
-                    stop,
-                    task,
-                    outcomes,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("analyzer did not subscribe");
-    }
-
-    async fn take(&mut self, n: usize) -> Vec<Outcome> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            match tokio::time::timeout(Duration::from_secs(60), self.outcomes.recv()).await {
-                Ok(Some(o)) => got.push(o),
-                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
-            }
-        }
-        got
-    }
-
-    /// Nothing more arrives within `wait`.
-    async fn quiet(&mut self, wait: Duration) {
-        if let Ok(Some(o)) = tokio::time::timeout(wait, self.outcomes.recv()).await {
-            panic!("unexpected outcome {o:?}");
-        }
-    }
-
-    async fn stop(self) -> (Analyzer, RunStats) {
-        let _ = self.stop.send(());
-        self.task.await.unwrap()
-    }
-}
-
-/// Publishes payloads at QoS 1 as an MQTT 3.1.1 camera (no size limit of
-/// its own) and waits for every PUBACK.
-async fn publish(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
-    let mut o = MqttOptions::new(format!("camera-{}", free_port()), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 28, 1 << 28);
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let n = payloads.len();
-    for p in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p)
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    while acked < n {
-        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
-            Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acked += 1,
-            Ok(Ok(_)) => {}
-            other => panic!("publishing: {other:?}"),
-        }
-    }
-    let _ = client.disconnect().await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), el.poll()).await;
-}
 
 fn b64(bytes: &[u8]) -> Vec<u8> {
     base64::engine::general_purpose::STANDARD
@@ -184,14 +87,17 @@ async fn mqtt5_broker_discards_a_40mb_message_and_the_camera_flows_on() {
 
     // First session: subscribe, then go away (the broker keeps the session).
     let a = analyzer(out.path(), &target, limits()).await;
-    let (a, _) = Running::start(a, cfg.clone(), topic).await.stop().await;
+    let (a, _) = Running::start_with(a, cfg.clone(), topic)
+        .await
+        .stop()
+        .await;
 
     // While the analyzer is away the camera sends a good frame, a 40 MB
     // message, a payload a little over the limit and another good frame.
     let good1 = b64(&frame_jpeg(RED, 1));
     let good2 = b64(&frame_jpeg(RED, 2));
     let over_by_a_little = vec![b'A'; LIMIT + 1000];
-    publish(
+    publish_raw(
         broker.port,
         topic,
         vec![good1, vec![b'B'; HUGE], over_by_a_little, good2],
@@ -201,7 +107,7 @@ async fn mqtt5_broker_discards_a_40mb_message_and_the_camera_flows_on() {
     // Memory from here on is the analyzer's (the publisher is gone).
     let measured = reset_peak();
     let (_, before) = rss();
-    let mut run = Running::start(a, cfg.clone(), topic).await;
+    let mut run = Running::start_with(a, cfg.clone(), topic).await;
     let got = run.take(3).await;
     run.quiet(Duration::from_secs(2)).await;
     let (peak, _) = rss();
@@ -247,8 +153,8 @@ async fn mqtt5_broker_discards_a_40mb_message_and_the_camera_flows_on() {
 
     // Nothing is redelivered on the next session: the broker discarded the
     // message (no stall), and a new frame goes through at once.
-    let mut run = Running::start(a, cfg, topic).await;
-    publish(broker.port, topic, vec![b64(&frame_jpeg(RED, 3))]).await;
+    let mut run = Running::start_with(a, cfg, topic).await;
+    publish_raw(broker.port, topic, vec![b64(&frame_jpeg(RED, 3))]).await;
     let got = run.take(1).await;
     assert!(matches!(&got[0], Outcome::Analyzed { .. }), "{:?}", got[0]);
     run.quiet(Duration::from_secs(1)).await;
@@ -267,8 +173,8 @@ async fn mqtt311_measures_before_copying_and_never_stalls() {
     let mut cfg = MqttConfig::new("127.0.0.1", broker.port, "analyzer-oversize-311");
     cfg.protocol = MqttProtocol::V311;
     let a = analyzer(out.path(), &target, limits()).await;
-    let mut run = Running::start(a, cfg, topic).await;
-    publish(
+    let mut run = Running::start_with(a, cfg, topic).await;
+    publish_raw(
         broker.port,
         topic,
         vec![vec![b'C'; 8_000_000], b64(&frame_jpeg(RED, 4))],

@@ -1,13 +1,10 @@
 use super::*;
 use posture_core::posture::{Landmark, Thresholds, Verdict, assess, landmark};
 
-fn pose() -> Pose {
+/// A pose with only the given landmarks, all clearly visible.
+fn pose_of(points: [(usize, (f32, f32)); 3]) -> Pose {
     let mut landmarks = vec![Landmark::default(); landmark::COUNT];
-    for (i, (x, y)) in [
-        (landmark::LEFT_EAR, (100.0, 40.0)),
-        (landmark::LEFT_SHOULDER, (100.0, 100.0)),
-        (landmark::LEFT_HIP, (100.0, 180.0)),
-    ] {
+    for (i, (x, y)) in points {
         landmarks[i] = Landmark {
             x,
             y,
@@ -20,6 +17,14 @@ fn pose() -> Pose {
         landmarks,
         score: 0.9,
     }
+}
+
+fn pose() -> Pose {
+    pose_of([
+        (landmark::LEFT_EAR, (100.0, 40.0)),
+        (landmark::LEFT_SHOULDER, (100.0, 100.0)),
+        (landmark::LEFT_HIP, (100.0, 180.0)),
+    ])
 }
 
 #[test]
@@ -66,25 +71,12 @@ fn bad_pose_from_the_right(w: u32, h: u32) -> Pose {
     let (w, h) = (w as f32, h as f32);
     let s = w.min(h);
     let (sx, sy) = (0.45 * w, 0.45 * h);
-    let mut landmarks = vec![Landmark::default(); landmark::COUNT];
     // Neck atan(0.3 / 0.2) ≈ 56° (Bad), torso atan(0.05 / 0.4) ≈ 7°.
-    for (i, (x, y)) in [
+    pose_of([
         (landmark::RIGHT_EAR, (sx + 0.3 * s, sy - 0.2 * s)),
         (landmark::RIGHT_SHOULDER, (sx, sy)),
         (landmark::RIGHT_HIP, (sx - 0.05 * s, sy + 0.4 * s)),
-    ] {
-        landmarks[i] = Landmark {
-            x,
-            y,
-            z: 0.0,
-            visibility: 0.99,
-            presence: 1.0,
-        };
-    }
-    Pose {
-        landmarks,
-        score: 0.9,
-    }
+    ])
 }
 
 /// The case: on a 176×253 frame the first text line ran off the
