@@ -16,6 +16,10 @@
 //!                                     └─► metrics (/metrics via the CLI's registry)
 //!  publish::publish_files: images ─► base64 JPEG ─► MQTT (QoS 1)      broker: embedded rumqttd for `local`
 //! ```
+//!
+//! The MQTT side subscribes through [`subscriber`] (MQTT 5 by default, so
+//! the broker discards messages over the payload limit; 3.1.1 on request)
+//! and measures every payload before copying it.
 
 pub mod annotate;
 pub mod broker;
