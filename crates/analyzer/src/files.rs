@@ -4,7 +4,9 @@
 
 use std::path::PathBuf;
 
+use crate::deadletter::OVERSIZED_PREFIX_BYTES;
 use crate::mqtt::RunStats;
+use crate::payload::read_file_bounded;
 use crate::pipeline::{AnalyzeError, Analyzer, Frame, Outcome};
 use crate::publish::image_files;
 
@@ -57,7 +59,10 @@ pub async fn analyze_files(
             }
         };
         for path in files {
-            let payload = match std::fs::read(&path) {
+            // The length is checked before reading: a file over the limit is
+            // never read whole (only its first bytes, for the dead letter).
+            let limit = analyzer.config().limits.max_payload_bytes;
+            let (payload, total) = match read_file_bounded(&path, limit, OVERSIZED_PREFIX_BYTES) {
                 Ok(p) => p,
                 Err(e) => {
                     let why = e.to_string();
@@ -73,13 +78,15 @@ pub async fn analyze_files(
                 payload,
                 received: jiff::Timestamp::now(),
             };
-            let outcome = analyzer
-                .process(&frame)
-                .await
-                .map_err(|source| FilesError {
-                    path: path.clone(),
-                    source,
-                })?;
+            let outcome = if total > limit {
+                analyzer.reject_oversized(&frame, total)
+            } else {
+                analyzer.process(&frame).await
+            };
+            let outcome = outcome.map_err(|source| FilesError {
+                path: path.clone(),
+                source,
+            })?;
             match &outcome {
                 Outcome::Analyzed { .. } => report.stats.analyzed += 1,
                 Outcome::Rejected { .. } => report.stats.rejected += 1,

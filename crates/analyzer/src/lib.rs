@@ -16,10 +16,14 @@
 //!  files (files::analyze_files) ──────────────┴─► pipeline::Analyzer::process
 //!     [blocking] payload ─ model ─ assess ─ annotate ─ encode ─ outputs::FileOutputs ─► analyzed_images/…, <camera>_results.csv (csvlog)
 //!     [async]    store::Store ─► db::Database: posture_log + posture_image (schema: migrations) | spool (replayed)
-//!     bad input / unwritable / refused row ─► deadletter        metrics ─► /metrics
+//!     bad input / unwritable / refused row ─► deadletter (bounded)        metrics ─► /metrics
 //!  retention: prune old images (rows kept)     export: database ─► seeds' files (results export, down)
 //!  publish::publish_files: images ─► base64 JPEG ─► MQTT (QoS 1)      broker: embedded rumqttd for `local`
 //! ```
+//!
+//! The MQTT side subscribes through [`subscriber`] (MQTT 5 by default, so
+//! the broker discards messages over the payload limit; 3.1.1 on request)
+//! and measures every payload before copying it.
 
 pub mod annotate;
 pub mod broker;
@@ -42,6 +46,7 @@ pub mod retry;
 pub mod schema;
 pub mod spool;
 pub mod store;
+pub mod subscriber;
 
 pub use metrics::Metrics;
 pub use model::{ModelError, PoseModel, load_blazepose};
@@ -53,18 +58,10 @@ pub use pipeline::{
 pub use posture_core::posture::Thresholds;
 pub use record::PostureRow;
 pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};
+pub use subscriber::MqttProtocol;
 /// Re-exported so the CLI names the same `image` and `posture-pose` versions.
 pub use {image, posture_pose};
 
-/// An error and its causes on one line (`a: b: c`), for log fields: our
-/// error types keep causes in `source()` rather than in their message.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
+/// An error and its causes on one line (`a: b: c`), for log fields (the
+/// workspace's one copy, re-exported for the analyzer's callers).
+pub use posture_core::error_chain;

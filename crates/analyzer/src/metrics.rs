@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::deadletter::DeadLetterMetrics;
 use crate::payload::RejectReason;
 
 /// Label set naming a camera.
@@ -62,6 +63,8 @@ pub struct Metrics {
     pub retried: Family<CameraLabels, Counter>,
     /// Annotated images removed from the database by retention.
     pub images_pruned: Counter,
+    /// The dead-letter folder's size and removals.
+    pub dead_letter: DeadLetterMetrics,
 }
 
 impl Default for Metrics {
@@ -79,6 +82,7 @@ impl Default for Metrics {
             db_errors: Family::default(),
             retried: Family::default(),
             images_pruned: Counter::default(),
+            dead_letter: DeadLetterMetrics::default(),
         }
     }
 }
@@ -133,6 +137,21 @@ impl Metrics {
             "Annotated images removed from the database by retention (rows are kept)",
             m.images_pruned.clone(),
         );
+        registry.register(
+            "dead_letters_removed",
+            "Dead letters removed, oldest first, to keep the folder within its bounds",
+            m.dead_letter.removed.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Letters in the dead-letter folder",
+            m.dead_letter.letters.clone(),
+        );
+        registry.register(
+            "dead_letter_bytes",
+            "Bytes in the dead-letter folder (payloads and sidecars)",
+            m.dead_letter.bytes.clone(),
+        );
         // Every reason shows up as 0 before it first happens.
         for r in RejectReason::ALL {
             let _ = m.failed.get_or_create(&ReasonLabels {
@@ -182,6 +201,9 @@ mod tests {
             "posture_analyzer_frames_failed_total{reason=\"too_many_pixels\"} 0",
             "posture_analyzer_analysis_duration_seconds_count 1",
             "posture_analyzer_spool_depth 3",
+            "posture_analyzer_dead_letters_removed_total 0",
+            "posture_analyzer_dead_letters 0",
+            "posture_analyzer_dead_letter_bytes 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

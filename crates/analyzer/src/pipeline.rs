@@ -15,7 +15,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ab_glyph::FontVec;
@@ -24,11 +24,13 @@ use posture_core::posture::{Assessment, Pose, Thresholds, Verdict, assess};
 
 use crate::annotate::annotate;
 use crate::csvlog::Appended;
-use crate::deadletter::{DeadLetterError, DeadLetters, sanitize};
+use crate::deadletter::{
+    DeadLetterError, DeadLetterLimits, DeadLetters, Letter, OVERSIZED_PREFIX_BYTES, sanitize,
+};
 use crate::metrics::{CameraLabels, Metrics, ReasonLabels, VerdictLabels};
 use crate::model::PoseModel;
 use crate::outputs::{FileOutputs, MAX_OPEN_CSV, OutputError, Outputs};
-use crate::payload::{Limits, RejectReason, Rejected, decode_payload};
+use crate::payload::{Limits, RejectReason, Rejected, decode_payload, too_large};
 use crate::record::{PostureRow, frame_id, row_time};
 use crate::store::{Recorded, SpoolError, Store};
 
@@ -49,6 +51,8 @@ pub struct AnalyzerConfig {
     pub jpeg_quality: u8,
     /// Where annotated images go besides the row (database, local files).
     pub outputs: Outputs,
+    /// Bounds of the dead-letter folder.
+    pub dead_letter: DeadLetterLimits,
 }
 
 impl AnalyzerConfig {
@@ -62,6 +66,7 @@ impl AnalyzerConfig {
             font: None,
             jpeg_quality: 85,
             outputs: Outputs::default(),
+            dead_letter: DeadLetterLimits::default(),
         }
     }
 }
@@ -180,8 +185,33 @@ struct Worker {
     model: Box<dyn PoseModel>,
     font: Option<Arc<FontVec>>,
     files: FileOutputs,
-    dead: DeadLetters,
+    dead: Arc<Mutex<DeadLetters>>,
     cfg: AnalyzerConfig,
+}
+
+/// Keeps `frame` (its first bytes only when it is too large) in the
+/// dead-letter folder shared by the pipeline and the store.
+pub(crate) fn keep_letter(
+    dead: &Mutex<DeadLetters>,
+    frame: &Frame,
+    rejected: &Rejected,
+    total_bytes: usize,
+) -> Result<PathBuf, DeadLetterError> {
+    let keep = match rejected.reason {
+        RejectReason::TooLarge => frame.payload.len().min(OVERSIZED_PREFIX_BYTES),
+        _ => frame.payload.len(),
+    };
+    // A panic while holding the lock leaves the index usable: files are the truth.
+    let mut dead = dead.lock().unwrap_or_else(|p| p.into_inner());
+    dead.keep(&Letter {
+        camera: &frame.camera,
+        source: &frame.source,
+        received: frame.received,
+        reason: rejected.reason.as_str(),
+        detail: &rejected.detail,
+        payload: &frame.payload[..keep],
+        payload_bytes: total_bytes,
+    })
 }
 
 /// What the blocking half did with a frame.
@@ -266,13 +296,7 @@ impl Worker {
     }
 
     fn reject(&self, frame: &Frame, rejected: Rejected) -> Step {
-        match self.dead.keep(
-            &frame.camera,
-            &frame.source,
-            frame.received,
-            &frame.payload,
-            &rejected,
-        ) {
+        match keep_letter(&self.dead, frame, &rejected, frame.payload.len()) {
             Ok(kept) => Step::Rejected {
                 reason: rejected.reason,
                 detail: rejected.detail,
@@ -291,6 +315,7 @@ pub struct Analyzer {
     metrics: Metrics,
     logged_reasons: HashSet<RejectReason>,
     timings: StageTimings,
+    dead: Arc<Mutex<DeadLetters>>,
 }
 
 impl Analyzer {
@@ -303,13 +328,17 @@ impl Analyzer {
         metrics: Metrics,
     ) -> Self {
         let font = crate::annotate::load_font(cfg.font.as_deref()).map(Arc::new);
-        let dead = DeadLetters::new(&cfg.out_dir);
+        let dead = Arc::new(Mutex::new(DeadLetters::open(
+            &cfg.out_dir,
+            cfg.dead_letter,
+            metrics.dead_letter.clone(),
+        )));
         store.set_dead_letters(dead.clone());
         let worker = Worker {
             model,
             font,
             files: FileOutputs::new(cfg.out_dir.clone(), MAX_OPEN_CSV),
-            dead,
+            dead: dead.clone(),
             cfg: cfg.clone(),
         };
         Self {
@@ -319,6 +348,7 @@ impl Analyzer {
             metrics,
             logged_reasons: HashSet::new(),
             timings: StageTimings::default(),
+            dead,
         }
     }
 
@@ -366,6 +396,10 @@ impl Analyzer {
                 camera: frame.camera.clone(),
             })
             .inc();
+        if frame.payload.len() > self.cfg.limits.max_payload_bytes {
+            // Neither copied nor decoded: only its first bytes are kept.
+            return self.reject_too_large(frame, frame.payload.len());
+        }
         let started = Instant::now();
         let Some(mut worker) = self.worker.take() else {
             return Err(AnalyzeError::Task(
@@ -443,22 +477,45 @@ impl Analyzer {
         }
     }
 
+    /// Rejects a frame too large to be read whole (checked by the MQTT loop
+    /// and files mode before any copy): `frame.payload` holds only its first
+    /// bytes and `total_bytes` is its real length. Counted, dead-lettered
+    /// (first [`OVERSIZED_PREFIX_BYTES`] only) and acknowledgeable like any
+    /// rejection.
+    pub fn reject_oversized(
+        &mut self,
+        frame: &Frame,
+        total_bytes: usize,
+    ) -> Result<Outcome, AnalyzeError> {
+        self.metrics
+            .received
+            .get_or_create(&CameraLabels {
+                camera: frame.camera.clone(),
+            })
+            .inc();
+        self.reject_too_large(frame, total_bytes)
+    }
+
+    fn reject_too_large(
+        &mut self,
+        frame: &Frame,
+        total_bytes: usize,
+    ) -> Result<Outcome, AnalyzeError> {
+        let rejected = too_large(total_bytes, &self.cfg.limits);
+        let kept = keep_letter(&self.dead, frame, &rejected, total_bytes)?;
+        Ok(self.rejected(frame, rejected.reason, &rejected.detail, kept))
+    }
+
     /// The database refused the row for good: keep the frame as a dead letter.
     async fn db_rejected(&mut self, frame: &Frame, why: String) -> Result<Outcome, AnalyzeError> {
-        let dead = DeadLetters::new(&self.cfg.out_dir);
+        let dead = self.dead.clone();
         let owned = frame.clone();
         let rejected = Rejected {
             reason: RejectReason::DbRejected,
             detail: why.clone(),
         };
         let kept = tokio::task::spawn_blocking(move || {
-            dead.keep(
-                &owned.camera,
-                &owned.source,
-                owned.received,
-                &owned.payload,
-                &rejected,
-            )
+            keep_letter(&dead, &owned, &rejected, owned.payload.len())
         })
         .await
         .map_err(|e| AnalyzeError::Task(e.to_string()))??;

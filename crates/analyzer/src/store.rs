@@ -13,12 +13,13 @@
 //! every row after it.
 
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use posture_core::backoff::Backoff;
 use tokio::time::Instant;
 
-use crate::deadletter::DeadLetters;
+use crate::deadletter::{DeadLetterLimits, DeadLetters};
 use crate::metrics::{KindLabels, Metrics, ReasonLabels};
 use crate::payload::{RejectReason, Rejected};
 use crate::record::PostureRow;
@@ -52,7 +53,7 @@ pub struct Store {
     /// Entries in those bytes.
     replayed_entries: usize,
     metrics: Metrics,
-    dead: DeadLetters,
+    dead: Arc<Mutex<DeadLetters>>,
     backoff: Backoff,
     /// Consecutive failed attempts to reach the database.
     failures: u32,
@@ -81,7 +82,11 @@ impl Store {
             replayed: 0,
             replayed_entries: 0,
             metrics: metrics.clone(),
-            dead: DeadLetters::new(base),
+            dead: Arc::new(Mutex::new(DeadLetters::open(
+                base,
+                DeadLetterLimits::default(),
+                metrics.dead_letter.clone(),
+            ))),
             backoff: Backoff {
                 initial: Duration::from_millis(500),
                 max: Duration::from_secs(30),
@@ -93,7 +98,7 @@ impl Store {
     }
 
     /// Where rows the database refuses are kept.
-    pub fn set_dead_letters(&mut self, dead: DeadLetters) {
+    pub fn set_dead_letters(&mut self, dead: Arc<Mutex<DeadLetters>>) {
         self.dead = dead;
     }
 
@@ -233,10 +238,14 @@ impl Store {
                 reason: RejectReason::DbRejected.as_str().to_string(),
             })
             .inc();
-        match self
-            .dead
-            .keep(&row.pi_id, "spool", received, s.line.as_bytes(), &rejected)
-        {
+        let frame = crate::pipeline::Frame {
+            camera: row.pi_id.clone(),
+            source: "spool".into(),
+            name_hint: None,
+            payload: s.line.clone().into_bytes(),
+            received,
+        };
+        match crate::pipeline::keep_letter(&self.dead, &frame, &rejected, frame.payload.len()) {
             Ok(kept) => {
                 tracing::warn!(camera = %row.pi_id, frame_id = %row.frame_id, kept = %kept.display(), error = %rejected.detail, "the database refuses a spooled row for good; kept in the dead-letter folder")
             }

@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use posture_analyzer::Database;
 use posture_analyzer::export::{ExportFormat, ExportOptions, export};
 
-use super::analyze::DbArgs;
+use crate::args::DbArgs;
 
 /// `posture-farm results …`.
 #[derive(Debug, clap::Subcommand)]

@@ -165,7 +165,7 @@ async fn analyzer(
     dir: &Path,
     target: &DbTarget,
 ) -> anyhow::Result<Analyzer> {
-    let model = super::super::analyze::load_model(&args.models_dir, 1)?;
+    let model = crate::args::load_model(&args.models_dir, 1)?;
     let db = Database::open(target)
         .await
         .with_context(|| format!("opening {}", target.describe()))?;
