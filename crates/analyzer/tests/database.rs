@@ -1,6 +1,8 @@
 //! The database side on real servers: PostgreSQL over TLS from the legacy
 //! `DB_*` settings.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use std::path::{Path, PathBuf};

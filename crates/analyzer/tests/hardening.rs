@@ -3,6 +3,8 @@
 //! (topic segment) does not make file names the file system refuses; the
 //! number of open CSV files stays bounded however many cameras there are.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use posture_analyzer::store::DbTarget;

@@ -5,6 +5,8 @@
 //! images and keeps rows; the seeds' legacy table accepts rows; concurrent
 //! first starts migrate once.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use std::collections::BTreeMap;
