@@ -18,13 +18,15 @@
 //! The geometry and post-processing ([`geometry`], [`warp`], [`detect`],
 //! [`landmarks`]) are pure functions tested without a model;
 //! [`PoseEstimator`] only glues them to the two ONNX Runtime sessions.
-//! The models directory comes from `posture-farm setup` (or the script);
+//! The models directory comes from `posture-farm setup` (or the script) and
+//! is found by one rule, [`models::resolve`];
 //! nothing is downloaded at run time.
 
 pub mod detect;
 pub mod estimator;
 pub mod geometry;
 pub mod landmarks;
+pub mod models;
 pub mod warp;
 
 use std::path::PathBuf;
@@ -35,16 +37,12 @@ pub use estimator::{DETECTOR_FILE, LANDMARK_FILE, PoseEstimator, RUNTIME_FILE, c
 pub use image;
 pub use posture_core::posture::{Landmark, Pose};
 
-/// Environment variable naming the models directory.
-pub const MODELS_DIR_ENV: &str = "POSTURE_MODELS_DIR";
+pub use models::MODELS_DIR_ENV;
 
 /// Where the models live unless told otherwise: `$POSTURE_MODELS_DIR`, else
-/// `./models` (what `scripts/setup-models.sh` writes by default).
+/// an existing `./models`, else the per-user data directory (see [`models`]).
 pub fn default_models_dir() -> PathBuf {
-    match std::env::var_os(MODELS_DIR_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("models"),
-    }
+    models::resolve_current().path
 }
 
 /// How to load and run the estimator.

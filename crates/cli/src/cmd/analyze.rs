@@ -72,11 +72,13 @@ pub struct PipelineArgs {
     /// Directory for outputs: analyzed_images/, <camera>_results.csv, dead_letter/, spool/.
     #[arg(long = "out-dir", env = "OUTPUT_DIR", default_value = ".")]
     pub out_dir: PathBuf,
-    /// Models directory made by `posture-farm setup`.
+    /// Models directory made by `posture-farm setup`. Default: ./models if it
+    /// holds model files, else $XDG_DATA_HOME/posture-farm/models, else
+    /// ~/.local/share/posture-farm/models (where `setup` installs).
     #[arg(
         long = "models-dir",
         env = "POSTURE_MODELS_DIR",
-        default_value = "models"
+        default_value_os_t = posture_pose::models::default_dir()
     )]
     pub models_dir: PathBuf,
     /// Inference threads (1 = one core per analyzer).

@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use posture_pose::models::Env;
 use posture_pose::{PoseConfig, PoseEstimator};
 
 /// The setup script and the files it reads, as committed in `scripts/`.
@@ -51,11 +52,14 @@ const SMOKE_PHOTO: &str = "samples/astronaut.png";
 #[derive(Debug, clap::Args)]
 pub struct SetupArgs {
     /// Directory to fill with pose_detection.onnx, pose_landmark_full.onnx,
-    /// libonnxruntime.so and samples/.
-    #[arg(long, env = "POSTURE_MODELS_DIR", default_value = "models")]
+    /// libonnxruntime.so and samples/. Default: ./models if it already holds
+    /// model files, else $XDG_DATA_HOME/posture-farm/models, else
+    /// ~/.local/share/posture-farm/models (where every command looks).
+    #[arg(long, env = "POSTURE_MODELS_DIR", default_value_os_t = posture_pose::models::default_dir())]
     pub models_dir: PathBuf,
     /// Cache for downloaded wheels and the converter's Python venv
-    /// [default: ./.cache/pose-setup].
+    /// [default: $XDG_CACHE_HOME/posture-farm/pose-setup, else
+    /// ~/.cache/posture-farm/pose-setup].
     #[arg(long, env = "POSTURE_SETUP_CACHE")]
     pub cache_dir: Option<PathBuf>,
     /// Python 3 interpreter with pip and venv, used to download the wheels
@@ -144,7 +148,12 @@ fn run_script(args: &SetupArgs) -> anyhow::Result<()> {
         let cache = args
             .cache_dir
             .clone()
-            .unwrap_or_else(|| cwd.join(".cache/pose-setup"));
+            .unwrap_or_else(|| posture_pose::models::setup_cache_dir(&Env::current()));
+        let cache = if cache.is_absolute() {
+            cache
+        } else {
+            cwd.join(cache)
+        };
         let models_dir = if args.models_dir.is_absolute() {
             args.models_dir.clone()
         } else {
@@ -230,6 +239,27 @@ mod tests {
             .filter_map(|l| l.split_whitespace().nth(3))
             .collect();
         assert_eq!(arches, ["x86_64", "aarch64"]);
+    }
+
+    #[test]
+    fn help_says_where_models_are_looked_for() {
+        use clap::CommandFactory as _;
+        let mut cli = crate::cmd::Cli::command();
+        for path in [&["setup"][..], &["analyze"], &["local"], &["bench", "pose"]] {
+            let mut cmd = &mut cli;
+            for name in path {
+                cmd = cmd.find_subcommand_mut(name).unwrap();
+            }
+            let help = cmd.render_long_help().to_string();
+            for part in [
+                "POSTURE_MODELS_DIR",
+                "./models if",
+                "$XDG_DATA_HOME/posture-farm/models",
+                "~/.local/share/posture-farm/models",
+            ] {
+                assert!(help.contains(part), "{path:?} --help lacks {part}:\n{help}");
+            }
+        }
     }
 
     #[test]

@@ -21,8 +21,10 @@ pub struct BenchPoseArgs {
     /// ONNX Runtime intra-op threads.
     #[arg(long, env = "POSE_THREADS", default_value_t = 1)]
     pub threads: usize,
-    /// Directory with the models (from `posture-farm setup`).
-    #[arg(long, env = "POSTURE_MODELS_DIR", default_value = "models")]
+    /// Directory with the models (from `posture-farm setup`). Default:
+    /// ./models if it holds model files, else
+    /// $XDG_DATA_HOME/posture-farm/models, else ~/.local/share/posture-farm/models.
+    #[arg(long, env = "POSTURE_MODELS_DIR", default_value_os_t = posture_pose::models::default_dir())]
     pub models_dir: PathBuf,
 }
 
