@@ -33,6 +33,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Label set of the pose model's device.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// `cpu`, `cuda` or `tensorrt` (what `--device auto` settled on).
+    pub device: String,
+}
+
 /// The analyzer's metrics; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -48,6 +55,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Rows waiting in the spool for the database.
     pub spool_depth: Gauge,
+    /// 1 for the device the pose model runs on (an info metric).
+    pub pose_device: Family<DeviceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -62,6 +71,7 @@ impl Default for Metrics {
                 0.005, 2.0, 12,
             )),
             spool_depth: Gauge::default(),
+            pose_device: Family::default(),
         }
     }
 }
@@ -101,6 +111,11 @@ impl Metrics {
             "Rows waiting in the local spool for the database",
             m.spool_depth.clone(),
         );
+        registry.register(
+            "pose_device_info",
+            "The device the pose model runs on (cpu, cuda, tensorrt): 1 for the one in use",
+            m.pose_device.clone(),
+        );
         // Every reason shows up as 0 before it first happens.
         for r in RejectReason::ALL {
             let _ = m.failed.get_or_create(&ReasonLabels {
@@ -108,6 +123,15 @@ impl Metrics {
             });
         }
         m
+    }
+
+    /// Records the device the pose model runs on.
+    pub fn set_pose_device(&self, device: &str) {
+        self.pose_device
+            .get_or_create(&DeviceLabels {
+                device: device.to_string(),
+            })
+            .set(1);
     }
 
     /// Count of rejected frames for `reason` (tests, summaries).

@@ -149,13 +149,29 @@ pub fn resolve_current() -> ModelsDir {
 /// venv: `$XDG_CACHE_HOME/posture-farm/pose-setup`, else
 /// `$HOME/.cache/posture-farm/pose-setup`, else `./.cache/pose-setup`.
 pub fn setup_cache_dir(env: &Env) -> PathBuf {
-    if let Some(d) = non_empty(&env.xdg_cache_home).filter(|d| d.is_absolute()) {
-        return d.join("posture-farm/pose-setup");
-    }
-    non_empty(&env.home)
-        .filter(|h| h.is_absolute())
-        .map(|h| h.join(".cache/posture-farm/pose-setup"))
+    cache_home(env)
+        .map(|c| c.join("posture-farm/pose-setup"))
         .unwrap_or_else(|| PathBuf::from(".cache/pose-setup"))
+}
+
+/// Where the TensorRT provider caches its engines:
+/// `$XDG_CACHE_HOME/posture-farm/tensorrt`, else
+/// `$HOME/.cache/posture-farm/tensorrt`, else `<temp>/posture-farm-tensorrt`.
+pub fn tensorrt_cache_dir(env: &Env) -> PathBuf {
+    cache_home(env)
+        .map(|c| c.join("posture-farm/tensorrt"))
+        .unwrap_or_else(|| std::env::temp_dir().join("posture-farm-tensorrt"))
+}
+
+/// `$XDG_CACHE_HOME`, else `$HOME/.cache`, when absolute.
+fn cache_home(env: &Env) -> Option<PathBuf> {
+    non_empty(&env.xdg_cache_home)
+        .filter(|d| d.is_absolute())
+        .or_else(|| {
+            non_empty(&env.home)
+                .filter(|h| h.is_absolute())
+                .map(|h| h.join(".cache"))
+        })
 }
 
 #[cfg(test)]
@@ -245,6 +261,11 @@ mod tests {
             setup_cache_dir(&Env::default()),
             PathBuf::from(".cache/pose-setup")
         );
+        assert_eq!(
+            tensorrt_cache_dir(&e),
+            PathBuf::from("/c/posture-farm/tensorrt")
+        );
+        assert!(tensorrt_cache_dir(&Env::default()).is_absolute());
     }
 
     proptest! {

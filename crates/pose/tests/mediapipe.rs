@@ -207,3 +207,118 @@ fn result_does_not_depend_on_previous_images() {
         Err(posture_pose::PoseError::EmptyImage)
     ));
 }
+
+fn tracking_estimator(dir: &std::path::Path) -> PoseEstimator {
+    PoseEstimator::load(&PoseConfig {
+        models_dir: dir.to_path_buf(),
+        mode: posture_pose::Mode::Tracking,
+        ..PoseConfig::default()
+    })
+    .expect("load models")
+}
+
+/// Every sample photo, and each turned sideways (the rotated ROI path).
+fn photos_and_turns(dir: &std::path::Path) -> Vec<(String, RgbImage)> {
+    let mut out = Vec::new();
+    for name in [
+        "astronaut.png",
+        "camera.png",
+        "coffee.png",
+        "grace_hopper.jpg",
+    ] {
+        let img = load(dir, name);
+        out.push((format!("{name}@rot90"), image::imageops::rotate90(&img)));
+        out.push((format!("{name}@rot270"), image::imageops::rotate270(&img)));
+        out.push((name.to_string(), img));
+    }
+    out
+}
+
+#[test]
+fn tracking_skips_the_detector_and_keeps_the_answers() {
+    use posture_core::posture::Thresholds;
+    use posture_pose::agreement::{Agreement, MAX_ANGLE_DIFF_DEG};
+    let Some(dir) = models_dir() else { return };
+    let mut still = estimator(&dir);
+    let mut track = tracking_estimator(&dir);
+    let mut agreement = Agreement::default();
+    for (name, img) in photos_and_turns(&dir) {
+        let reference = still.estimate(&img).expect("estimate");
+        // A still camera: the same frame five times on one stream.
+        for frame in 0..5 {
+            let (got, t) = track.estimate_timed(Some(&name), &img).expect("track");
+            let tracked = frame > 0 && reference.is_some();
+            assert_eq!(
+                t.detector_ran, !tracked,
+                "{name} frame {frame}: detector_ran {} ({t:?})",
+                t.detector_ran
+            );
+            if frame == 0 {
+                assert_eq!(got, reference, "{name}: the first frame is a static one");
+            }
+            agreement.add(
+                &format!("{name}#{frame}"),
+                reference.as_ref(),
+                got.as_ref(),
+                &Thresholds::default(),
+            );
+        }
+    }
+    eprintln!("tracking vs static: {}", agreement.summary());
+    assert!(
+        agreement.within(MAX_ANGLE_DIFF_DEG),
+        "{}",
+        agreement.summary()
+    );
+    assert!(agreement.measured >= 40, "{}", agreement.summary());
+}
+
+#[test]
+fn tracks_are_per_stream_and_follow_a_changing_scene() {
+    use posture_core::posture::Thresholds;
+    use posture_pose::agreement::{Agreement, MAX_ANGLE_DIFF_DEG};
+    let Some(dir) = models_dir() else { return };
+    let mut still = estimator(&dir);
+    let mut track = tracking_estimator(&dir);
+    let (a, b, nobody) = (
+        load(&dir, "astronaut.png"),
+        load(&dir, "camera.png"),
+        load(&dir, "coffee.png"),
+    );
+    let want_a = still.estimate(&a).expect("a");
+    let want_b = still.estimate(&b).expect("b");
+    let mut agreement = Agreement::default();
+    let t = Thresholds::default();
+    // Two cameras interleaved on one estimator: neither disturbs the other.
+    for i in 0..3 {
+        let got_a = track.estimate_stream("cam-a", &a).expect("a");
+        let got_b = track.estimate_stream("cam-b", &b).expect("b");
+        agreement.add(&format!("a#{i}"), want_a.as_ref(), got_a.as_ref(), &t);
+        agreement.add(&format!("b#{i}"), want_b.as_ref(), got_b.as_ref(), &t);
+    }
+    // One camera whose scene changes: the person moves elsewhere, then leaves.
+    track.estimate_stream("cam-c", &a).expect("c");
+    let moved = track.estimate_stream("cam-c", &b).expect("moved");
+    agreement.add("moved", want_b.as_ref(), moved.as_ref(), &t);
+    let (left, timing) = track.estimate_timed(Some("cam-c"), &nobody).expect("left");
+    assert!(left.is_none(), "nobody in coffee.png");
+    assert!(
+        timing.detector_ran,
+        "a lost track runs the detector: {timing:?}"
+    );
+    eprintln!("per-stream tracking vs static: {}", agreement.summary());
+    assert!(
+        agreement.within(MAX_ANGLE_DIFF_DEG),
+        "{}",
+        agreement.summary()
+    );
+    // Without a stream, or in static mode, nothing is remembered.
+    let (_, t1) = track.estimate_timed(None, &a).expect("none");
+    assert!(t1.detector_ran);
+    let (_, t2) = still.estimate_timed(Some("cam-a"), &a).expect("static");
+    let (_, t3) = still.estimate_timed(Some("cam-a"), &a).expect("static");
+    assert!(
+        t2.detector_ran && t3.detector_ran,
+        "static mode never tracks"
+    );
+}

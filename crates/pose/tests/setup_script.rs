@@ -121,3 +121,50 @@ fn truncated_or_altered_files_are_caught() {
         "{err}"
     );
 }
+
+#[test]
+fn gpu_check_names_the_gpu_runtime_and_cuda_libraries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/setup-models.sh"))
+        .args(["--check", "--gpu", "--arch", "x86_64", "--models-dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("run bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for f in [
+        "pose_detection.onnx",
+        "gpu/libonnxruntime.so",
+        "gpu/libonnxruntime_providers_cuda.so",
+        "gpu/libcudart.so.12",
+        "gpu/libcudnn.so.9",
+    ] {
+        assert!(
+            err.contains(&format!("missing: {}/{f}", tmp.path().display())),
+            "{f} not reported:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn gpu_on_a_jetson_points_at_jetpack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/setup-models.sh"))
+        .args(["--gpu", "--arch", "aarch64", "--models-dir"])
+        .arg(tmp.path())
+        .output()
+        .expect("run bash");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ORT_DYLIB_PATH") && err.contains("JetPack"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}

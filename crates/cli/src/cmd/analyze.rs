@@ -3,7 +3,7 @@
 //! Flags here only configure; the work is in the `posture-analyzer` crate.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use posture_analyzer::store::{DbTarget, LegacyDbVars};
@@ -84,6 +84,16 @@ pub struct PipelineArgs {
     /// Inference threads (1 = one core per analyzer).
     #[arg(long = "pose-threads", env = "POSE_THREADS", default_value_t = 1)]
     pub pose_threads: usize,
+    /// Where the pose model runs: auto (TensorRT, else CUDA, else the CPU,
+    /// saying why in one log line), cpu, cuda or tensorrt (an error if the GPU
+    /// cannot be used). GPUs need `posture-farm setup --gpu` or ORT_DYLIB_PATH.
+    #[arg(long = "device", env = "POSE_DEVICE", default_value = "auto")]
+    pub device: posture_pose::Device,
+    /// static (every frame on its own) or tracking (per camera, skip the
+    /// detector while the person stays where it was found). Default:
+    /// tracking for MQTT cameras, static for --files and `local`'s samples.
+    #[arg(long = "pose-mode", env = "POSE_MODE")]
+    pub pose_mode: Option<posture_pose::Mode>,
     /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
     #[arg(
         long = "neck-threshold",
@@ -166,12 +176,19 @@ impl PipelineArgs {
             self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
             "thresholds must be positive degrees"
         );
-        let model = load_model(&self.models_dir, self.pose_threads)?;
+        let model = load_model(&posture_pose::PoseConfig {
+            models_dir: self.models_dir.clone(),
+            threads: self.pose_threads.max(1),
+            device: self.device,
+            mode: self.pose_mode.unwrap_or(posture_pose::Mode::Tracking),
+            ..posture_pose::PoseConfig::default()
+        })?;
         let target = self.db_target()?;
         let db = Database::open(&target)
             .await
             .with_context(|| format!("opening the database {}", target.describe()))?;
         let metrics = Metrics::register(registry.sub_registry_with_prefix("posture_analyzer"));
+        metrics.set_pose_device(model.device());
         let spool = self
             .spool_path
             .clone()
@@ -206,17 +223,17 @@ impl PipelineArgs {
 
 /// Loads BlazePose, or says how to get it.
 pub fn load_model(
-    models_dir: &Path,
-    threads: usize,
+    cfg: &posture_pose::PoseConfig,
 ) -> anyhow::Result<Box<dyn posture_analyzer::PoseModel>> {
-    if posture_analyzer::posture_pose::check_models_dir(models_dir).is_err() {
+    let dir = &cfg.models_dir;
+    if posture_pose::check_models_dir(dir).is_err() {
         anyhow::bail!(
             "the pose model is not in {} — run `posture-farm setup` (or scripts/setup-models.sh), or point --models-dir / POSTURE_MODELS_DIR at it",
-            models_dir.display()
+            dir.display()
         );
     }
-    let est = posture_analyzer::load_blazepose(models_dir, threads.max(1))
-        .with_context(|| format!("loading the pose model from {}", models_dir.display()))?;
+    let est = posture_analyzer::model::load_blazepose_with(cfg)
+        .with_context(|| format!("loading the pose model from {}", dir.display()))?;
     Ok(Box::new(est))
 }
 
@@ -247,7 +264,13 @@ pub struct AnalyzeArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
+    if !args.files.is_empty() {
+        // Files are unrelated photos, not a camera's frames.
+        args.pipeline
+            .pose_mode
+            .get_or_insert(posture_pose::Mode::Static);
+    }
     let mut registry = Registry::default();
     let mut analyzer = args.pipeline.build(&mut registry).await?;
     if !args.files.is_empty() {
@@ -406,6 +429,23 @@ mod tests {
         assert_eq!(a.files.len(), 2);
         assert_eq!(a.pipeline.neck_threshold, 35.0);
         assert_eq!(a.camera_id.as_deref(), Some("desk"));
+    }
+
+    #[test]
+    fn pose_device_and_mode() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Auto);
+        assert_eq!(
+            a.pipeline.pose_mode, None,
+            "decided by run(): tracking unless --files"
+        );
+        let a = analyze(&["--topic", "t", "--device", "cuda", "--pose-mode", "static"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Cuda);
+        assert_eq!(a.pipeline.pose_mode, Some(posture_pose::Mode::Static));
+        assert!(
+            Cli::try_parse_from(["posture-farm", "analyze", "--device", "gpu"]).is_err(),
+            "unknown devices are refused"
+        );
     }
 
     #[test]
