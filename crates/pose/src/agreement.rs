@@ -68,6 +68,19 @@ impl Agreement {
         self.mismatches.is_empty() && self.max_neck_deg <= max_deg && self.max_torso_deg <= max_deg
     }
 
+    /// `Ok` when [`Self::within`] `max_deg` and at least `min_measured`
+    /// images had angles on both sides; else the summary, for a test failure.
+    pub fn check(&self, max_deg: f32, min_measured: usize) -> Result<(), String> {
+        if self.within(max_deg) && self.measured >= min_measured {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} (wanted angles within {max_deg}° and at least {min_measured} measured)",
+                self.summary()
+            ))
+        }
+    }
+
     /// One line for a report.
     pub fn summary(&self) -> String {
         format!(
@@ -146,6 +159,9 @@ mod tests {
         assert_eq!(a.max_torso_deg, 0.0);
         assert!(!a.within(MAX_ANGLE_DIFF_DEG));
         assert!(a.within(0.6));
+        assert!(a.check(0.6, 1).is_ok());
+        assert!(a.check(0.6, 2).unwrap_err().contains("at least 2 measured"));
+        assert!(a.check(0.5, 1).is_err());
     }
 
     #[test]

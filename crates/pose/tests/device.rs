@@ -7,37 +7,24 @@
 //! where `setup --gpu` ran. Skipped (with a notice) when `ORT_DYLIB_PATH`
 //! names another library, and where the models are missing (fails under CI).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use posture_pose::image;
 use posture_pose::{
     DETECTOR_FILE, Device, LANDMARK_FILE, PoseConfig, PoseError, PoseEstimator, RUNTIME_FILE,
 };
 
 fn models_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("POSTURE_MODELS_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
-    };
     if std::env::var_os("ORT_DYLIB_PATH").is_some_and(|p| !p.is_empty()) {
         eprintln!(
             "SKIP: ORT_DYLIB_PATH names another ONNX Runtime; these tests need the CPU build"
         );
         return None;
     }
-    match posture_pose::check_models_dir(&dir) {
-        Ok(()) => Some(dir),
-        Err(e) => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but the pose models are missing: {e}"
-            );
-            eprintln!("SKIP: {e}");
-            None
-        }
-    }
+    support::models_dir()
 }
 
 /// A models directory with the CPU runtime only (no `gpu/`), as CI has.
@@ -123,9 +110,7 @@ fn auto_falls_back_to_the_cpu_with_one_log_line_and_the_same_results() {
     let mut cpu = PoseEstimator::load(&config(dir.path(), Device::Cpu)).expect("cpu");
     assert_eq!(cpu.device(), Device::Cpu);
     for name in ["astronaut.png", "grace_hopper.jpg", "coffee.png"] {
-        let img = image::open(dir.path().join("samples").join(name))
-            .expect("sample")
-            .to_rgb8();
+        let img = support::load(dir.path(), name);
         assert_eq!(
             auto.estimate(&img).expect("auto"),
             cpu.estimate(&img).expect("cpu"),

@@ -8,54 +8,24 @@
 //! failure, for runs on GPU machines. The same comparison, with timings:
 //! `posture-farm bench pose --device cuda`.
 
-use std::path::PathBuf;
+mod support;
 
 use posture_core::posture::Thresholds;
 use posture_pose::agreement::{Agreement, MAX_ANGLE_DIFF_DEG};
-use posture_pose::image::{self, RgbImage, imageops};
 use posture_pose::{Device, PoseConfig, PoseError, PoseEstimator};
-
-fn models_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("POSTURE_MODELS_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
-    };
-    match posture_pose::check_models_dir(&dir) {
-        Ok(()) => Some(dir),
-        Err(e) => {
-            eprintln!("SKIP: {e}");
-            None
-        }
-    }
-}
-
-fn photos(dir: &std::path::Path) -> Vec<(String, RgbImage)> {
-    let mut out = Vec::new();
-    for name in [
-        "astronaut.png",
-        "camera.png",
-        "coffee.png",
-        "grace_hopper.jpg",
-    ] {
-        let img = image::open(dir.join("samples").join(name))
-            .expect("sample")
-            .to_rgb8();
-        out.push((format!("{name}@rot90"), imageops::rotate90(&img)));
-        out.push((name.to_string(), img));
-    }
-    out
-}
 
 #[test]
 fn every_usable_gpu_provider_matches_the_cpu() {
-    let Some(dir) = models_dir() else { return };
+    let Some(dir) = support::models_dir() else {
+        return;
+    };
     let require = std::env::var_os("POSE_REQUIRE_GPU").is_some_and(|v| v == "1");
     let cfg = |device| PoseConfig {
         models_dir: dir.clone(),
         device,
         ..PoseConfig::default()
     };
-    let images = photos(&dir);
+    let images = support::photos_and_turns(&dir);
     // The GPU build is loaded first (one ONNX Runtime per process); its CPU
     // provider is the reference.
     let mut ran = 0;
@@ -85,12 +55,9 @@ fn every_usable_gpu_provider_matches_the_cpu() {
             );
         }
         eprintln!("{device} vs cpu: {}", agreement.summary());
-        assert!(
-            agreement.within(MAX_ANGLE_DIFF_DEG),
-            "{device}: {}",
-            agreement.summary()
-        );
-        assert!(agreement.measured >= 5, "{}", agreement.summary());
+        agreement
+            .check(MAX_ANGLE_DIFF_DEG, 5)
+            .unwrap_or_else(|e| panic!("{device}: {e}"));
         ran += 1;
     }
     if ran == 0 {

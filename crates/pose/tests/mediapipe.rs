@@ -6,32 +6,12 @@
 //! `POSTURE_MODELS_DIR`, else `<workspace>/models`). Without it these tests
 //! fail when `CI` is set and print a skip notice otherwise.
 
-use std::path::PathBuf;
+mod support;
 
 use posture_core::posture::landmark;
 use posture_pose::image::{self, Rgb, RgbImage};
 use posture_pose::{PoseConfig, PoseEstimator};
-
-fn models_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("POSTURE_MODELS_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
-    };
-    match posture_pose::check_models_dir(&dir) {
-        Ok(()) if dir.join("samples").is_dir() => Some(dir),
-        r => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but the pose models are missing ({r:?}); run scripts/setup-models.sh first"
-            );
-            eprintln!(
-                "SKIP: pose models not found in {} ({r:?}); run scripts/setup-models.sh",
-                dir.display()
-            );
-            None
-        }
-    }
-}
+use support::{load, models_dir, photos_and_turns};
 
 fn estimator(dir: &std::path::Path) -> PoseEstimator {
     PoseEstimator::load(&PoseConfig {
@@ -43,12 +23,6 @@ fn estimator(dir: &std::path::Path) -> PoseEstimator {
 
 fn reference() -> serde_json::Value {
     serde_json::from_str(include_str!("data/mediapipe_reference.json")).expect("fixture is JSON")
-}
-
-fn load(dir: &std::path::Path, name: &str) -> RgbImage {
-    image::open(dir.join("samples").join(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .to_rgb8()
 }
 
 const KEY_POINTS: [(usize, &str); 6] = [
@@ -217,23 +191,6 @@ fn tracking_estimator(dir: &std::path::Path) -> PoseEstimator {
     .expect("load models")
 }
 
-/// Every sample photo, and each turned sideways (the rotated ROI path).
-fn photos_and_turns(dir: &std::path::Path) -> Vec<(String, RgbImage)> {
-    let mut out = Vec::new();
-    for name in [
-        "astronaut.png",
-        "camera.png",
-        "coffee.png",
-        "grace_hopper.jpg",
-    ] {
-        let img = load(dir, name);
-        out.push((format!("{name}@rot90"), image::imageops::rotate90(&img)));
-        out.push((format!("{name}@rot270"), image::imageops::rotate270(&img)));
-        out.push((name.to_string(), img));
-    }
-    out
-}
-
 #[test]
 fn tracking_skips_the_detector_and_keeps_the_answers() {
     use posture_core::posture::Thresholds;
@@ -265,12 +222,9 @@ fn tracking_skips_the_detector_and_keeps_the_answers() {
         }
     }
     eprintln!("tracking vs static: {}", agreement.summary());
-    assert!(
-        agreement.within(MAX_ANGLE_DIFF_DEG),
-        "{}",
-        agreement.summary()
-    );
-    assert!(agreement.measured >= 40, "{}", agreement.summary());
+    agreement
+        .check(MAX_ANGLE_DIFF_DEG, 40)
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[test]
@@ -307,11 +261,9 @@ fn tracks_are_per_stream_and_follow_a_changing_scene() {
         "a lost track runs the detector: {timing:?}"
     );
     eprintln!("per-stream tracking vs static: {}", agreement.summary());
-    assert!(
-        agreement.within(MAX_ANGLE_DIFF_DEG),
-        "{}",
-        agreement.summary()
-    );
+    agreement
+        .check(MAX_ANGLE_DIFF_DEG, 6)
+        .unwrap_or_else(|e| panic!("{e}"));
     // Without a stream, or in static mode, nothing is remembered.
     let (_, t1) = track.estimate_timed(None, &a).expect("none");
     assert!(t1.detector_ran);
