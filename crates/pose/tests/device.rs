@@ -7,6 +7,8 @@
 //! where `setup --gpu` ran. Skipped (with a notice) when `ORT_DYLIB_PATH`
 //! names another library, and where the models are missing (fails under CI).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -8,6 +8,8 @@
 //! failure, for runs on GPU machines. The same comparison, with timings:
 //! `posture-farm bench pose --device cuda`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use posture_core::posture::Thresholds;

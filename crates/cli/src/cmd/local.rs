@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use posture_analyzer::broker::start_embedded_broker;
 use posture_analyzer::publish::{Encoding, PublishPlan, image_files, publish_files};
-use posture_analyzer::{MqttConfig, Outcome};
+use posture_analyzer::{Analyzer, MqttConfig, Outcome, RunStats};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-use super::analyze::{PipelineArgs, print_locations, summary_line};
-use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
+use crate::admin::{self, Readiness, Shutdown};
+use crate::args::{PipelineArgs, print_locations, summary_line};
 
 /// Flags of `posture-farm local`.
 #[derive(Debug, clap::Args)]
@@ -66,7 +66,7 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("the pose model is missing and `posture-farm setup` failed")?;
     let mut registry = Registry::default();
-    let mut analyzer = args.pipeline.build(&mut registry).await?;
+    let analyzer = args.pipeline.build(&mut registry).await?;
     let files = image_files(&samples).with_context(|| {
         format!(
             "no sample photos in {} — run `posture-farm setup`, or pass --samples PATH",
@@ -91,19 +91,75 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         None => None,
     };
     let camera = posture_analyzer::camera_from_topic(&args.topic);
+    let mut running = start_analyzer(analyzer, port, &args.topic, &camera, ready).await?;
+    let sent = publish_samples(&args, port, &files).await?;
+    let lines = collect_lines(&mut running.outcomes, &files, sent).await?;
+    println!();
+    println!(
+        "{:<28} {:<20} angles → annotated image",
+        "sample", "posture"
+    );
+    for l in &lines {
+        println!("{l}");
+    }
+    println!();
+
+    if args.keep_running {
+        println!(
+            "broker on 127.0.0.1:{port}, analyzer on {}; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
+            args.topic, args.topic
+        );
+        shutdown.clone().wait().await;
+    }
+    running.stop.trigger();
+    let (mut analyzer, stats) = running.task.await.context("the analyzer task failed")?;
+    stats?;
+    print_locations(&mut analyzer, &camera).await;
+    match analyzer.store().database().rows().await {
+        Ok(rows) => println!("rows in posture_log: {}", rows.len()),
+        Err(e) => println!("could not read posture_log back: {e}"),
+    }
+    analyzer.store().database().close().await;
+    shutdown.trigger();
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
+    Ok(())
+}
+
+/// The analyzer task of `local` and how to talk to it.
+struct RunningAnalyzer {
+    /// Ends with the analyzer (handed back for the summary) and its result.
+    task: tokio::task::JoinHandle<(Analyzer, anyhow::Result<RunStats>)>,
+    /// Stops the analyzer.
+    stop: Shutdown,
+    /// Every frame's outcome, in order.
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// Starts the analyzer on the embedded broker and waits (up to 10 s) until
+/// it has subscribed, so no sample is published before anyone listens.
+async fn start_analyzer(
+    mut analyzer: Analyzer,
+    port: u16,
+    topic: &str,
+    camera: &str,
+    ready: Readiness,
+) -> anyhow::Result<RunningAnalyzer> {
     let subscribed = Arc::new(AtomicBool::new(false));
-    let (tx, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
+    // Unbounded: at most one outcome per published sample, and the samples
+    // are a handful of files.
+    let (tx, outcomes) = mpsc::unbounded_channel::<Outcome>();
     let analyzer_cfg = MqttConfig::new(
         "127.0.0.1",
         port,
         format!("posture-analyzer-local-{camera}"),
     );
-    let topics = vec![args.topic.clone()];
+    let topics = vec![topic.to_string()];
     let stop = Shutdown::new();
     let task = {
         let stop = stop.clone();
         let subscribed = subscribed.clone();
-        let ready = ready.clone();
         tokio::spawn(async move {
             let stats = posture_analyzer::run_analyzer(
                 &analyzer_cfg,
@@ -119,7 +175,8 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
                     let _ = tx.send(o.clone());
                 },
             )
-            .await;
+            .await
+            .map_err(anyhow::Error::from);
             (analyzer, stats)
         })
     };
@@ -133,7 +190,15 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         subscribed.load(Ordering::SeqCst),
         "the analyzer could not subscribe to the embedded broker"
     );
+    Ok(RunningAnalyzer {
+        task,
+        stop,
+        outcomes,
+    })
+}
 
+/// Publishes the sample photos as a camera would; returns how many were sent.
+async fn publish_samples(args: &LocalArgs, port: u16, files: &[PathBuf]) -> anyhow::Result<usize> {
     let plan = PublishPlan {
         topic: args.topic.clone(),
         encoding: Encoding::Base64Jpeg,
@@ -146,14 +211,22 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         port,
         format!("posture-camera-local-{}", std::process::id()),
     );
-    let sent = publish_files(&camera_cfg, &plan, &files)
+    let sent = publish_files(&camera_cfg, &plan, files)
         .await
         .context("publishing the sample photos")?;
     println!(
         "published {sent} sample photo(s) to {} on the embedded broker 127.0.0.1:{port}",
         args.topic
     );
+    Ok(sent)
+}
 
+/// One summary line per analysed sample, waiting up to 2 minutes for each.
+async fn collect_lines(
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+    files: &[PathBuf],
+    sent: usize,
+) -> anyhow::Result<Vec<String>> {
     let mut lines = Vec::new();
     while lines.len() < sent {
         match tokio::time::timeout(Duration::from_secs(120), outcomes.recv()).await {
@@ -173,37 +246,7 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
             ),
         }
     }
-    println!();
-    println!(
-        "{:<28} {:<20} angles → annotated image",
-        "sample", "posture"
-    );
-    for l in &lines {
-        println!("{l}");
-    }
-    println!();
-
-    if args.keep_running {
-        println!(
-            "broker on 127.0.0.1:{port}, analyzer on {}; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
-            args.topic, args.topic
-        );
-        shutdown.clone().wait().await;
-    }
-    stop.trigger();
-    let (mut analyzer, stats) = task.await.context("the analyzer task failed")?;
-    stats?;
-    print_locations(&mut analyzer, &camera).await;
-    match analyzer.store().database().rows().await {
-        Ok(rows) => println!("rows in posture_log: {}", rows.len()),
-        Err(e) => println!("could not read posture_log back: {e}"),
-    }
-    analyzer.store().database().close().await;
-    shutdown.trigger();
-    if let Some(a) = admin {
-        let _ = a.await;
-    }
-    Ok(())
+    Ok(lines)
 }
 
 /// `wanted` if it can be bound on 127.0.0.1, else a free port.
