@@ -448,7 +448,7 @@ fn analyse_blocking(
     };
     let bytes_id = frame_id(camera, &decoded.bytes);
     let mut img: RgbImage = decoded.image;
-    let pose: Option<Pose> = match model.estimate(&img) {
+    let pose: Option<Pose> = match model.estimate_stream(camera, &img) {
         Ok(p) => p,
         Err(e) => {
             return Analysed::Rejected(Rejected {
