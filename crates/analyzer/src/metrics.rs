@@ -41,6 +41,13 @@ pub struct KindLabels {
     pub kind: String,
 }
 
+/// Label set of the pose model's device.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// `cpu`, `cuda` or `tensorrt` (what `--device auto` settled on).
+    pub device: String,
+}
+
 /// The analyzer's metrics; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -65,6 +72,8 @@ pub struct Metrics {
     pub images_pruned: Counter,
     /// The dead-letter folder's size and removals.
     pub dead_letter: DeadLetterMetrics,
+    /// 1 for the device the pose model runs on (an info metric).
+    pub pose_device: Family<DeviceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -83,6 +92,7 @@ impl Default for Metrics {
             retried: Family::default(),
             images_pruned: Counter::default(),
             dead_letter: DeadLetterMetrics::default(),
+            pose_device: Family::default(),
         }
     }
 }
@@ -152,6 +162,11 @@ impl Metrics {
             "Bytes in the dead-letter folder (payloads and sidecars)",
             m.dead_letter.bytes.clone(),
         );
+        registry.register(
+            "pose_device_info",
+            "The device the pose model runs on (cpu, cuda, tensorrt): 1 for the one in use",
+            m.pose_device.clone(),
+        );
         // Every reason shows up as 0 before it first happens.
         for r in RejectReason::ALL {
             let _ = m.failed.get_or_create(&ReasonLabels {
@@ -159,6 +174,15 @@ impl Metrics {
             });
         }
         m
+    }
+
+    /// Records the device the pose model runs on.
+    pub fn set_pose_device(&self, device: &str) {
+        self.pose_device
+            .get_or_create(&DeviceLabels {
+                device: device.to_string(),
+            })
+            .set(1);
     }
 
     /// Count of rejected frames for `reason` (tests, summaries).

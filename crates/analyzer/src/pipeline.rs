@@ -629,12 +629,15 @@ fn analyse(
     timings.decode = lap();
     let bytes_id = frame_id(camera, &decoded.bytes);
     let mut img: RgbImage = decoded.image;
-    let pose: Option<Pose> = model.estimate(&img).map_err(|e| Rejected {
-        reason: RejectReason::ModelError,
-        detail: format!("{} failed: {e}", model.name()),
-    })?;
+    let (pose, split) = model
+        .estimate_stream_timed(camera, &img)
+        .map_err(|e| Rejected {
+            reason: RejectReason::ModelError,
+            detail: format!("{} failed: {e}", model.name()),
+        })?;
+    let pose: Option<Pose> = pose;
     let pose_time = lap();
-    match model.last_timings() {
+    match split {
         Some(t) => (timings.detect, timings.landmarks) = (t.detect, t.landmarks),
         None => timings.detect = pose_time,
     }

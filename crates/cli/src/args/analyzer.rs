@@ -2,7 +2,7 @@
 //! and `publish`) and the pipeline ([`PipelineArgs`], for `analyze` and
 //! `local`), with what those commands print about a frame and the outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -72,16 +72,28 @@ pub struct PipelineArgs {
     /// Directory for outputs: analyzed_images/, <camera>_results.csv, dead_letter/, spool/.
     #[arg(long = "out-dir", env = "OUTPUT_DIR", default_value = ".")]
     pub out_dir: PathBuf,
-    /// Models directory made by `posture-farm setup`.
+    /// Models directory made by `posture-farm setup`. Default: ./models if it
+    /// holds model files, else $XDG_DATA_HOME/posture-farm/models, else
+    /// ~/.local/share/posture-farm/models (where `setup` installs).
     #[arg(
         long = "models-dir",
         env = "POSTURE_MODELS_DIR",
-        default_value = "models"
+        default_value_os_t = posture_pose::models::default_dir()
     )]
     pub models_dir: PathBuf,
     /// Inference threads (1 = one core per analyzer).
     #[arg(long = "pose-threads", env = "POSE_THREADS", default_value_t = 1)]
     pub pose_threads: usize,
+    /// Where the pose model runs: auto (TensorRT, else CUDA, else the CPU,
+    /// saying why in one log line), cpu, cuda or tensorrt (an error if the GPU
+    /// cannot be used). GPUs need `posture-farm setup --gpu` or ORT_DYLIB_PATH.
+    #[arg(long = "device", env = "POSE_DEVICE", default_value = "auto")]
+    pub device: posture_pose::Device,
+    /// static (every frame on its own) or tracking (per camera, skip the
+    /// detector while the person stays where it was found). Default:
+    /// tracking for MQTT cameras, static for --files and `local`'s samples.
+    #[arg(long = "pose-mode", env = "POSE_MODE")]
+    pub pose_mode: Option<posture_pose::Mode>,
     /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
     #[arg(
         long = "neck-threshold",
@@ -246,12 +258,19 @@ impl PipelineArgs {
             self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
             "thresholds must be positive degrees"
         );
-        let model = load_model(&self.models_dir, self.pose_threads)?;
+        let model = load_model(&posture_pose::PoseConfig {
+            models_dir: self.models_dir.clone(),
+            threads: self.pose_threads.max(1),
+            device: self.device,
+            mode: self.pose_mode.unwrap_or(posture_pose::Mode::Tracking),
+            ..posture_pose::PoseConfig::default()
+        })?;
         let target = self.db_target()?;
         let db = Database::open(&target)
             .await
             .with_context(|| format!("opening the database {}", target.describe()))?;
         let metrics = Metrics::register(registry.sub_registry_with_prefix("posture_analyzer"));
+        metrics.set_pose_device(model.device());
         let spool = self
             .spool_path
             .clone()
@@ -301,17 +320,17 @@ impl Drop for AbortOnDrop {
 
 /// Loads BlazePose, or says how to get it.
 pub fn load_model(
-    models_dir: &Path,
-    threads: usize,
+    cfg: &posture_pose::PoseConfig,
 ) -> anyhow::Result<Box<dyn posture_analyzer::PoseModel>> {
-    if posture_analyzer::posture_pose::check_models_dir(models_dir).is_err() {
+    let dir = &cfg.models_dir;
+    if posture_pose::check_models_dir(dir).is_err() {
         anyhow::bail!(
             "the pose model is not in {} — run `posture-farm setup` (or scripts/setup-models.sh), or point --models-dir / POSTURE_MODELS_DIR at it",
-            models_dir.display()
+            dir.display()
         );
     }
-    let est = posture_analyzer::load_blazepose(models_dir, threads.max(1))
-        .with_context(|| format!("loading the pose model from {}", models_dir.display()))?;
+    let est = posture_analyzer::model::load_blazepose_with(cfg)
+        .with_context(|| format!("loading the pose model from {}", dir.display()))?;
     Ok(Box::new(est))
 }
 

@@ -42,7 +42,13 @@ pub struct AnalyzeArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
+    if !args.files.is_empty() {
+        // Files are unrelated photos, not a camera's frames.
+        args.pipeline
+            .pose_mode
+            .get_or_insert(posture_pose::Mode::Static);
+    }
     let mut registry = Registry::default();
     let mut analyzer = args.pipeline.build(&mut registry).await?;
     if !args.files.is_empty() {
@@ -192,6 +198,23 @@ mod tests {
         assert_eq!(a.files.len(), 2);
         assert_eq!(a.pipeline.neck_threshold, 35.0);
         assert_eq!(a.camera_id.as_deref(), Some("desk"));
+    }
+
+    #[test]
+    fn pose_device_and_mode() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Auto);
+        assert_eq!(
+            a.pipeline.pose_mode, None,
+            "decided by run(): tracking unless --files"
+        );
+        let a = analyze(&["--topic", "t", "--device", "cuda", "--pose-mode", "static"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Cuda);
+        assert_eq!(a.pipeline.pose_mode, Some(posture_pose::Mode::Static));
+        assert!(
+            Cli::try_parse_from(["posture-farm", "analyze", "--device", "gpu"]).is_err(),
+            "unknown devices are refused"
+        );
     }
 
     #[test]

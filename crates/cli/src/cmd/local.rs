@@ -46,7 +46,11 @@ pub struct LocalArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
+    // The samples are unrelated photos on one topic, not a camera's frames.
+    args.pipeline
+        .pose_mode
+        .get_or_insert(posture_pose::Mode::Static);
     anyhow::ensure!(
         args.interval.is_finite() && args.interval >= 0.0,
         "--interval must be a non-negative number of seconds"

@@ -165,7 +165,14 @@ async fn analyzer(
     dir: &Path,
     target: &DbTarget,
 ) -> anyhow::Result<Analyzer> {
-    let model = crate::args::load_model(&args.models_dir, 1)?;
+    // Static mode: every frame runs the detector (the bench sends different
+    // photos in turn; tracking would measure the fallback).
+    let model = crate::args::load_model(&posture_pose::PoseConfig {
+        models_dir: args.models_dir.clone(),
+        threads: 1,
+        mode: posture_pose::Mode::Static,
+        ..posture_pose::PoseConfig::default()
+    })?;
     let db = Database::open(target)
         .await
         .with_context(|| format!("opening {}", target.describe()))?;
