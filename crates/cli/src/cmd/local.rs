@@ -41,6 +41,17 @@ pub struct LocalArgs {
     /// Serve /metrics, /healthz, /readyz on this address (off unless given).
     #[arg(long = "admin-addr", env = "ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Serve the dashboard here while `local` runs (a free port if taken);
+    /// its URL is printed and `local` keeps running until Ctrl-C.
+    #[arg(
+        long = "dashboard-listen",
+        env = "LOCAL_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub dashboard_listen: SocketAddr,
+    /// No dashboard: exit after the summary (unless --keep-running).
+    #[arg(long = "no-dashboard", env = "LOCAL_NO_DASHBOARD")]
+    pub no_dashboard: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -85,6 +96,24 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     let admin = match args.admin_addr {
         Some(a) => Some(admin::serve(a, registry, ready.clone(), shutdown.clone()).await?),
         None => None,
+    };
+    let dashboard = if args.no_dashboard {
+        None
+    } else {
+        let thresholds = posture_analyzer::Thresholds {
+            neck_deg: args.pipeline.neck_threshold,
+            torso_deg: args.pipeline.torso_threshold,
+        };
+        let target = args.pipeline.db_target()?;
+        let url = super::dashboard::start_local(
+            args.dashboard_listen,
+            &target,
+            thresholds,
+            shutdown.clone(),
+        )
+        .await?;
+        println!("dashboard: {url} (frames appear as they are analysed)");
+        Some(url)
     };
     let camera = posture_analyzer::camera_from_topic(&args.topic);
     let subscribed = Arc::new(AtomicBool::new(false));
@@ -179,6 +208,13 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
     }
     println!();
 
+    if let (Some(url), false) = (&dashboard, args.keep_running) {
+        println!(
+            "dashboard: {url} — open it to see the frames and plots; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
+            args.topic
+        );
+        shutdown.clone().wait().await;
+    }
     if args.keep_running {
         println!(
             "broker on 127.0.0.1:{port}, analyzer on {}; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
