@@ -708,6 +708,17 @@ impl ReadOnlyDb {
         Ok(sent)
     }
 
+    /// Tries to create a table: `true` when the database refuses, as it
+    /// must for these connections. For tests and for checking a deployment.
+    #[doc(hidden)]
+    pub async fn write_is_refused(&self) -> bool {
+        const SQL: &str = "CREATE TABLE posture_dashboard_write_probe (x INTEGER)";
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::query(SQL).execute(p).await.is_err(),
+            Pool::Postgres(p) => sqlx::query(SQL).execute(p).await.is_err(),
+        }
+    }
+
     /// Closes the connections.
     pub async fn close(&self) {
         match &self.pool {

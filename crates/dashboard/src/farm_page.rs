@@ -59,15 +59,25 @@ fn gpu_cell(g: Option<&GpuView>) -> String {
     });
     let age = g
         .age_secs
-        .map_or(String::new(), |a| format!(", {} old", human_duration(a)));
+        .map_or(String::new(), |a| format!(" sample {} old", human_duration(a)));
     let why = match (g.state, &g.error) {
         (UsageState::Ok, _) | (_, None) => String::new(),
         (_, Some(e)) => format!(r#"<span class="muted"> — {}</span>"#, esc(e)),
     };
     format!(
-        r#"<span class="gpu-value" data-usage="{}">{value}</span>{bar}<span class="badge gpu-{state}">{state}</span><small>{age}</small>{why}"#,
+        r#"<span class="gpu-value" data-usage="{}">{value}</span>{bar}<span class="badge gpu-{state}">{state}</span><small class="age">{age}</small>{why}"#,
         g.usage.map_or(String::new(), |u| format!("{u:.1}"))
     )
+}
+
+/// Why pods and Events are not shown, when Kubernetes is not read.
+fn kube_missing(s: &FarmSources) -> Option<&'static str> {
+    match s.kube {
+        KubeStatus::Off => Some("Kubernetes is not read (--no-kubernetes)."),
+        KubeStatus::Unavailable(_) => Some("Kubernetes is not reachable from the dashboard."),
+        KubeStatus::Waiting => Some("Reading Kubernetes…"),
+        KubeStatus::Ok { .. } | KubeStatus::Failing { .. } => None,
+    }
 }
 
 fn nodes(out: &mut String, v: &FarmView) {
@@ -79,7 +89,7 @@ fn nodes(out: &mut String, v: &FarmView) {
     out.push_str(r#"<div class="table-wrap"><table class="nodes"><thead><tr><th scope="col">Node</th><th scope="col">State</th><th scope="col">GPU usage</th><th scope="col">Analyzers and other pods of ours</th></tr></thead><tbody>"#);
     for n in &v.nodes {
         let state = match (n.ready, n.cordoned) {
-            (None, _) => r#"<span class="muted">unknown</span>"#,
+            (None, _) => r#"<span class="muted">–</span>"#,
             (Some(true), false) => r#"<span class="badge good">Ready</span>"#,
             (Some(true), true) => r#"<span class="badge silent">Cordoned</span>"#,
             (Some(false), _) => r#"<span class="badge bad">Not ready</span>"#,
@@ -115,7 +125,14 @@ fn nodes(out: &mut String, v: &FarmView) {
     out.push_str("</tbody></table></div></section>");
 }
 
-fn pending(out: &mut String, v: &FarmView, clock: &Clock, now: Timestamp) {
+fn pending(out: &mut String, v: &FarmView, s: &FarmSources, clock: &Clock, now: Timestamp) {
+    if let Some(why) = kube_missing(s) {
+        let _ = write!(
+            out,
+            r#"<section aria-labelledby="pending-h"><h2 id="pending-h">Pending analyzers</h2><p class="muted">{why}</p></section>"#
+        );
+        return;
+    }
     let _ = write!(
         out,
         r#"<section aria-labelledby="pending-h"><h2 id="pending-h">Pending analyzers <span class="count">{}</span></h2>"#,
@@ -146,8 +163,12 @@ fn pending(out: &mut String, v: &FarmView, clock: &Clock, now: Timestamp) {
     out.push_str("</ul></section>");
 }
 
-fn activity(out: &mut String, v: &FarmView, clock: &Clock) {
+fn activity(out: &mut String, v: &FarmView, s: &FarmSources, clock: &Clock) {
     out.push_str(r#"<section aria-labelledby="activity-h"><h2 id="activity-h">Recent placements, moves and preemptions</h2>"#);
+    if let Some(why) = kube_missing(s) {
+        let _ = write!(out, r#"<p class="muted">{why}</p></section>"#);
+        return;
+    }
     if v.activity.is_empty() {
         out.push_str(r#"<p class="muted">No Scheduled, Rebalanced, Preempted or FailedScheduling event (Kubernetes keeps Events for about an hour).</p></section>"#);
         return;
@@ -186,8 +207,8 @@ pub fn fragment(v: &FarmView, s: &FarmSources, clock: &Clock, now: Timestamp) ->
     let mut out = String::new();
     sources(&mut out, s, clock, now);
     nodes(&mut out, v);
-    pending(&mut out, v, clock, now);
-    activity(&mut out, v, clock);
+    pending(&mut out, v, s, clock, now);
+    activity(&mut out, v, s, clock);
     out
 }
 

@@ -161,10 +161,14 @@ fn card(out: &mut String, card: &Card, clock: &Clock) {
     );
     let seen = match (latest, s.age_secs) {
         (Some(f), Some(age)) => format!(
-            r#"<time datetime="{}">{}</time> <small>({} ago)</small>"#,
+            r#"{} ago <small><time datetime="{}">{}</time></small>"#,
+            human_duration(age),
             f.received,
-            clock.datetime(f.received),
-            human_duration(age)
+            if age < 86_400 {
+                clock.time(f.received)
+            } else {
+                clock.datetime(f.received)
+            }
         ),
         _ => "never".to_string(),
     };

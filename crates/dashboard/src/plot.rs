@@ -271,8 +271,9 @@ fn shading(out: &mut String, plot: &Plot, s: &Scale) {
         let t = epoch(p.t);
         let prev = (i > 0).then(|| (t - epoch(plot.points[i - 1].t)) / 2.0);
         let next = (i + 1 < n).then(|| (epoch(plot.points[i + 1].t) - t) / 2.0);
-        let left = p.half_width.max(prev.unwrap_or(cap).min(cap));
-        let right = p.half_width.max(next.unwrap_or(cap).min(cap));
+        // The first and last points reach half a typical gap outwards.
+        let left = p.half_width.max(prev.unwrap_or(gap / 2.0).min(cap));
+        let right = p.half_width.max(next.unwrap_or(gap / 2.0).min(cap));
         let (x0, x1) = (s.x(t - left), s.x(t + right));
         let _ = write!(
             out,
@@ -374,9 +375,9 @@ fn thresholds(out: &mut String, plot: &Plot, s: &Scale) {
         let y = s.y(f64::from(deg));
         let _ = write!(
             out,
-            r#"<g class="{class}"><line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" text-anchor="end" fill="{color}" font-weight="600">{name} {deg}°</text></g>"#,
+            r##"<g class="{class}"><line x1="{LEFT}" x2="{}" y1="{y:.1}" y2="{y:.1}" stroke="{color}" stroke-width="1.5" stroke-dasharray="6 4"/><text x="{}" y="{:.1}" fill="{color}" font-weight="600" stroke="#ffffff" stroke-width="3" paint-order="stroke">{name} {deg}°</text></g>"##,
             W - RIGHT,
-            W - RIGHT - 4.0,
+            LEFT + 6.0,
             y - 5.0
         );
     }
