@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 
-use crate::model::{Frame, epoch, from_epoch, parse_db_time, sqlite_key};
+use crate::model::{Frame, epoch, from_epoch, parse_db_time, sqlite_key, sqlite_key_ceil};
 
 /// Most cameras listed (the overview shows one card each).
 pub const MAX_CAMERAS: i64 = 1000;
@@ -290,7 +290,7 @@ impl ReadOnlyDb {
                 );
                 let rows = sqlx::query(AssertSqlSafe(sql))
                     .bind(camera)
-                    .bind(sqlite_key(before))
+                    .bind(sqlite_key_ceil(before))
                     .bind(limit)
                     .fetch_all(p)
                     .await;
@@ -365,7 +365,7 @@ impl ReadOnlyDb {
                 let rows = sqlx::query(AssertSqlSafe(sql))
                     .bind(camera)
                     .bind(sqlite_key(from))
-                    .bind(sqlite_key(to))
+                    .bind(sqlite_key_ceil(to))
                     .bind(limit)
                     .fetch_all(p)
                     .await;
@@ -417,7 +417,7 @@ impl ReadOnlyDb {
                 sqlx::query_as(AssertSqlSafe(sql))
                     .bind(camera)
                     .bind(sqlite_key(from))
-                    .bind(sqlite_key(to))
+                    .bind(sqlite_key_ceil(to))
                     .bind(width)
                     .fetch_all(p)
                     .await
@@ -677,7 +677,7 @@ impl ReadOnlyDb {
                 let q = sqlx::query(AssertSqlSafe(sql))
                     .bind(camera)
                     .bind(sqlite_key(from))
-                    .bind(sqlite_key(to));
+                    .bind(sqlite_key_ceil(to));
                 drain!(q.fetch(p))
             }
             Pool::Postgres(p) => {

@@ -185,6 +185,22 @@ impl Browser {
         }
     }
 
+    /// Waits until `script` returns `expected`; panics with the last value.
+    pub async fn wait_eq(&self, what: &str, script: &str, expected: Value, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.js(script, json!([])).await;
+            if v == expected {
+                return;
+            }
+            if Instant::now() > deadline {
+                let _ = self.screenshot("failure.png").await;
+                panic!("timed out waiting for {what}: expected {expected}, last value {v}");
+            }
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
+    }
+
     /// Saves a screenshot of the whole page as `name` in [`screenshot_dir`].
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let h = self
