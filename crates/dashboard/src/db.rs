@@ -22,7 +22,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 
-use crate::model::{Frame, epoch, from_epoch, parse_db_time, sqlite_key, sqlite_key_ceil};
+use crate::model::{Frame, parse_db_time, sqlite_key, sqlite_key_ceil};
 
 /// Most cameras listed (the overview shows one card each).
 pub const MAX_CAMERAS: i64 = 1000;
@@ -94,25 +94,27 @@ pub struct ImageRef {
     pub analyzed: Option<Timestamp>,
 }
 
-// Column lists, per backend. PostgreSQL times become epoch seconds (works
-// for TIMESTAMPTZ and for the TIMESTAMP of legacy tables, read as UTC);
-// angles are cast to double (legacy tables have INTEGER angles).
-const LITE_COLS: &str = "id, pi_id, filename, received_time, CAST(neck_angle AS REAL) AS neck_angle, \
-    CAST(body_angle AS REAL) AS body_angle, posture_status, processed_by, COALESCE(frame_id, '') AS frame_id";
-const PG_COLS: &str = "id::int8 AS id, pi_id, filename, extract(epoch FROM received_time)::float8 AS received_time, \
-    neck_angle::float8 AS neck_angle, body_angle::float8 AS body_angle, posture_status, processed_by, \
-    COALESCE(frame_id, '') AS frame_id";
+/// Runs `$body` with `$p` bound to whichever pool this is: one source for
+/// both backends (the SQL text and binds are the same Rust types).
+macro_rules! on_pool {
+    ($pool:expr, $p:ident => $body:expr) => {
+        match $pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
 
-/// Decodes a frame row; `$time` turns the `received_time` column into a
-/// timestamp for the backend.
+/// Decodes a frame row (its `received_time` as text).
 macro_rules! frame_from {
-    ($row:expr, $time:expr) => {{
-        let r = $row;
+    ($r:expr) => {{
+        let r = $r;
+        let text: String = r.try_get("received_time")?;
         Frame {
             id: r.try_get("id")?,
             camera: r.try_get("pi_id")?,
             filename: r.try_get("filename")?,
-            received: $time(&r)?,
+            received: parse_db_time(&text).ok_or_else(|| bad_time(&text))?,
             neck: r.try_get("neck_angle")?,
             torso: r.try_get("body_angle")?,
             status: r.try_get("posture_status")?,
@@ -120,16 +122,6 @@ macro_rules! frame_from {
             frame_id: r.try_get("frame_id")?,
         }
     }};
-}
-
-fn lite_time(r: &sqlx::sqlite::SqliteRow) -> Result<Timestamp, sqlx::Error> {
-    let text: String = r.try_get("received_time")?;
-    parse_db_time(&text).ok_or_else(|| bad_time(&text))
-}
-
-fn pg_time(r: &sqlx::postgres::PgRow) -> Result<Timestamp, sqlx::Error> {
-    let secs: f64 = r.try_get("received_time")?;
-    from_epoch(secs).ok_or_else(|| bad_time(&secs.to_string()))
 }
 
 fn bad_time(text: &str) -> sqlx::Error {
@@ -143,6 +135,73 @@ fn is_missing_table(e: &sqlx::Error) -> bool {
             d.code().as_deref() == Some("42P01") || d.message().contains("no such table")
         }
         _ => false,
+    }
+}
+
+/// A missing table reads as "nothing there".
+fn or_empty<T: Default>(r: Result<T, sqlx::Error>) -> Result<T, sqlx::Error> {
+    match r {
+        Err(e) if is_missing_table(&e) => Ok(T::default()),
+        r => r,
+    }
+}
+
+impl Pool {
+    fn is_pg(&self) -> bool {
+        matches!(self, Pool::Postgres(_))
+    }
+
+    /// `sql` written with PostgreSQL's `$n` placeholders and these markers:
+    /// `{T}` casts a bound time (text), `{time:col}`-style columns are
+    /// spelled out by the callers through [`Pool::time_col`].
+    fn sql(&self, sql: &str) -> AssertSqlSafe<String> {
+        let cast = if self.is_pg() { "::timestamptz" } else { "" };
+        let mut s = sql.replace("{T}", cast);
+        if !self.is_pg() {
+            s = s.replace('$', "?");
+        }
+        AssertSqlSafe(s)
+    }
+
+    /// A time column as RFC 3339 UTC text, named after itself. SQLite
+    /// already stores that; PostgreSQL formats TIMESTAMPTZ (and the
+    /// TIMESTAMP of legacy tables, read as UTC).
+    fn time_col(&self, col: &str) -> String {
+        if self.is_pg() {
+            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {col}")
+        } else {
+            col.to_string()
+        }
+    }
+
+    /// The frame columns (angles as doubles: legacy tables have INTEGER ones).
+    fn frame_cols(&self) -> String {
+        format!(
+            "CAST(id AS BIGINT) AS id, pi_id, filename, {}, CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
+             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, posture_status, processed_by, \
+             COALESCE(frame_id, '') AS frame_id",
+            self.time_col("received_time")
+        )
+    }
+
+    /// A lower time bound as bound text: SQLite compares RFC 3339 text to
+    /// the second, PostgreSQL casts it exactly.
+    fn lower(&self, t: Timestamp) -> String {
+        if self.is_pg() { t.to_string() } else { sqlite_key(t) }
+    }
+
+    /// An exclusive upper time bound as bound text.
+    fn upper(&self, t: Timestamp) -> String {
+        if self.is_pg() { t.to_string() } else { sqlite_key_ceil(t) }
+    }
+
+    /// The bucket number of `received_time` for `$4`-second buckets.
+    fn bucket_expr(&self) -> &'static str {
+        if self.is_pg() {
+            "CAST(floor(extract(epoch FROM received_time) / $4) AS BIGINT)"
+        } else {
+            "CAST(strftime('%s', received_time) AS INTEGER) / $4"
+        }
     }
 }
 
@@ -206,49 +265,23 @@ impl ReadOnlyDb {
 
     /// The highest row id (0 for an empty or missing table).
     pub async fn max_id(&self) -> Result<i64, DbError> {
-        let r = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0) FROM posture_log")
-                    .fetch_one(p)
-                    .await
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar::<_, i64>("SELECT COALESCE(MAX(id), 0)::int8 FROM posture_log")
-                    .fetch_one(p)
-                    .await
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(0),
-            r => r.map_err(self.err("reading the newest row id")),
-        }
+        let sql = self.pool.sql("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM posture_log");
+        or_empty(on_pool!(&self.pool, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await))
+            .map_err(self.err("reading the newest row id"))
     }
 
     /// Camera ids, sorted: a loose index scan of `(pi_id, received_time)`,
     /// one index seek per camera instead of a scan of every row.
     pub async fn cameras(&self) -> Result<Vec<String>, DbError> {
-        const SQL: &str = "WITH RECURSIVE cams(p) AS (
+        let sql = self.pool.sql(&format!(
+            "WITH RECURSIVE cams(p) AS (
               SELECT (SELECT MIN(pi_id) FROM posture_log)
               UNION ALL
               SELECT (SELECT MIN(pi_id) FROM posture_log WHERE pi_id > cams.p) FROM cams WHERE cams.p IS NOT NULL)
-            SELECT p FROM cams WHERE p IS NOT NULL LIMIT ";
-        let sql = format!("{SQL}{MAX_CAMERAS}");
-        let r = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-                    .fetch_all(p)
-                    .await
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar::<_, String>(AssertSqlSafe(sql))
-                    .fetch_all(p)
-                    .await
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(Vec::new()),
-            r => r.map_err(self.err("listing cameras")),
-        }
+            SELECT p FROM cams WHERE p IS NOT NULL LIMIT {MAX_CAMERAS}"
+        ));
+        or_empty(on_pool!(&self.pool, p => sqlx::query_scalar::<_, String>(sql).fetch_all(p).await))
+            .map_err(self.err("listing cameras"))
     }
 
     /// The newest frame of `camera`.
@@ -280,72 +313,35 @@ impl ReadOnlyDb {
         before: Option<Timestamp>,
         limit: i64,
     ) -> Result<Vec<Frame>, sqlx::Error> {
-        // No upper bound: the far future (a camera with a fast clock still shows).
-        let before = before.unwrap_or(Timestamp::MAX);
-        let r = match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT {LITE_COLS} FROM posture_log WHERE pi_id = ?1 AND received_time < ?2 \
-                     ORDER BY received_time DESC, id DESC LIMIT ?3"
-                );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(sqlite_key_ceil(before))
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, lite_time))).collect())
-            }
-            Pool::Postgres(p) => {
-                let sql = format!(
-                    "SELECT {PG_COLS} FROM posture_log WHERE pi_id = $1 AND received_time < to_timestamp($2) \
-                     ORDER BY received_time DESC, id DESC LIMIT $3"
-                );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(epoch(before).min(9.0e12))
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, pg_time))).collect())
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(Vec::new()),
-            r => r,
-        }
+        let pool = &self.pool;
+        // No bound: the far future (a camera with a fast clock still shows).
+        let upper = pool.upper(before.unwrap_or(Timestamp::MAX));
+        // Ordering names the table's column: PostgreSQL would otherwise
+        // sort by the text column of the same name in the select list.
+        let sql = pool.sql(&format!(
+            "SELECT {} FROM posture_log WHERE pi_id = $1 AND received_time < $2{{T}} \
+             ORDER BY posture_log.received_time DESC, id DESC LIMIT $3",
+            pool.frame_cols()
+        ));
+        or_empty(on_pool!(pool, p => {
+            let rows = sqlx::query(sql).bind(camera).bind(upper).bind(limit).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(frame_from!(r))).collect::<Result<Vec<_>, sqlx::Error>>()
+        }))
     }
 
     /// Frames with an id above `after`, oldest id first, at most `limit`:
     /// the live tail (primary key range).
     pub async fn frames_after(&self, after: i64, limit: i64) -> Result<Vec<Frame>, DbError> {
-        let r: Result<Vec<Frame>, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT {LITE_COLS} FROM posture_log WHERE id > ?1 ORDER BY id LIMIT ?2"
-                );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, lite_time))).collect())
-            }
-            Pool::Postgres(p) => {
-                let sql =
-                    format!("SELECT {PG_COLS} FROM posture_log WHERE id > $1 ORDER BY id LIMIT $2");
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(after)
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, pg_time))).collect())
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(Vec::new()),
-            r => r.map_err(self.err("reading new frames")),
-        }
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT {} FROM posture_log WHERE id > $1 ORDER BY id LIMIT $2",
+            pool.frame_cols()
+        ));
+        or_empty(on_pool!(pool, p => async {
+            let rows = sqlx::query(sql).bind(after).bind(limit).fetch_all(p).await?;
+            rows.iter().map(|r| Ok(frame_from!(r))).collect::<Result<Vec<_>, sqlx::Error>>()
+        }.await))
+        .map_err(self.err("reading new frames"))
     }
 
     /// Frames of `camera` received in `[from, to)`, oldest first, at most `limit`.
@@ -356,40 +352,23 @@ impl ReadOnlyDb {
         to: Timestamp,
         limit: i64,
     ) -> Result<Vec<Frame>, DbError> {
-        let r: Result<Vec<Frame>, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT {LITE_COLS} FROM posture_log WHERE pi_id = ?1 AND received_time >= ?2 \
-                     AND received_time < ?3 ORDER BY received_time, id LIMIT ?4"
-                );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(sqlite_key(from))
-                    .bind(sqlite_key_ceil(to))
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, lite_time))).collect())
-            }
-            Pool::Postgres(p) => {
-                let sql = format!(
-                    "SELECT {PG_COLS} FROM posture_log WHERE pi_id = $1 AND received_time >= to_timestamp($2) \
-                     AND received_time < to_timestamp($3) ORDER BY received_time, id LIMIT $4"
-                );
-                let rows = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(epoch(from))
-                    .bind(epoch(to))
-                    .bind(limit)
-                    .fetch_all(p)
-                    .await;
-                rows.and_then(|rows| rows.iter().map(|r| Ok(frame_from!(r, pg_time))).collect())
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(Vec::new()),
-            r => r.map_err(self.err("reading frames for the plot")),
-        }
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT {} FROM posture_log WHERE pi_id = $1 AND received_time >= $2{{T}} \
+             AND received_time < $3{{T}} ORDER BY posture_log.received_time, id LIMIT $4",
+            pool.frame_cols()
+        ));
+        or_empty(on_pool!(pool, p => async {
+            let rows = sqlx::query(sql)
+                .bind(camera)
+                .bind(pool.lower(from))
+                .bind(pool.upper(to))
+                .bind(limit)
+                .fetch_all(p)
+                .await?;
+            rows.iter().map(|r| Ok(frame_from!(r))).collect::<Result<Vec<_>, sqlx::Error>>()
+        }.await))
+        .map_err(self.err("reading frames for the plot"))
     }
 
     /// Frames of `camera` in `[from, to)` grouped into `width`-second
@@ -403,48 +382,28 @@ impl ReadOnlyDb {
         width_secs: i64,
     ) -> Result<Vec<Bucket>, DbError> {
         let width = width_secs.max(1);
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT {} AS b, COUNT(*) AS n, \
+             CAST(AVG(neck_angle) AS DOUBLE PRECISION) AS neck, CAST(AVG(body_angle) AS DOUBLE PRECISION) AS torso, \
+             COUNT(neck_angle) AS nn, COUNT(body_angle) AS nt, \
+             SUM(CASE WHEN posture_status = 'Good' THEN 1 ELSE 0 END) AS good, \
+             SUM(CASE WHEN posture_status = 'Bad' THEN 1 ELSE 0 END) AS bad \
+             FROM posture_log WHERE pi_id = $1 AND received_time >= $2{{T}} AND received_time < $3{{T}} \
+             GROUP BY 1 ORDER BY 1 LIMIT {MAX_BUCKETS}",
+            pool.bucket_expr()
+        ));
         type Row = (i64, i64, Option<f64>, Option<f64>, i64, i64, i64, i64);
-        let r: Result<Vec<Row>, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT CAST(strftime('%s', received_time) AS INTEGER) / ?4 AS b, COUNT(*) AS n, \
-                         AVG(neck_angle) AS neck, AVG(body_angle) AS torso, \
-                         COUNT(neck_angle) AS nn, COUNT(body_angle) AS nt, \
-                         SUM(posture_status = 'Good') AS good, SUM(posture_status = 'Bad') AS bad \
-                         FROM posture_log WHERE pi_id = ?1 AND received_time >= ?2 AND received_time < ?3 \
-                         GROUP BY b ORDER BY b LIMIT {MAX_BUCKETS}"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(sqlite_key(from))
-                    .bind(sqlite_key_ceil(to))
-                    .bind(width)
-                    .fetch_all(p)
-                    .await
-            }
-            Pool::Postgres(p) => {
-                let sql = format!(
-                    "SELECT floor(extract(epoch FROM received_time) / $4)::int8 AS b, COUNT(*)::int8 AS n, \
-                         AVG(neck_angle)::float8 AS neck, AVG(body_angle)::float8 AS torso, \
-                         COUNT(neck_angle)::int8 AS nn, COUNT(body_angle)::int8 AS nt, \
-                         (COUNT(*) FILTER (WHERE posture_status = 'Good'))::int8 AS good, \
-                         (COUNT(*) FILTER (WHERE posture_status = 'Bad'))::int8 AS bad \
-                         FROM posture_log WHERE pi_id = $1 AND received_time >= to_timestamp($2) \
-                         AND received_time < to_timestamp($3) GROUP BY 1 ORDER BY 1 LIMIT {MAX_BUCKETS}"
-                );
-                sqlx::query_as(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(epoch(from))
-                    .bind(epoch(to))
-                    .bind(width as f64)
-                    .fetch_all(p)
-                    .await
-            }
-        };
-        let rows = match r {
-            Err(e) if is_missing_table(&e) => Vec::new(),
-            r => r.map_err(self.err("grouping frames for the plot"))?,
-        };
+        let rows: Vec<Row> = or_empty(on_pool!(pool, p => {
+            sqlx::query_as(sql)
+                .bind(camera)
+                .bind(pool.lower(from))
+                .bind(pool.upper(to))
+                .bind(width)
+                .fetch_all(p)
+                .await
+        }))
+        .map_err(self.err("grouping frames for the plot"))?;
         Ok(rows
             .into_iter()
             .filter_map(|(b, n, neck, torso, nn, nt, good, bad)| {
@@ -471,109 +430,53 @@ impl ReadOnlyDb {
         since: Timestamp,
         max_id: i64,
     ) -> Result<Vec<(i64, Timestamp, String)>, DbError> {
-        let r: Result<Vec<(i64, Timestamp, String)>, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(p) => {
-                let rows: Result<Vec<(i64, String, String)>, _> = sqlx::query_as(
-                    "SELECT id, received_time, posture_status FROM posture_log \
-                     WHERE pi_id = ?1 AND received_time >= ?2 AND id <= ?3 LIMIT ?4",
-                )
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT CAST(id AS BIGINT), {}, posture_status FROM posture_log \
+             WHERE pi_id = $1 AND received_time >= $2{{T}} AND id <= $3 LIMIT $4",
+            pool.time_col("received_time")
+        ));
+        let rows: Vec<(i64, String, String)> = or_empty(on_pool!(pool, p => {
+            sqlx::query_as(sql)
                 .bind(camera)
-                .bind(sqlite_key(since))
+                .bind(pool.lower(since))
                 .bind(max_id)
                 .bind(MAX_FILL_ROWS)
                 .fetch_all(p)
-                .await;
-                rows.map(|rows| {
-                    rows.into_iter()
-                        .filter_map(|(id, t, s)| Some((id, parse_db_time(&t)?, s)))
-                        .collect()
-                })
-            }
-            Pool::Postgres(p) => {
-                let rows: Result<Vec<(i64, f64, String)>, _> = sqlx::query_as(
-                    "SELECT id::int8, extract(epoch FROM received_time)::float8, posture_status FROM posture_log \
-                     WHERE pi_id = $1 AND received_time >= to_timestamp($2) AND id <= $3 LIMIT $4",
-                )
-                .bind(camera)
-                .bind(epoch(since))
-                .bind(max_id)
-                .bind(MAX_FILL_ROWS)
-                .fetch_all(p)
-                .await;
-                rows.map(|rows| {
-                    rows.into_iter()
-                        .filter_map(|(id, t, s)| Some((id, from_epoch(t)?, s)))
-                        .collect()
-                })
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(Vec::new()),
-            r => r.map_err(self.err("reading a day of frames")),
-        }
+                .await
+        }))
+        .map_err(self.err("reading a day of frames"))?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(id, t, s)| Some((id, parse_db_time(&t)?, s)))
+            .collect())
     }
 
     /// The newest image stored for `camera` (none when retention removed
     /// them all, or the table does not exist).
     pub async fn latest_image(&self, camera: &str) -> Result<Option<ImageRef>, DbError> {
-        let r = match &self.pool {
-            Pool::Sqlite(p) => sqlx::query_as::<_, (String, String)>(
-                "SELECT frame_id, analyzed_time FROM posture_image WHERE pi_id = ?1 \
-                 ORDER BY analyzed_time DESC LIMIT 1",
-            )
-            .bind(camera)
-            .fetch_optional(p)
-            .await
-            .map(|o| {
-                o.map(|(frame_id, t)| ImageRef {
-                    frame_id,
-                    analyzed: parse_db_time(&t),
-                })
-            }),
-            Pool::Postgres(p) => sqlx::query_as::<_, (String, f64)>(
-                "SELECT frame_id, extract(epoch FROM analyzed_time)::float8 FROM posture_image \
-                 WHERE pi_id = $1 ORDER BY analyzed_time DESC LIMIT 1",
-            )
-            .bind(camera)
-            .fetch_optional(p)
-            .await
-            .map(|o| {
-                o.map(|(frame_id, t)| ImageRef {
-                    frame_id,
-                    analyzed: from_epoch(t),
-                })
-            }),
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(None),
-            r => r.map_err(self.err("finding a camera's newest image")),
-        }
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT frame_id, {} FROM posture_image WHERE pi_id = $1 ORDER BY posture_image.analyzed_time DESC LIMIT 1",
+            pool.time_col("analyzed_time")
+        ));
+        let row: Option<(String, String)> = or_empty(on_pool!(pool, p => {
+            sqlx::query_as(sql).bind(camera).fetch_optional(p).await
+        }))
+        .map_err(self.err("finding a camera's newest image"))?;
+        Ok(row.map(|(frame_id, t)| ImageRef {
+            frame_id,
+            analyzed: parse_db_time(&t),
+        }))
     }
 
     /// The annotated JPEG of `frame_id`, if still kept.
     pub async fn image(&self, frame_id: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let r = match &self.pool {
-            Pool::Sqlite(p) => {
-                sqlx::query_scalar::<_, Vec<u8>>(
-                    "SELECT jpeg FROM posture_image WHERE frame_id = ?1",
-                )
-                .bind(frame_id)
-                .fetch_optional(p)
-                .await
-            }
-            Pool::Postgres(p) => {
-                sqlx::query_scalar::<_, Vec<u8>>(
-                    "SELECT jpeg FROM posture_image WHERE frame_id = $1",
-                )
-                .bind(frame_id)
-                .fetch_optional(p)
-                .await
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(None),
-            r => r.map_err(self.err("reading an image")),
-        }
+        let sql = self.pool.sql("SELECT jpeg FROM posture_image WHERE frame_id = $1");
+        or_empty(on_pool!(&self.pool, p => {
+            sqlx::query_scalar::<_, Vec<u8>>(sql).bind(frame_id).fetch_optional(p).await
+        }))
+        .map_err(self.err("reading an image"))
     }
 
     /// Which of `frame_ids` still have an image (primary-key lookups).
@@ -582,43 +485,20 @@ impl ReadOnlyDb {
         if ids.is_empty() {
             return Ok(HashSet::new());
         }
-        let marks = |pg: bool| {
-            (1..=ids.len())
-                .map(|i| if pg { format!("${i}") } else { format!("?{i}") })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        let r = match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT frame_id FROM posture_image WHERE frame_id IN ({})",
-                    marks(false)
-                );
-                let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-                for id in &ids {
-                    q = q.bind(id.as_str());
-                }
-                q.fetch_all(p).await
+        let marks: Vec<String> = (1..=ids.len()).map(|i| format!("${i}")).collect();
+        let sql = self.pool.sql(&format!(
+            "SELECT frame_id FROM posture_image WHERE frame_id IN ({})",
+            marks.join(", ")
+        ));
+        let found: Vec<String> = or_empty(on_pool!(&self.pool, p => {
+            let mut q = sqlx::query_scalar::<_, String>(sql);
+            for id in &ids {
+                q = q.bind(id.as_str());
             }
-            Pool::Postgres(p) => {
-                let sql = format!(
-                    "SELECT frame_id FROM posture_image WHERE frame_id IN ({})",
-                    marks(true)
-                );
-                let mut q = sqlx::query_scalar::<_, String>(AssertSqlSafe(sql));
-                for id in &ids {
-                    q = q.bind(id.as_str());
-                }
-                q.fetch_all(p).await
-            }
-        };
-        match r {
-            Err(e) if is_missing_table(&e) => Ok(HashSet::new()),
-            r => Ok(r
-                .map_err(self.err("checking which images are kept"))?
-                .into_iter()
-                .collect()),
-        }
+            q.fetch_all(p).await
+        }))
+        .map_err(self.err("checking which images are kept"))?;
+        Ok(found.into_iter().collect())
     }
 
     /// Streams `camera`'s rows received in `[from, to)` as CSV (the
@@ -634,74 +514,46 @@ impl ReadOnlyDb {
     ) -> Result<u64, DbError> {
         const CHUNK: usize = 64 * 1024;
         let err = self.err("exporting rows");
+        let pool = &self.pool;
+        let sql = pool.sql(&format!(
+            "SELECT pi_id, filename, {}, {}, CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
+             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, posture_status, landmarks_detected, processed_by, \
+             COALESCE(frame_id, '') AS frame_id FROM posture_log \
+             WHERE pi_id = $1 AND received_time >= $2{{T}} AND received_time < $3{{T}} \
+             ORDER BY posture_log.received_time, id LIMIT {MAX_EXPORT_ROWS}",
+            pool.time_col("received_time"),
+            pool.time_col("analyzed_time"),
+        ));
         let mut sent = 0u64;
         let mut buf = String::with_capacity(CHUNK + 512);
         buf.push_str(CSV_HEADER);
         buf.push('\n');
-        macro_rules! drain {
-            ($stream:expr) => {{
-                let mut stream = $stream;
-                while let Some(r) = stream.try_next().await.map_err(&err)? {
-                    let row = (|| -> Result<PostureRow, sqlx::Error> {
-                        Ok(PostureRow {
-                            pi_id: r.try_get("pi_id")?,
-                            filename: r.try_get("filename")?,
-                            received_time: r.try_get("received_time")?,
-                            analyzed_time: r.try_get("analyzed_time")?,
-                            neck_angle: r.try_get("neck_angle")?,
-                            body_angle: r.try_get("body_angle")?,
-                            posture_status: r.try_get("posture_status")?,
-                            landmarks_detected: r.try_get("landmarks_detected")?,
-                            processed_by: r.try_get("processed_by")?,
-                            frame_id: r.try_get("frame_id")?,
-                        })
-                    })()
-                    .map_err(&err)?;
-                    buf.push_str(&row.csv_line());
-                    sent += 1;
-                    if buf.len() >= CHUNK && tx.send(std::mem::take(&mut buf)).await.is_err() {
-                        return Ok(sent);
-                    }
-                }
-            }};
-        }
-        match &self.pool {
-            Pool::Sqlite(p) => {
-                let sql = format!(
-                    "SELECT pi_id, filename, received_time, analyzed_time, CAST(neck_angle AS REAL) AS neck_angle, \
-                     CAST(body_angle AS REAL) AS body_angle, posture_status, landmarks_detected, processed_by, \
-                     COALESCE(frame_id, '') AS frame_id FROM posture_log \
-                     WHERE pi_id = ?1 AND received_time >= ?2 AND received_time < ?3 \
-                     ORDER BY received_time, id LIMIT {MAX_EXPORT_ROWS}"
-                );
-                let q = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(sqlite_key(from))
-                    .bind(sqlite_key_ceil(to));
-                drain!(q.fetch(p))
-            }
-            Pool::Postgres(p) => {
-                let time = |c: &str| {
-                    format!(
-                        "to_char({c} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {c}"
-                    )
+        on_pool!(pool, p => {
+            let mut rows = sqlx::query(sql)
+                .bind(camera)
+                .bind(pool.lower(from))
+                .bind(pool.upper(to))
+                .fetch(p);
+            while let Some(r) = rows.try_next().await.map_err(&err)? {
+                let row = PostureRow {
+                    pi_id: r.try_get("pi_id").map_err(&err)?,
+                    filename: r.try_get("filename").map_err(&err)?,
+                    received_time: r.try_get("received_time").map_err(&err)?,
+                    analyzed_time: r.try_get("analyzed_time").map_err(&err)?,
+                    neck_angle: r.try_get("neck_angle").map_err(&err)?,
+                    body_angle: r.try_get("body_angle").map_err(&err)?,
+                    posture_status: r.try_get("posture_status").map_err(&err)?,
+                    landmarks_detected: r.try_get("landmarks_detected").map_err(&err)?,
+                    processed_by: r.try_get("processed_by").map_err(&err)?,
+                    frame_id: r.try_get("frame_id").map_err(&err)?,
                 };
-                let sql = format!(
-                    "SELECT pi_id, filename, {}, {}, neck_angle::float8 AS neck_angle, \
-                     body_angle::float8 AS body_angle, posture_status, landmarks_detected, processed_by, \
-                     COALESCE(frame_id, '') AS frame_id FROM posture_log \
-                     WHERE pi_id = $1 AND received_time >= to_timestamp($2) AND received_time < to_timestamp($3) \
-                     ORDER BY received_time, id LIMIT {MAX_EXPORT_ROWS}",
-                    time("received_time"),
-                    time("analyzed_time"),
-                );
-                let q = sqlx::query(AssertSqlSafe(sql))
-                    .bind(camera)
-                    .bind(epoch(from))
-                    .bind(epoch(to));
-                drain!(q.fetch(p))
+                buf.push_str(&row.csv_line());
+                sent += 1;
+                if buf.len() >= CHUNK && tx.send(std::mem::take(&mut buf)).await.is_err() {
+                    return Ok(sent);
+                }
             }
-        }
+        });
         if !buf.is_empty() {
             let _ = tx.send(buf).await;
         }
@@ -713,17 +565,11 @@ impl ReadOnlyDb {
     #[doc(hidden)]
     pub async fn write_is_refused(&self) -> bool {
         const SQL: &str = "CREATE TABLE posture_dashboard_write_probe (x INTEGER)";
-        match &self.pool {
-            Pool::Sqlite(p) => sqlx::query(SQL).execute(p).await.is_err(),
-            Pool::Postgres(p) => sqlx::query(SQL).execute(p).await.is_err(),
-        }
+        on_pool!(&self.pool, p => sqlx::query(SQL).execute(p).await.is_err())
     }
 
     /// Closes the connections.
     pub async fn close(&self) {
-        match &self.pool {
-            Pool::Sqlite(p) => p.close().await,
-            Pool::Postgres(p) => p.close().await,
-        }
+        on_pool!(&self.pool, p => p.close().await)
     }
 }
