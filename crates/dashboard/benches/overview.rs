@@ -32,7 +32,9 @@ fn rows() -> usize {
 
 async fn fill(target: &DbTarget, rows: usize) {
     let started = Instant::now();
-    let seeder = Seeder::open(target).await.expect("opening the bench database");
+    let seeder = Seeder::open(target)
+        .await
+        .expect("opening the bench database");
     let mut frames = synthetic(10, rows, Timestamp::now(), 86_000);
     for (i, f) in frames.iter_mut().enumerate() {
         if i % 500 == 0 || i + 10 >= rows {
@@ -44,7 +46,11 @@ async fn fill(target: &DbTarget, rows: usize) {
         seeder.insert(chunk).await.expect("seeding");
     }
     seeder.close().await;
-    eprintln!("{}: seeded {rows} rows in {:.1} s", target.describe(), started.elapsed().as_secs_f64());
+    eprintln!(
+        "{}: seeded {rows} rows in {:.1} s",
+        target.describe(),
+        started.elapsed().as_secs_f64()
+    );
 }
 
 fn bench_target(c: &mut Criterion, name: &str, target: DbTarget) {
@@ -53,6 +59,8 @@ fn bench_target(c: &mut Criterion, name: &str, target: DbTarget) {
         .enable_all()
         .build()
         .expect("a runtime");
+    // Lazy pools are made inside the runtime.
+    let _guard = rt.enter();
     let rows = rows();
     rt.block_on(fill(&target, rows));
     let dashboard = Dashboard::new(
@@ -62,7 +70,8 @@ fn bench_target(c: &mut Criterion, name: &str, target: DbTarget) {
         LiveConfig::default(),
     );
     let started = Instant::now();
-    rt.block_on(dashboard.live().refresh()).expect("building the statistics");
+    rt.block_on(dashboard.live().refresh())
+        .expect("building the statistics");
     eprintln!(
         "{name}: statistics of {rows} rows built in {:.2} s (once, at start and every refresh)",
         started.elapsed().as_secs_f64()
@@ -76,7 +85,11 @@ fn bench_target(c: &mut Criterion, name: &str, target: DbTarget) {
             rt.block_on(async {
                 let resp = router
                     .clone()
-                    .oneshot(http::Request::get(path).body(axum::body::Body::empty()).expect("a request"))
+                    .oneshot(
+                        http::Request::get(path)
+                            .body(axum::body::Body::empty())
+                            .expect("a request"),
+                    )
                     .await
                     .expect("a response");
                 assert_eq!(resp.status(), 200);
@@ -91,7 +104,9 @@ fn bench_target(c: &mut Criterion, name: &str, target: DbTarget) {
     let overview = get("/");
     assert!(overview() > 10_000, "the overview shows ten cards");
     let mut group = c.benchmark_group(format!("dashboard_{name}_{rows}_rows"));
-    group.sample_size(20).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(20)
+        .measurement_time(Duration::from_secs(10));
     group.bench_function("overview", |b| b.iter(&overview));
     let camera = get("/camera/cam01?range=24h");
     group.bench_function("camera_24h", |b| b.iter(&camera));

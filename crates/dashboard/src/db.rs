@@ -168,7 +168,9 @@ impl Pool {
     /// TIMESTAMP of legacy tables, read as UTC).
     fn time_col(&self, col: &str) -> String {
         if self.is_pg() {
-            format!("to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {col}")
+            format!(
+                "to_char({col} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS {col}"
+            )
         } else {
             col.to_string()
         }
@@ -187,12 +189,20 @@ impl Pool {
     /// A lower time bound as bound text: SQLite compares RFC 3339 text to
     /// the second, PostgreSQL casts it exactly.
     fn lower(&self, t: Timestamp) -> String {
-        if self.is_pg() { t.to_string() } else { sqlite_key(t) }
+        if self.is_pg() {
+            t.to_string()
+        } else {
+            sqlite_key(t)
+        }
     }
 
     /// An exclusive upper time bound as bound text.
     fn upper(&self, t: Timestamp) -> String {
-        if self.is_pg() { t.to_string() } else { sqlite_key_ceil(t) }
+        if self.is_pg() {
+            t.to_string()
+        } else {
+            sqlite_key_ceil(t)
+        }
     }
 
     /// The bucket number of `received_time` for `$4`-second buckets.
@@ -265,7 +275,9 @@ impl ReadOnlyDb {
 
     /// The highest row id (0 for an empty or missing table).
     pub async fn max_id(&self) -> Result<i64, DbError> {
-        let sql = self.pool.sql("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM posture_log");
+        let sql = self
+            .pool
+            .sql("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM posture_log");
         or_empty(on_pool!(&self.pool, p => sqlx::query_scalar::<_, i64>(sql).fetch_one(p).await))
             .map_err(self.err("reading the newest row id"))
     }
@@ -472,7 +484,9 @@ impl ReadOnlyDb {
 
     /// The annotated JPEG of `frame_id`, if still kept.
     pub async fn image(&self, frame_id: &str) -> Result<Option<Vec<u8>>, DbError> {
-        let sql = self.pool.sql("SELECT jpeg FROM posture_image WHERE frame_id = $1");
+        let sql = self
+            .pool
+            .sql("SELECT jpeg FROM posture_image WHERE frame_id = $1");
         or_empty(on_pool!(&self.pool, p => {
             sqlx::query_scalar::<_, Vec<u8>>(sql).bind(frame_id).fetch_optional(p).await
         }))

@@ -164,6 +164,99 @@ fn gpu_view(snapshot: &GpuSnapshot, node: &str, now_ms: i64) -> GpuView {
     }
 }
 
+fn empty_node(name: String) -> NodeView {
+    NodeView {
+        name,
+        ready: None,
+        cordoned: false,
+        gpu: None,
+        pods: Vec::new(),
+    }
+}
+
+/// The latest FailedScheduling message per pod `(namespace, name)`.
+type Failed = BTreeMap<(String, String), (Option<Timestamp>, String)>;
+
+/// Activity lines from Events, and each pod's latest FailedScheduling.
+fn activity_from(events: &[Event]) -> (Vec<ActivityView>, Failed) {
+    let mut failed = Failed::new();
+    let mut activity = Vec::with_capacity(events.len());
+    for e in events {
+        let object = &e.involved_object;
+        let key = (
+            object.namespace.clone().unwrap_or_default(),
+            object.name.clone().unwrap_or_default(),
+        );
+        let time = event_time(e);
+        let message = e.message.clone().unwrap_or_default();
+        let reason = e.reason.clone().unwrap_or_default();
+        if reason == "FailedScheduling" && failed.get(&key).is_none_or(|(prev, _)| *prev < time) {
+            failed.insert(key.clone(), (time, message.clone()));
+        }
+        activity.push(ActivityView {
+            time,
+            reason,
+            object: format!(
+                "{} {}/{}",
+                object.kind.clone().unwrap_or_default(),
+                key.0,
+                key.1
+            ),
+            message,
+            count: e.count.unwrap_or(1).max(1),
+        });
+    }
+    (activity, failed)
+}
+
+/// Puts bound pods on their nodes; returns the unbound, unfinished ones
+/// with the scheduler's reason.
+fn place_pods(
+    pods: &[Pod],
+    nodes: &mut BTreeMap<String, NodeView>,
+    failed: &Failed,
+) -> Vec<PendingView> {
+    let mut pending = Vec::new();
+    for p in pods {
+        let view = pod_view(p);
+        let node = p
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_name.clone())
+            .filter(|n| !n.is_empty());
+        if let Some(node) = node {
+            nodes
+                .entry(node.clone())
+                .or_insert_with(|| empty_node(node))
+                .pods
+                .push(view);
+            continue;
+        }
+        if matches!(view.phase.as_str(), "Succeeded" | "Failed") {
+            continue;
+        }
+        let condition = p
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.as_ref())
+            .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
+            .filter(|c| c.status == "False")
+            .and_then(|c| c.message.clone())
+            .filter(|m| !m.is_empty());
+        let reason = condition.or_else(|| {
+            failed
+                .get(&(view.namespace.clone(), view.name.clone()))
+                .map(|(_, m)| m.clone())
+        });
+        pending.push(PendingView {
+            since: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+            reason,
+            pod: view,
+        });
+    }
+    pending
+}
+
 /// Builds the view (pure). `now_ms`: milliseconds since the epoch.
 pub fn summarise(k8s: Option<&KubeInputs>, gpu: Option<&GpuSnapshot>, now_ms: i64) -> FarmView {
     let mut nodes: BTreeMap<String, NodeView> = BTreeMap::new();
@@ -171,105 +264,24 @@ pub fn summarise(k8s: Option<&KubeInputs>, gpu: Option<&GpuSnapshot>, now_ms: i6
     let mut activity = Vec::new();
     if let Some(k) = k8s {
         for n in &k.nodes {
-            let name = n.metadata.name.clone().unwrap_or_default();
-            nodes.insert(
-                name.clone(),
-                NodeView {
-                    ready: Some(node_ready(n)),
-                    cordoned: n
-                        .spec
-                        .as_ref()
-                        .and_then(|s| s.unschedulable)
-                        .unwrap_or(false),
-                    gpu: None,
-                    pods: Vec::new(),
-                    name,
-                },
-            );
-        }
-        let mut failed: BTreeMap<(String, String), (Option<Timestamp>, String)> = BTreeMap::new();
-        for e in &k.events {
-            let object = &e.involved_object;
-            let key = (
-                object.namespace.clone().unwrap_or_default(),
-                object.name.clone().unwrap_or_default(),
-            );
-            let time = event_time(e);
-            let message = e.message.clone().unwrap_or_default();
-            let reason = e.reason.clone().unwrap_or_default();
-            if reason == "FailedScheduling" {
-                match failed.get(&key) {
-                    Some((prev, _)) if *prev >= time => {}
-                    _ => {
-                        failed.insert(key.clone(), (time, message.clone()));
-                    }
-                }
-            }
-            activity.push(ActivityView {
-                time,
-                reason,
-                object: format!(
-                    "{} {}/{}",
-                    object.kind.clone().unwrap_or_default(),
-                    key.0,
-                    key.1
-                ),
-                message,
-                count: e.count.unwrap_or(1).max(1),
-            });
-        }
-        for p in &k.pods {
-            let view = pod_view(p);
-            let node = p
+            let mut view = empty_node(n.metadata.name.clone().unwrap_or_default());
+            view.ready = Some(node_ready(n));
+            view.cordoned = n
                 .spec
                 .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty());
-            match node {
-                Some(node) => nodes
-                    .entry(node.clone())
-                    .or_insert_with(|| NodeView {
-                        name: node,
-                        ready: None,
-                        cordoned: false,
-                        gpu: None,
-                        pods: Vec::new(),
-                    })
-                    .pods
-                    .push(view),
-                None if !matches!(view.phase.as_str(), "Succeeded" | "Failed") => {
-                    let condition = p
-                        .status
-                        .as_ref()
-                        .and_then(|s| s.conditions.as_ref())
-                        .and_then(|c| c.iter().find(|c| c.type_ == "PodScheduled"))
-                        .filter(|c| c.status == "False")
-                        .and_then(|c| c.message.clone())
-                        .filter(|m| !m.is_empty());
-                    let reason = condition.or_else(|| {
-                        failed
-                            .get(&(view.namespace.clone(), view.name.clone()))
-                            .map(|(_, m)| m.clone())
-                    });
-                    pending.push(PendingView {
-                        since: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
-                        reason,
-                        pod: view,
-                    });
-                }
-                None => {}
-            }
+                .and_then(|s| s.unschedulable)
+                .unwrap_or(false);
+            nodes.insert(view.name.clone(), view);
         }
+        let failed;
+        (activity, failed) = activity_from(&k.events);
+        pending = place_pods(&k.pods, &mut nodes, &failed);
     }
     if let Some(g) = gpu {
         for name in g.nodes.keys() {
-            nodes.entry(name.clone()).or_insert_with(|| NodeView {
-                name: name.clone(),
-                ready: None,
-                cordoned: false,
-                gpu: None,
-                pods: Vec::new(),
-            });
+            nodes
+                .entry(name.clone())
+                .or_insert_with(|| empty_node(name.clone()));
         }
         for (name, n) in nodes.iter_mut() {
             n.gpu = Some(gpu_view(g, name, now_ms));

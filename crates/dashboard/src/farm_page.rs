@@ -57,9 +57,9 @@ fn gpu_cell(g: Option<&GpuView>) -> String {
             u.clamp(0.0, 100.0)
         )
     });
-    let age = g
-        .age_secs
-        .map_or(String::new(), |a| format!(" sample {} old", human_duration(a)));
+    let age = g.age_secs.map_or(String::new(), |a| {
+        format!(" sample {} old", human_duration(a))
+    });
     let why = match (g.state, &g.error) {
         (UsageState::Ok, _) | (_, None) => String::new(),
         (_, Some(e)) => format!(r#"<span class="muted"> — {}</span>"#, esc(e)),

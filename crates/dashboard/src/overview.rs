@@ -77,81 +77,50 @@ fn good_share(c: &Counts) -> String {
     }
 }
 
-fn card(out: &mut String, card: &Card, clock: &Clock) {
+fn card_image(out: &mut String, card: &Card, clock: &Clock, href: &str) {
     let s = &card.summary;
-    let cam = esc(&s.camera);
-    let href = format!("/camera/{}", url_part(&s.camera));
-    let verdict = s.latest.as_ref().map(|f| f.verdict());
-    let _ = write!(
-        out,
-        r#"<article class="card{silent}" data-camera="{cam}" data-verdict="{v}" aria-labelledby="cam-{id}">"#,
-        silent = if s.silent { " silent" } else { "" },
-        v = verdict.map_or("", |v| v.label()),
-        id = url_part(&s.camera),
-    );
-    match &card.image {
-        Some(img) => {
-            let same = s.latest.as_ref().filter(|f| f.frame_id == img.frame_id);
-            let alt = match same {
-                Some(f) => format!(
-                    "Latest annotated frame from {}, {}: {}, neck {}, torso {}",
-                    s.camera,
-                    clock.datetime(f.received),
-                    f.verdict().label(),
-                    degrees(f.neck),
-                    degrees(f.torso)
-                ),
-                None => format!(
-                    "Newest kept annotated frame from {}{}",
-                    s.camera,
-                    img.analyzed
-                        .map_or(String::new(), |t| format!(", {}", clock.datetime(t)))
-                ),
-            };
-            let _ = write!(
-                out,
-                r#"<a class="shot" href="{href}"><img src="/image/{}" alt="{}" width="320" height="240"></a>"#,
-                url_part(&img.frame_id),
-                esc(&alt)
-            );
-            if same.is_none() {
-                let _ = write!(
-                    out,
-                    r#"<p class="shot-note">Image of an earlier frame{}</p>"#,
-                    img.analyzed
-                        .map_or(String::new(), |t| format!(" ({})", clock.time(t)))
-                );
-            }
-        }
-        None => {
-            let _ = write!(
-                out,
-                r#"<a class="shot placeholder" href="{href}" role="img" aria-label="No annotated image kept for {cam}"><span>No image kept</span><small>older images are removed by retention</small></a>"#
-            );
-        }
-    }
-    let _ = write!(
-        out,
-        r#"<div class="card-body"><div class="card-head"><h2 id="cam-{id}"><a href="{href}">{cam}</a></h2>"#,
-        id = url_part(&s.camera)
-    );
-    if let Some(v) = verdict {
+    let Some(img) = &card.image else {
         let _ = write!(
             out,
-            r#"<span class="badge {}">{}</span>"#,
-            v.css(),
-            v.label()
+            r#"<a class="shot placeholder" href="{href}" role="img" aria-label="No annotated image kept for {cam}"><span>No image kept</span><small>older images are removed by retention</small></a>"#,
+            cam = esc(&s.camera)
         );
-    }
-    if s.silent {
+        return;
+    };
+    let same = s.latest.as_ref().filter(|f| f.frame_id == img.frame_id);
+    let alt = match same {
+        Some(f) => format!(
+            "Latest annotated frame from {}, {}: {}, neck {}, torso {}",
+            s.camera,
+            clock.datetime(f.received),
+            f.verdict().label(),
+            degrees(f.neck),
+            degrees(f.torso)
+        ),
+        None => format!(
+            "Newest kept annotated frame from {}{}",
+            s.camera,
+            img.analyzed
+                .map_or(String::new(), |t| format!(", {}", clock.datetime(t)))
+        ),
+    };
+    let _ = write!(
+        out,
+        r#"<a class="shot" href="{href}"><img src="/image/{}" alt="{}" width="320" height="240"></a>"#,
+        url_part(&img.frame_id),
+        esc(&alt)
+    );
+    if same.is_none() {
         let _ = write!(
             out,
-            r#"<span class="badge silent">Silent{}</span>"#,
-            s.age_secs
-                .map_or(String::new(), |a| format!(" {}", human_duration(a)))
+            r#"<p class="shot-note">Image of an earlier frame{}</p>"#,
+            img.analyzed
+                .map_or(String::new(), |t| format!(" ({})", clock.time(t)))
         );
     }
-    out.push_str("</div>");
+}
+
+fn card_stats(out: &mut String, s: &CameraSummary, clock: &Clock) {
     let latest = s.latest.as_ref();
     let _ = write!(
         out,
@@ -174,13 +143,51 @@ fn card(out: &mut String, card: &Card, clock: &Clock) {
     };
     let _ = write!(
         out,
-        r#"<dl class="stats"><div><dt>Good, last hour</dt><dd class="good-hour" data-frames="{hf}">{hour}</dd></div><div><dt>Good, last day</dt><dd class="good-day" data-frames="{df}">{day}</dd></div><div><dt>Frames per minute</dt><dd class="fpm">{fpm:.1}</dd></div><div><dt>Last seen</dt><dd class="last-seen">{seen}</dd></div></dl></div></article>"#,
+        r#"<dl class="stats"><div><dt>Good, last hour</dt><dd class="good-hour" data-frames="{hf}">{hour}</dd></div><div><dt>Good, last day</dt><dd class="good-day" data-frames="{df}">{day}</dd></div><div><dt>Frames per minute</dt><dd class="fpm">{fpm:.1}</dd></div><div><dt>Last seen</dt><dd class="last-seen">{seen}</dd></div></dl>"#,
         hf = s.hour.frames,
         df = s.day.frames,
         hour = good_share(&s.hour),
         day = good_share(&s.day),
         fpm = s.per_minute,
     );
+}
+
+fn card(out: &mut String, card: &Card, clock: &Clock) {
+    let s = &card.summary;
+    let cam = esc(&s.camera);
+    let id = url_part(&s.camera);
+    let href = format!("/camera/{id}");
+    let verdict = s.latest.as_ref().map(|f| f.verdict());
+    let _ = write!(
+        out,
+        r#"<article class="card{silent}" data-camera="{cam}" data-verdict="{v}" aria-labelledby="cam-{id}">"#,
+        silent = if s.silent { " silent" } else { "" },
+        v = verdict.map_or("", |v| v.label()),
+    );
+    card_image(out, card, clock, &href);
+    let _ = write!(
+        out,
+        r#"<div class="card-body"><div class="card-head"><h2 id="cam-{id}"><a href="{href}">{cam}</a></h2>"#
+    );
+    if let Some(v) = verdict {
+        let _ = write!(
+            out,
+            r#"<span class="badge {}">{}</span>"#,
+            v.css(),
+            v.label()
+        );
+    }
+    if s.silent {
+        let _ = write!(
+            out,
+            r#"<span class="badge silent">Silent{}</span>"#,
+            s.age_secs
+                .map_or(String::new(), |a| format!(" {}", human_duration(a)))
+        );
+    }
+    out.push_str("</div>");
+    card_stats(out, s, clock);
+    out.push_str("</div></article>");
 }
 
 /// The live region: banner and cards.

@@ -55,14 +55,65 @@ async fn newest_image(
     Ok(None)
 }
 
-/// Builds the report.
-pub async fn build(db: &ReadOnlyDb, opts: &ReportOptions) -> Result<String, DbError> {
-    let clock = &opts.clock;
+/// One camera's summary-table row and section, or `None` without frames.
+async fn camera_section(
+    db: &ReadOnlyDb,
+    opts: &ReportOptions,
+    i: usize,
+    cam: &str,
+) -> Result<Option<(String, String)>, DbError> {
     let range = Range {
         name: "custom",
         from: opts.from,
         to: opts.to,
     };
+    let data = plot_data(db, cam, opts.from, opts.to, &opts.clock).await?;
+    if data.totals.frames == 0 {
+        return Ok(None);
+    }
+    let anchor = format!("cam-{}", url_part(cam));
+    let t = &data.totals;
+    let row = format!(
+        r##"<tr><th scope="row"><a href="#{anchor}">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"##,
+        esc(cam),
+        t.frames,
+        percent(t.good_percent()),
+        t.good,
+        t.bad,
+        degrees(t.neck_mean),
+        degrees(t.torso_mean)
+    );
+    let mut section = format!(
+        r#"<section class="report-camera" id="{anchor}" aria-labelledby="{anchor}-h"><h2 id="{anchor}-h">Camera {}</h2>{}{}"#,
+        esc(cam),
+        totals_html(t),
+        figure(
+            &format!("plot-{i}"),
+            cam,
+            &range,
+            &data,
+            opts.thresholds,
+            &opts.clock
+        )
+    );
+    if opts.images
+        && let Some((frame_id, jpeg)) = newest_image(db, cam, opts.to, opts.from).await?
+    {
+        let _ = write!(
+            section,
+            r#"<figure class="report-shot"><img src="data:image/jpeg;base64,{}" alt="Newest annotated frame of {} in this range"><figcaption>Newest annotated frame in the range (frame {}).</figcaption></figure>"#,
+            base64::engine::general_purpose::STANDARD.encode(&jpeg),
+            esc(cam),
+            esc(&frame_id)
+        );
+    }
+    section.push_str("</section>");
+    Ok(Some((row, section)))
+}
+
+/// Builds the report.
+pub async fn build(db: &ReadOnlyDb, opts: &ReportOptions) -> Result<String, DbError> {
+    let clock = &opts.clock;
     let mut cameras = db.cameras().await?;
     if !opts.cameras.is_empty() {
         cameras.retain(|c| opts.cameras.contains(c));
@@ -71,50 +122,13 @@ pub async fn build(db: &ReadOnlyDb, opts: &ReportOptions) -> Result<String, DbEr
     let mut sections = String::new();
     let mut quiet = Vec::new();
     for (i, cam) in cameras.iter().enumerate() {
-        let data = plot_data(db, cam, opts.from, opts.to, clock).await?;
-        if data.totals.frames == 0 {
-            quiet.push(cam.clone());
-            continue;
+        match camera_section(db, opts, i, cam).await? {
+            Some((row, section)) => {
+                summary.push_str(&row);
+                sections.push_str(&section);
+            }
+            None => quiet.push(cam.clone()),
         }
-        let anchor = format!("cam-{}", url_part(cam));
-        let t = &data.totals;
-        let _ = write!(
-            summary,
-            r##"<tr><th scope="row"><a href="#{anchor}">{}</a></th><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"##,
-            esc(cam),
-            t.frames,
-            percent(t.good_percent()),
-            t.good,
-            t.bad,
-            degrees(t.neck_mean),
-            degrees(t.torso_mean)
-        );
-        let _ = write!(
-            sections,
-            r#"<section class="report-camera" id="{anchor}" aria-labelledby="{anchor}-h"><h2 id="{anchor}-h">Camera {}</h2>{}{}"#,
-            esc(cam),
-            totals_html(t),
-            figure(
-                &format!("plot-{i}"),
-                cam,
-                &range,
-                &data,
-                opts.thresholds,
-                clock
-            )
-        );
-        if opts.images
-            && let Some((frame_id, jpeg)) = newest_image(db, cam, opts.to, opts.from).await?
-        {
-            let _ = write!(
-                sections,
-                r#"<figure class="report-shot"><img src="data:image/jpeg;base64,{}" alt="Newest annotated frame of {} in this range"><figcaption>Newest annotated frame in the range (frame {}).</figcaption></figure>"#,
-                base64::engine::general_purpose::STANDARD.encode(&jpeg),
-                esc(cam),
-                esc(&frame_id)
-            );
-        }
-        sections.push_str("</section>");
     }
     let mut out = String::with_capacity(sections.len() + 8192);
     let _ = write!(

@@ -84,7 +84,11 @@ async fn exercise(kind: &str, target: DbTarget) {
         ReadOnlyDb::open(&target).write_is_refused().await,
         "the dashboard's connections must be read-only"
     );
-    let farm = Farm::new(&KubeSource::Off, Some(prom.source()), Some(prom.url.clone()));
+    let farm = Farm::new(
+        &KubeSource::Off,
+        Some(prom.source()),
+        Some(prom.url.clone()),
+    );
     let served = Served::start(&target, farm, KubeSource::Off).await;
 
     // Overview: one card per camera with verdict, counts, image or placeholder.
@@ -102,15 +106,30 @@ async fn exercise(kind: &str, target: DbTarget) {
     assert_eq!(pi1["neck"], "14.0°");
     assert_eq!(pi1["hourFrames"], "6");
     assert!(pi1["hour"].as_str().unwrap().starts_with("67 %"), "{pi1}");
-    assert!(pi1["hour"].as_str().unwrap().contains("of 6 judged"), "{pi1}");
+    assert!(
+        pi1["hour"].as_str().unwrap().contains("of 6 judged"),
+        "{pi1}"
+    );
     assert_eq!(pi1["image"]["loaded"], 320);
-    assert!(pi1["image"]["alt"].as_str().unwrap().contains("Good, neck 14.0°"), "{pi1}");
+    assert!(
+        pi1["image"]["alt"]
+            .as_str()
+            .unwrap()
+            .contains("Good, neck 14.0°"),
+        "{pi1}"
+    );
     let pi2 = card(&cards, "pi2");
     assert_eq!(pi2["verdict"], "Bad");
     assert_eq!(pi2["hourFrames"], "1");
     assert_eq!(pi2["dayFrames"], "3");
     assert!(pi2["day"].as_str().unwrap().starts_with("50 %"), "{pi2}");
-    assert!(pi2["placeholder"].as_str().unwrap().contains("No image kept"), "{pi2}");
+    assert!(
+        pi2["placeholder"]
+            .as_str()
+            .unwrap()
+            .contains("No image kept"),
+        "{pi2}"
+    );
     let pi3 = card(&cards, "pi3");
     assert_eq!(pi3["silent"], true, "{pi3}");
     assert!(pi3["badges"].to_string().contains("Silent 2 h"), "{pi3}");
@@ -120,9 +139,18 @@ async fn exercise(kind: &str, target: DbTarget) {
     browser.screenshot(&format!("{kind}-overview.png")).await;
 
     // Live: a frame written now shows up without a reload.
-    browser.js("window.__noReload = 42; return true;", json!([])).await;
+    browser
+        .js("window.__noReload = 42; return true;", json!([]))
+        .await;
     seeder
-        .insert(&[frame("pi1", Timestamp::now(), 0, Some((55.0, 12.0)), "pi1-live", true)])
+        .insert(&[frame(
+            "pi1",
+            Timestamp::now(),
+            0,
+            Some((55.0, 12.0)),
+            "pi1-live",
+            true,
+        )])
         .await
         .unwrap();
     browser
@@ -133,15 +161,27 @@ async fn exercise(kind: &str, target: DbTarget) {
         )
         .await;
     let status = browser
-        .js("return document.getElementById('live-status').innerText", json!([]))
+        .js(
+            "return document.getElementById('live-status').innerText",
+            json!([]),
+        )
         .await;
     assert!(status.as_str().unwrap().starts_with("live"), "{status}");
-    browser.screenshot(&format!("{kind}-overview-live.png")).await;
+    browser
+        .screenshot(&format!("{kind}-overview-live.png"))
+        .await;
 
     // Camera page: a point per frame, threshold lines, recent frames with images.
-    browser.goto(&format!("{}/camera/pi1?range=1h", served.url)).await;
     browser
-        .wait_eq("the plot's points", "return document.querySelectorAll('svg.plot .pts-neck circle').length", json!(7), 20)
+        .goto(&format!("{}/camera/pi1?range=1h", served.url))
+        .await;
+    browser
+        .wait_eq(
+            "the plot's points",
+            "return document.querySelectorAll('svg.plot .pts-neck circle').length",
+            json!(7),
+            20,
+        )
         .await;
     let page = browser
         .js(
@@ -160,14 +200,27 @@ async fn exercise(kind: &str, target: DbTarget) {
         )
         .await;
     assert_eq!(page["torso"], 7, "{page}");
-    assert_eq!((page["good"].as_u64(), page["bad"].as_u64()), (Some(4), Some(3)), "{page}");
+    assert_eq!(
+        (page["good"].as_u64(), page["bad"].as_u64()),
+        (Some(4), Some(3)),
+        "{page}"
+    );
     assert_eq!(page["limits"], 2);
     assert_eq!(page["rows"], 7);
     assert_eq!(page["images"], 7);
     assert_eq!(page["current"], "1 h");
-    browser.js("window.__noReload = 7; return true;", json!([])).await;
+    browser
+        .js("window.__noReload = 7; return true;", json!([]))
+        .await;
     seeder
-        .insert(&[frame("pi1", Timestamp::now(), 0, Some((16.0, 4.0)), "pi1-live2", true)])
+        .insert(&[frame(
+            "pi1",
+            Timestamp::now(),
+            0,
+            Some((16.0, 4.0)),
+            "pi1-live2",
+            true,
+        )])
         .await
         .unwrap();
     browser
@@ -190,26 +243,53 @@ async fn exercise(kind: &str, target: DbTarget) {
     assert_eq!(lines[0], CSV_HEADER);
     assert_eq!(lines.len(), 9, "{csv}");
     assert!(lines[1].starts_with("pi1,pi1_pi1-a.jpg,"), "{}", lines[1]);
-    assert!(lines[8].ends_with(",Good,true,seed,pi1-live2"), "{}", lines[8]);
+    assert!(
+        lines[8].ends_with(",Good,true,seed,pi1-live2"),
+        "{}",
+        lines[8]
+    );
 
     // Farm page: nodes and GPU values from the real Prometheus, live.
     browser.goto(&format!("{}/farm", served.url)).await;
     let usage = |node: &str| {
-        format!("const c = document.querySelector('tr[data-node=\"{node}\"] .gpu-value'); return c && c.dataset.usage")
+        format!(
+            "const c = document.querySelector('tr[data-node=\"{node}\"] .gpu-value'); return c && c.dataset.usage"
+        )
     };
-    let agx = browser.wait_for("agx's GPU reading", &usage("agx"), 30).await;
+    let agx = browser
+        .wait_for("agx's GPU reading", &usage("agx"), 30)
+        .await;
     assert_eq!(agx, "35.0");
-    assert_eq!(browser.wait_for("orin's GPU reading", &usage("orin"), 30).await, "72.0");
+    assert_eq!(
+        browser
+            .wait_for("orin's GPU reading", &usage("orin"), 30)
+            .await,
+        "72.0"
+    );
     let states = browser
-        .js("return [...document.querySelectorAll('tr[data-node] .badge')].map(b => b.innerText)", json!([]))
+        .js(
+            "return [...document.querySelectorAll('tr[data-node] .badge')].map(b => b.innerText)",
+            json!([]),
+        )
         .await;
     assert_eq!(states, json!(["ok", "ok"]));
     let sources = browser
-        .js("return document.querySelector('ul.sources').innerText", json!([]))
+        .js(
+            "return document.querySelector('ul.sources').innerText",
+            json!([]),
+        )
         .await;
-    assert!(sources.as_str().unwrap().contains("turned off (--no-kubernetes)"), "{sources}");
+    assert!(
+        sources
+            .as_str()
+            .unwrap()
+            .contains("turned off (--no-kubernetes)"),
+        "{sources}"
+    );
     prom.set(&[("agx", 35.0), ("orin", 20.0)]);
-    browser.js("window.__noReload = 3; return true;", json!([])).await;
+    browser
+        .js("window.__noReload = 3; return true;", json!([]))
+        .await;
     browser
         .wait_for(
             "orin's new reading live",
@@ -235,7 +315,8 @@ async fn postgres_pages_in_a_real_browser() {
     let Some(pg) = Postgres::start() else {
         return;
     };
-    let target = DbTarget::resolve(Some(&pg.url()), &LegacyDbVars::default(), "x".as_ref()).unwrap();
+    let target =
+        DbTarget::resolve(Some(&pg.url()), &LegacyDbVars::default(), "x".as_ref()).unwrap();
     exercise("postgres", target).await;
 }
 
@@ -260,7 +341,10 @@ async fn report_opens_offline_in_a_real_browser() {
     let db = ReadOnlyDb::open(&target);
     let html = posture_dashboard::report::build(&db, &opts).await.unwrap();
     assert!(!html.contains("<script"), "the report needs no script");
-    assert!(!html.contains("http://") || !html.contains("src=\"http"), "no external resource");
+    assert!(
+        !html.contains("http://") || !html.contains("src=\"http"),
+        "no external resource"
+    );
     let path = support::screenshot_dir().join("report.html");
     std::fs::write(&path, &html).unwrap();
     // Nothing serves it: the browser reads the file alone.
@@ -283,7 +367,10 @@ async fn report_opens_offline_in_a_real_browser() {
     assert_eq!(seen["pi1"], 6, "{seen}");
     assert_eq!(seen["pi2"], 2, "pi2's no-person frame has no angle: {seen}");
     assert_eq!(seen["rows"], 3);
-    assert_eq!(seen["images"], 2, "pi1's and pi3's newest images are embedded (pi2 has none left): {seen}");
+    assert_eq!(
+        seen["images"], 2,
+        "pi1's and pi3's newest images are embedded (pi2 has none left): {seen}"
+    );
     assert_eq!(seen["fetched"], 0, "the report loads nothing: {seen}");
     assert_eq!(seen["scripts"], 0);
     browser.screenshot("report.png").await;

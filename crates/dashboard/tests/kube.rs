@@ -83,13 +83,29 @@ fn event(reason: &str, kind: &str, name: &str, at: &str, msg: &str) -> Value {
 /// Answers one poll: pods, nodes (in two pages), then Events per reason.
 async fn answer_poll(h: &mut Handle, pods: Vec<Value>, events: Vec<Value>) {
     let ex = next(h).await;
-    assert_eq!((ex.method.as_str(), ex.path.as_str()), ("GET", "/api/v1/pods"));
-    assert!(ex.query.contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"), "{}", ex.query);
+    assert_eq!(
+        (ex.method.as_str(), ex.path.as_str()),
+        ("GET", "/api/v1/pods")
+    );
+    assert!(
+        ex.query
+            .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"),
+        "{}",
+        ex.query
+    );
     assert!(ex.query.contains("limit=500"), "{}", ex.query);
     respond(ex, 200, list("PodList", pods, ""));
     let ex = next(h).await;
     assert_eq!(ex.path, "/api/v1/nodes");
-    respond(ex, 200, list("NodeList", vec![node("agx", true), node("orin", false)], "page2"));
+    respond(
+        ex,
+        200,
+        list(
+            "NodeList",
+            vec![node("agx", true), node("orin", false)],
+            "page2",
+        ),
+    );
     let ex = next(h).await;
     assert_eq!(ex.path, "/api/v1/nodes");
     assert!(ex.query.contains("continue=page2"), "{}", ex.query);
@@ -97,8 +113,17 @@ async fn answer_poll(h: &mut Handle, pods: Vec<Value>, events: Vec<Value>) {
     for reason in ["Scheduled", "Rebalanced", "Preempted", "FailedScheduling"] {
         let ex = next(h).await;
         assert_eq!(ex.path, "/api/v1/namespaces/posture/events");
-        assert!(ex.query.contains(&format!("fieldSelector=reason%3D{reason}")), "{}", ex.query);
-        let items = events.iter().filter(|e| e["reason"] == reason).cloned().collect();
+        assert!(
+            ex.query
+                .contains(&format!("fieldSelector=reason%3D{reason}")),
+            "{}",
+            ex.query
+        );
+        let items = events
+            .iter()
+            .filter(|e| e["reason"] == reason)
+            .cloned()
+            .collect();
         respond(ex, 200, list("EventList", items, ""));
     }
 }
@@ -106,15 +131,40 @@ async fn answer_poll(h: &mut Handle, pods: Vec<Value>, events: Vec<Value>) {
 fn pods_v1() -> Vec<Value> {
     vec![
         pod("posture-pi1-abc", "pi1", Some("agx"), None),
-        pod("posture-pi2-def", "pi2", None, Some("0/3 nodes are available: 1 node(s) were not ready, 2 node(s) had no fresh GPU usage sample.")),
+        pod(
+            "posture-pi2-def",
+            "pi2",
+            None,
+            Some(
+                "0/3 nodes are available: 1 node(s) were not ready, 2 node(s) had no fresh GPU usage sample.",
+            ),
+        ),
     ]
 }
 
 fn events_v1() -> Vec<Value> {
     vec![
-        event("Scheduled", "Pod", "posture-pi1-abc", "2026-11-23T10:00:05.000000Z", "Successfully assigned posture/posture-pi1-abc to agx"),
-        event("Rebalanced", "ScaledJob", "posture-pi3", "2026-11-23T10:02:00.000000Z", "Moved from node orin (avg GPU 82.0%) to node xavier (projected 20.0% -> 35.0%); restarted 1 job(s)"),
-        event("Preempted", "Pod", "posture-low", "2026-11-23T10:01:00.000000Z", "Preempted by pod posture/posture-high on node agx"),
+        event(
+            "Scheduled",
+            "Pod",
+            "posture-pi1-abc",
+            "2026-11-23T10:00:05.000000Z",
+            "Successfully assigned posture/posture-pi1-abc to agx",
+        ),
+        event(
+            "Rebalanced",
+            "ScaledJob",
+            "posture-pi3",
+            "2026-11-23T10:02:00.000000Z",
+            "Moved from node orin (avg GPU 82.0%) to node xavier (projected 20.0% -> 35.0%); restarted 1 job(s)",
+        ),
+        event(
+            "Preempted",
+            "Pod",
+            "posture-low",
+            "2026-11-23T10:01:00.000000Z",
+            "Preempted by pod posture/posture-high on node agx",
+        ),
     ]
 }
 
@@ -129,30 +179,69 @@ async fn poll_reads_pods_nodes_and_activity_and_the_page_shows_them() {
     });
     answer_poll(&mut handle, pods_v1(), events_v1()).await;
     let inputs = reading.await.unwrap().unwrap();
-    assert_eq!((inputs.pods.len(), inputs.nodes.len(), inputs.events.len()), (2, 3, 3));
+    assert_eq!(
+        (inputs.pods.len(), inputs.nodes.len(), inputs.events.len()),
+        (2, 3, 3)
+    );
 
-    let farm = Farm::new(&KubeSource::Client(client, KubeSettings::default()), None, None);
+    let farm = Farm::new(
+        &KubeSource::Client(client, KubeSettings::default()),
+        None,
+        None,
+    );
     farm.record(Ok(inputs));
     let (view, sources) = farm.view(Timestamp::now());
     assert!(matches!(sources.kube, KubeStatus::Ok { .. }));
-    let names: Vec<_> = view.nodes.iter().map(|n| (n.name.as_str(), n.ready, n.pods.len())).collect();
-    assert_eq!(names, [("agx", Some(true), 1), ("orin", Some(false), 0), ("xavier", Some(true), 0)]);
-    assert!(view.pending[0].reason.as_deref().unwrap().contains("no fresh GPU usage sample"));
+    let names: Vec<_> = view
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), n.ready, n.pods.len()))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            ("agx", Some(true), 1),
+            ("orin", Some(false), 0),
+            ("xavier", Some(true), 0)
+        ]
+    );
+    assert!(
+        view.pending[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("no fresh GPU usage sample")
+    );
     let reasons: Vec<_> = view.activity.iter().map(|a| a.reason.as_str()).collect();
     assert_eq!(reasons, ["Rebalanced", "Preempted", "Scheduled"]);
 
     // The page as served.
     let dir = tempfile::tempdir().unwrap();
-    let db = posture_dashboard::ReadOnlyDb::open(&posture_analyzer::store::DbTarget::Sqlite(dir.path().join("none.db")));
-    let dashboard = posture_dashboard::Dashboard::new(db, farm.clone(), Default::default(), Default::default());
+    let db = posture_dashboard::ReadOnlyDb::open(&posture_analyzer::store::DbTarget::Sqlite(
+        dir.path().join("none.db"),
+    ));
+    let dashboard =
+        posture_dashboard::Dashboard::new(db, farm.clone(), Default::default(), Default::default());
     let (_tx, rx) = tokio::sync::watch::channel(false);
     let resp = dashboard
         .router(rx)
-        .oneshot(Request::get("/farm").body(axum::body::Body::empty()).unwrap())
+        .oneshot(
+            Request::get("/farm")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let html = String::from_utf8(resp.into_body().collect().await.unwrap().to_bytes().to_vec()).unwrap();
+    let html = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
     for needle in [
         r#"<tr data-node="agx">"#,
         r#"<a href="/camera/pi1">pi1</a>"#,
@@ -169,7 +258,9 @@ async fn poll_reads_pods_nodes_and_activity_and_the_page_shows_them() {
     farm.record(Err("connection refused".into()));
     let (view, sources) = farm.view(Timestamp::now());
     assert_eq!(view.nodes.len(), 3);
-    assert!(matches!(sources.kube, KubeStatus::Failing { ref error, .. } if error == "connection refused"));
+    assert!(
+        matches!(sources.kube, KubeStatus::Failing { ref error, .. } if error == "connection refused")
+    );
 }
 
 #[tokio::test]
@@ -192,21 +283,38 @@ async fn the_poller_announces_a_placement_change_once() {
         let _ = stop_rx.await;
     }));
     answer_poll(&mut handle, pods_v1(), events_v1()).await;
-    let first = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(first, LiveEvent::Farm);
     // Same state: no event. Then pi2 gets a node: one event.
     answer_poll(&mut handle, pods_v1(), events_v1()).await;
     let mut moved = pods_v1();
     moved[1] = pod("posture-pi2-def", "pi2", Some("xavier"), None);
     answer_poll(&mut handle, moved, events_v1()).await;
-    let second = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let second = tokio::time::timeout(Duration::from_secs(5), events.recv())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(second, LiveEvent::Farm);
     assert!(events.try_recv().is_err(), "one event per change");
     let (view, _) = farm.view(Timestamp::now());
     assert!(view.pending.is_empty());
-    assert_eq!(view.nodes.iter().find(|n| n.name == "xavier").unwrap().pods.len(), 1);
+    assert_eq!(
+        view.nodes
+            .iter()
+            .find(|n| n.name == "xavier")
+            .unwrap()
+            .pods
+            .len(),
+        1
+    );
     let _ = stop_tx.send(());
     // The loop may be waiting for an answer to its next poll: end the mock.
     drop(handle);
-    tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .unwrap()
+        .unwrap();
 }

@@ -17,9 +17,7 @@ use hyper_util::rt::TokioExecutor;
 use jiff::Timestamp;
 use posture_analyzer::store::DbTarget;
 use posture_dashboard::seed::SeedFrame;
-use posture_dashboard::{
-    Clock, Dashboard, Farm, KubeSource, LiveConfig, ReadOnlyDb, Settings,
-};
+use posture_dashboard::{Clock, Dashboard, Farm, KubeSource, LiveConfig, ReadOnlyDb, Settings};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
@@ -95,7 +93,10 @@ impl Browser {
     /// not installed outside CI.
     pub async fn start() -> Option<Self> {
         let chromium = require("/usr/bin/chromium", "Chromium (Debian package chromium)")?;
-        let driver = require("/usr/bin/chromedriver", "ChromeDriver (Debian package chromium-driver)")?;
+        let driver = require(
+            "/usr/bin/chromedriver",
+            "ChromeDriver (Debian package chromium-driver)",
+        )?;
         let port = free_port();
         let child = Command::new(driver)
             .arg(format!("--port={port}"))
@@ -115,9 +116,16 @@ impl Browser {
         };
         // The flags Chromium needs here: headless, as root, no network of its own.
         let args = json!([
-            "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            format!("--user-data-dir={}", b._profile.path().display()), "--window-size=1280,900"
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            "--disable-dev-shm-usage",
+            format!("--user-data-dir={}", b._profile.path().display()),
+            "--window-size=1280,900"
         ]);
         let caps = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
@@ -147,7 +155,10 @@ impl Browser {
         let status = resp.status();
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        assert!(status.is_success(), "WebDriver {method} {path}: {status} {v}");
+        assert!(
+            status.is_success(),
+            "WebDriver {method} {path}: {status} {v}"
+        );
         v["value"].clone()
     }
 
@@ -172,9 +183,8 @@ impl Browser {
         let deadline = Instant::now() + Duration::from_secs(secs);
         loop {
             let v = self.js(script, json!([])).await;
-            let truthy = !matches!(v, Value::Null | Value::Bool(false))
-                && v != json!(0)
-                && v != json!("");
+            let truthy =
+                !matches!(v, Value::Null | Value::Bool(false)) && v != json!(0) && v != json!("");
             if truthy {
                 return v;
             }
@@ -204,13 +214,20 @@ impl Browser {
     /// Saves a screenshot of the whole page as `name` in [`screenshot_dir`].
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let h = self
-            .js("return Math.ceil(document.documentElement.scrollHeight);", json!([]))
+            .js(
+                "return Math.ceil(document.documentElement.scrollHeight);",
+                json!([]),
+            )
             .await
             .as_u64()
             .unwrap_or(900)
             .clamp(600, 4000);
-        self.call("POST", "/window/rect", Some(json!({ "width": 1280, "height": h + 140 })))
-            .await;
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": 1280, "height": h + 140 })),
+        )
+        .await;
         let v = self.call("GET", "/screenshot", None).await;
         use base64::Engine as _;
         let png = base64::engine::general_purpose::STANDARD
@@ -219,8 +236,12 @@ impl Browser {
         let path = screenshot_dir().join(name);
         std::fs::write(&path, png).unwrap();
         eprintln!("screenshot: {}", path.display());
-        self.call("POST", "/window/rect", Some(json!({ "width": 1280, "height": 900 })))
-            .await;
+        self.call(
+            "POST",
+            "/window/rect",
+            Some(json!({ "width": 1280, "height": 900 })),
+        )
+        .await;
         path
     }
 
@@ -249,17 +270,54 @@ impl Postgres {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
             .unwrap_or(false);
         if as_root {
-            assert!(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir.path()).status().unwrap().success());
+            assert!(
+                Command::new("chown")
+                    .args(["-R", "postgres:postgres"])
+                    .arg(dir.path())
+                    .status()
+                    .unwrap()
+                    .success()
+            );
         }
-        let pg = Self { dir, port: free_port(), as_root };
+        let pg = Self {
+            dir,
+            port: free_port(),
+            as_root,
+        };
         let data = pg.dir.path().join("data");
-        assert!(pg.cmd("initdb").args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"]).arg(&data)
-            .stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap().success(), "initdb failed");
-        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off", pg.port, pg.dir.path().display());
-        let ok = pg.cmd("pg_ctl").args(["start", "-w", "-t", "30", "-D"]).arg(&data)
-            .arg("-l").arg(pg.dir.path().join("log")).arg("-o").arg(opts)
-            .stdout(Stdio::null()).status().unwrap().success();
-        assert!(ok, "pg_ctl start failed: {}", std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default());
+        assert!(
+            pg.cmd("initdb")
+                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+                .arg(&data)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .unwrap()
+                .success(),
+            "initdb failed"
+        );
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            pg.port,
+            pg.dir.path().display()
+        );
+        let ok = pg
+            .cmd("pg_ctl")
+            .args(["start", "-w", "-t", "30", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(pg.dir.path().join("log"))
+            .arg("-o")
+            .arg(opts)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap()
+            .success();
+        assert!(
+            ok,
+            "pg_ctl start failed: {}",
+            std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
+        );
         Some(pg)
     }
 
@@ -281,8 +339,13 @@ impl Postgres {
 
 impl Drop for Postgres {
     fn drop(&mut self) {
-        let _ = self.cmd("pg_ctl").args(["stop", "-m", "immediate", "-D"]).arg(self.dir.path().join("data"))
-            .stdout(Stdio::null()).stderr(Stdio::null()).status();
+        let _ = self
+            .cmd("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(self.dir.path().join("data"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
     }
 }
 
@@ -297,37 +360,67 @@ pub struct Prometheus {
 
 impl Prometheus {
     pub fn start(readings: &[(&str, f64)]) -> Option<Self> {
-        let prom = require("/usr/bin/prometheus", "Prometheus (Debian package prometheus)")?;
-        let exporter = require("/usr/bin/prometheus-node-exporter", "prometheus-node-exporter")?;
+        let prom = require(
+            "/usr/bin/prometheus",
+            "Prometheus (Debian package prometheus)",
+        )?;
+        let exporter = require(
+            "/usr/bin/prometheus-node-exporter",
+            "prometheus-node-exporter",
+        )?;
         let dir = tempfile::tempdir().unwrap();
         let textfiles = dir.path().join("textfiles");
         std::fs::create_dir_all(&textfiles).unwrap();
         let p = Self::write(&textfiles, readings);
         let _ = p;
         let eport = free_port();
-        let exporter = Proc(Command::new(exporter)
-            .arg(format!("--web.listen-address=127.0.0.1:{eport}"))
-            .arg("--collector.disable-defaults").arg("--collector.textfile")
-            .arg(format!("--collector.textfile.directory={}", textfiles.display()))
-            .stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let exporter = Proc(
+            Command::new(exporter)
+                .arg(format!("--web.listen-address=127.0.0.1:{eport}"))
+                .arg("--collector.disable-defaults")
+                .arg("--collector.textfile")
+                .arg(format!(
+                    "--collector.textfile.directory={}",
+                    textfiles.display()
+                ))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         let pport = free_port();
         let config = dir.path().join("prometheus.yml");
         std::fs::write(&config, format!(
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{eport}']\n"
         )).unwrap();
-        let prom = Proc(Command::new(prom)
-            .arg(format!("--config.file={}", config.display()))
-            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
-            .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-            .stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap());
+        let prom = Proc(
+            Command::new(prom)
+                .arg(format!("--config.file={}", config.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
         wait_port(pport);
-        Some(Self { _prom: prom, _exporter: exporter, dir, url: format!("http://127.0.0.1:{pport}") })
+        Some(Self {
+            _prom: prom,
+            _exporter: exporter,
+            dir,
+            url: format!("http://127.0.0.1:{pport}"),
+        })
     }
 
     fn write(dir: &Path, readings: &[(&str, f64)]) {
         let mut text = String::from("# TYPE jetson_gpu_usage_percent gauge\n");
         for (node, v) in readings {
-            text.push_str(&format!("jetson_gpu_usage_percent{{node=\"{node}\"}} {v}\n"));
+            text.push_str(&format!(
+                "jetson_gpu_usage_percent{{node=\"{node}\"}} {v}\n"
+            ));
         }
         let tmp = dir.join("gpu.prom.tmp");
         std::fs::write(&tmp, text).unwrap();
@@ -346,10 +439,14 @@ impl Prometheus {
         let config = posture_gpu::GpuConfig::default()
             .resolve(DEFAULT_QUERY_TEMPLATE, default_discover(), &[])
             .unwrap();
-        let source = posture_gpu::GpuSource::new(client, config, posture_gpu::SourceSettings {
-            poll_interval: Duration::from_millis(500),
-            stale_after: Duration::from_secs(30),
-        });
+        let source = posture_gpu::GpuSource::new(
+            client,
+            config,
+            posture_gpu::SourceSettings {
+                poll_interval: Duration::from_millis(500),
+                stale_after: Duration::from_secs(30),
+            },
+        );
         source.spawn().0
     }
 }
@@ -365,14 +462,24 @@ impl Served {
     pub async fn start(target: &DbTarget, farm: Farm, kube: KubeSource) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let settings = Settings { clock: Clock::new(Some("UTC")).unwrap(), ..Settings::default() };
-        let live = LiveConfig { poll_interval: Duration::from_millis(100), refresh_interval: Duration::from_secs(600) };
+        let settings = Settings {
+            clock: Clock::new(Some("UTC")).unwrap(),
+            ..Settings::default()
+        };
+        let live = LiveConfig {
+            poll_interval: Duration::from_millis(100),
+            refresh_interval: Duration::from_secs(600),
+        };
         let dashboard = Dashboard::new(ReadOnlyDb::open(target), farm, settings, live);
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(dashboard.serve(listener, kube, async move {
             let _ = rx.await;
         }));
-        Self { url, stop: Some(tx), task: Some(task) }
+        Self {
+            url,
+            stop: Some(tx),
+            task: Some(task),
+        }
     }
 
     /// Stops it and waits (open SSE streams must not keep it alive).
@@ -395,7 +502,11 @@ pub fn jpeg(color: [u8; 3]) -> Vec<u8> {
     use posture_analyzer::image::{Rgb, RgbImage};
     let img = RgbImage::from_fn(320, 240, |x, y| {
         let f = 0.55 + 0.45 * (x as f32 / 320.0) * (1.0 - y as f32 / 480.0);
-        Rgb([(color[0] as f32 * f) as u8, (color[1] as f32 * f) as u8, (color[2] as f32 * f) as u8])
+        Rgb([
+            (color[0] as f32 * f) as u8,
+            (color[1] as f32 * f) as u8,
+            (color[2] as f32 * f) as u8,
+        ])
     });
     let mut out = Vec::new();
     posture_analyzer::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 85)
@@ -405,7 +516,14 @@ pub fn jpeg(color: [u8; 3]) -> Vec<u8> {
 }
 
 /// A frame `secs_ago` seconds before `now`.
-pub fn frame(camera: &str, now: Timestamp, secs_ago: i64, angles: Option<(f64, f64)>, id: &str, image: bool) -> SeedFrame {
+pub fn frame(
+    camera: &str,
+    now: Timestamp,
+    secs_ago: i64,
+    angles: Option<(f64, f64)>,
+    id: &str,
+    image: bool,
+) -> SeedFrame {
     let t = Timestamp::from_second(now.as_second() - secs_ago).unwrap();
     let mut f = posture_dashboard::seed::judged(camera, t, angles, id.to_string());
     if image {
