@@ -138,11 +138,7 @@ impl Browser {
     }
 
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let uri = if path == "/session" {
-            format!("{}{path}", self.base)
-        } else {
-            format!("{}{path}", self.base)
-        };
+        let uri = format!("{}{path}", self.base);
         let req = hyper::Request::builder()
             .method(method)
             .uri(uri)
@@ -371,8 +367,7 @@ impl Prometheus {
         let dir = tempfile::tempdir().unwrap();
         let textfiles = dir.path().join("textfiles");
         std::fs::create_dir_all(&textfiles).unwrap();
-        let p = Self::write(&textfiles, readings);
-        let _ = p;
+        Self::write(&textfiles, readings);
         let eport = free_port();
         let exporter = Proc(
             Command::new(exporter)
