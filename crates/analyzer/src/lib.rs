@@ -43,15 +43,6 @@ pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};
 /// Re-exported so the CLI names the same `image` and `posture-pose` versions.
 pub use {image, posture_pose};
 
-/// An error and its causes on one line (`a: b: c`), for log fields: our
-/// error types keep causes in `source()` rather than in their message.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        out.push_str(": ");
-        out.push_str(&e.to_string());
-        cur = e.source();
-    }
-    out
-}
+/// An error and its causes on one line (`a: b: c`), for log fields (the
+/// workspace's one copy, re-exported for the analyzer's callers).
+pub use posture_core::error_chain;

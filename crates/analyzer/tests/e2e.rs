@@ -2,6 +2,7 @@
 //! ports): frames in, rows and files out; broker restart and analyzer
 //! restart lose nothing; database down then up loses and duplicates
 //! nothing; every bad-input kind ends in the dead-letter folder.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 mod support;
 

@@ -1,6 +1,7 @@
 //! The same MQTT → rows pipeline once with the real BlazePose model on the
 //! sample photos `posture-farm setup` installs (skipped, with a notice, when
 //! the models directory is absent).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 mod support;
 

@@ -1,5 +1,6 @@
 //! MQTT over TLS (rustls with ring) against a real mosquitto TLS listener,
 //! with a throwaway CA made by the `openssl` command.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 mod support;
 

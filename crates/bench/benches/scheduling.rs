@@ -11,6 +11,7 @@
 //! - `priority/gang8/5000_nodes`: a gang of eight placed all-or-nothing.
 //! - `full_run/*`: every pending pod of the snapshot scheduled through the
 //!   queue, as `posture-farm bench scheduler` does.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::hint::black_box;
 

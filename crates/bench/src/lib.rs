@@ -223,7 +223,9 @@ impl BenchProfile {
 pub struct RunReport {
     /// Profile name for the table.
     pub profile: String,
+    /// Nodes in the synthetic cluster.
     pub nodes: usize,
+    /// Pending pods at the start.
     pub pending: usize,
     /// Decisions taken (a gang is one decision).
     pub decisions: usize,
@@ -231,9 +233,11 @@ pub struct RunReport {
     pub bound: usize,
     /// Preempt decisions and pods evicted by them.
     pub preemptions: usize,
+    /// Pods evicted by those preemptions.
     pub evicted: usize,
     /// Unschedulable and Wait decisions.
     pub unschedulable: usize,
+    /// Wait decisions (gangs still missing members).
     pub waits: usize,
     /// Time spent inside `Profile::schedule`, summed.
     pub decision_time: Duration,
@@ -392,51 +396,63 @@ pub fn run_scheduler_bench(mut world: Synthetic, profile: BenchProfile) -> RunRe
         report.decision_time += took;
         report.latencies.push(took);
         report.decisions += 1;
-        match decision {
-            Decision::Bind(bindings) => {
-                for b in bindings {
-                    cluster.assume(&b.pod, &b.node);
-                    queue.done(&b.pod);
-                    report.bound += 1;
-                }
-            }
-            Decision::Preempt {
-                evictions,
-                nominations,
-                ..
-            } => {
-                report.preemptions += 1;
-                report.evicted += evictions.len();
-                for e in evictions {
-                    cluster.remove_pod(&e.pod);
-                }
-                for n in nominations {
-                    cluster.set_nominated(&n.pod, Some(&n.node));
-                }
-                // The victims' deletion brings the unit straight back.
-                for m in &unit {
-                    queue.defer(&m.key, BENCH_NOW);
-                }
-                queue.promote_due(BENCH_NOW);
-            }
-            Decision::Unschedulable { .. } => {
-                report.unschedulable += 1;
-                for m in &unit {
-                    queue.remove(&m.key);
-                }
-            }
-            Decision::Wait { .. } => {
-                report.waits += 1;
-                for m in &unit {
-                    queue.remove(&m.key);
-                }
-            }
-        }
+        apply_decision(decision, &unit, cluster, &mut queue, &mut report);
     }
     report.wall = start.elapsed();
     report.latencies.sort_unstable();
     report.peak_rss_kib = peak_rss_kib();
     report
+}
+
+/// Carries out a decision in the synthetic world, as the runtime would
+/// after the API answered: binds succeed, victims go at once.
+fn apply_decision(
+    decision: Decision,
+    unit: &[PodInfo],
+    cluster: &mut Cluster,
+    queue: &mut SchedulingQueue,
+    report: &mut RunReport,
+) {
+    match decision {
+        Decision::Bind(bindings) => {
+            for b in bindings {
+                cluster.assume(&b.pod, &b.node);
+                queue.done(&b.pod);
+                report.bound += 1;
+            }
+        }
+        Decision::Preempt {
+            evictions,
+            nominations,
+            ..
+        } => {
+            report.preemptions += 1;
+            report.evicted += evictions.len();
+            for e in evictions {
+                cluster.remove_pod(&e.pod);
+            }
+            for n in nominations {
+                cluster.set_nominated(&n.pod, Some(&n.node));
+            }
+            // The victims' deletion brings the unit straight back.
+            for m in unit {
+                queue.defer(&m.key, BENCH_NOW);
+            }
+            queue.promote_due(BENCH_NOW);
+        }
+        Decision::Unschedulable { .. } => {
+            report.unschedulable += 1;
+            for m in unit {
+                queue.remove(&m.key);
+            }
+        }
+        Decision::Wait { .. } => {
+            report.waits += 1;
+            for m in unit {
+                queue.remove(&m.key);
+            }
+        }
+    }
 }
 
 #[cfg(test)]

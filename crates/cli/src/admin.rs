@@ -15,7 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use prometheus_client::registry::Registry;
-use tokio_util_shutdown::Shutdown;
+pub use shutdown::Shutdown;
 
 /// Readiness flag flipped by the component when it can do its job.
 #[derive(Clone, Debug, Default)]
@@ -104,7 +104,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 
 /// Shutdown signalling: a cloneable token that resolves on SIGTERM/SIGINT
 /// (or when triggered by hand, in tests).
-pub mod tokio_util_shutdown {
+pub mod shutdown {
     use tokio::sync::watch;
 
     /// See the module docs.

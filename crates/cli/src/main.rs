@@ -1,7 +1,15 @@
 //! `posture-farm`: one binary, one subcommand per component. This file only
 //! wires: parse flags (clap derive, env fallbacks), start logging, run.
+//!
+//! ```text
+//!  main ─► cmd::Cli (clap) ─► cmd/<subcommand>.rs ─► library crates (posture-k8s, -gpu, -analyzer, …)
+//!                                  │
+//!                                  └─ imports only args/ (shared flag groups), admin (metrics/health,
+//!                                     Shutdown) and telemetry — never another subcommand
+//! ```
 
 mod admin;
+mod args;
 mod cmd;
 mod telemetry;
 

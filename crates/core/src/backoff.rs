@@ -9,7 +9,9 @@ use rand::Rng;
 /// up to 10 % jitter is added so a burst of failures does not retry in step.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Backoff {
+    /// Delay after the first failure.
     pub initial: Duration,
+    /// Longest delay (the doubling stops here).
     pub max: Duration,
     /// Fraction of the delay added at random, in `[0, 1]`.
     pub jitter: f64,

@@ -25,6 +25,7 @@ use crate::model::{Millis, NodeInfo, PodInfo, PodKey, Resources};
 /// A node with what is placed on it.
 #[derive(Clone, Debug)]
 pub struct NodeState {
+    /// The node itself.
     pub info: NodeInfo,
     /// Sum of the requests of every pod bound or assumed here (any scheduler).
     pub requested: Resources,
@@ -53,6 +54,7 @@ impl NodeState {
 /// may have appeared (kube-scheduler's "move pods to the active queue").
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NodeChange {
+    /// The node was not known before.
     pub added: bool,
     /// Became Ready, was uncordoned, lost a taint or gained allocatable.
     pub may_fit_more: bool,

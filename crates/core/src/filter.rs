@@ -34,6 +34,23 @@ pub enum FilterReason {
 }
 
 impl FilterReason {
+    /// The variant's name without its payload (`UntoleratedTaint`,
+    /// `Insufficient`, …): a bounded metric label.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NotReady => "NotReady",
+            Self::Unschedulable => "Unschedulable",
+            Self::UntoleratedTaint(_) => "UntoleratedTaint",
+            Self::AffinityMismatch => "AffinityMismatch",
+            Self::NotInNodeOrder => "NotInNodeOrder",
+            Self::Occupied => "Occupied",
+            Self::Insufficient(_) => "Insufficient",
+            Self::GpuOverThreshold => "GpuOverThreshold",
+            Self::GpuUsageUnknown => "GpuUsageUnknown",
+            Self::Nominated => "Nominated",
+        }
+    }
+
     fn phrase(&self) -> String {
         match self {
             Self::NotReady => "node(s) were not ready".into(),
@@ -94,6 +111,7 @@ pub fn matches_node_affinity(node: &NodeInfo, pod: &PodInfo) -> bool {
 pub struct FilterSummary {
     /// Nodes considered (the "5" in "0/5 nodes are available").
     pub total: usize,
+    /// How many nodes were rejected for each reason.
     pub reasons: BTreeMap<FilterReason, usize>,
 }
 
@@ -130,6 +148,28 @@ mod tests {
     use super::*;
     use crate::fixtures::{mk_node, mk_pod};
     use crate::model::*;
+
+    #[test]
+    fn labels_are_the_variant_names_without_payload() {
+        let all = [
+            FilterReason::NotReady,
+            FilterReason::Unschedulable,
+            FilterReason::UntoleratedTaint("gpu=busy:NoSchedule".into()),
+            FilterReason::AffinityMismatch,
+            FilterReason::NotInNodeOrder,
+            FilterReason::Occupied,
+            FilterReason::Insufficient("cpu".into()),
+            FilterReason::GpuOverThreshold,
+            FilterReason::GpuUsageUnknown,
+            FilterReason::Nominated,
+        ];
+        for r in all {
+            // The metric label the scheduler derived from `Debug` before.
+            let debug = format!("{r:?}");
+            let from_debug = debug.split('(').next().unwrap_or_default();
+            assert_eq!(r.label(), from_debug);
+        }
+    }
 
     #[test]
     fn not_ready_cordoned_and_tainted_nodes_are_rejected() {

@@ -27,22 +27,29 @@ pub struct SchedulingContext<'a> {
 /// Bind `pod` to `node` (the `pods/binding` subresource).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Binding {
+    /// The pod to bind.
     pub pod: PodKey,
+    /// The node to bind it to.
     pub node: String,
 }
 
 /// Evict `pod` from `node` to make room for `preemptor` (the Eviction API).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Eviction {
+    /// The victim.
     pub pod: PodKey,
+    /// The node it runs on.
     pub node: String,
+    /// The pod the room is made for.
     pub preemptor: PodKey,
 }
 
 /// Set `status.nominatedNodeName` of `pod` to `node`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Nomination {
+    /// The preemptor.
     pub pod: PodKey,
+    /// The node held for it.
     pub node: String,
 }
 
@@ -54,19 +61,29 @@ pub enum Decision {
     /// Make room first: evict the victims and nominate the unit's pods; the
     /// unit is retried once the victims are gone.
     Preempt {
+        /// Victims to evict.
         evictions: Vec<Eviction>,
+        /// Nominations of the unit's pods to the freed nodes.
         nominations: Vec<Nomination>,
+        /// Why, for logs.
         message: String,
     },
     /// Fits nowhere now: retried with backoff, or at once when the cluster
     /// changes so it may fit.
     Unschedulable {
+        /// The FailedScheduling text (kube-scheduler's wording).
         message: String,
+        /// Rejections counted by reason (metric labels).
         summary: FilterSummary,
     },
     /// Not ready to decide (a gang still missing members): retry at `retry_at`
     /// without counting a failed attempt.
-    Wait { retry_at: Millis, message: String },
+    Wait {
+        /// When to try again.
+        retry_at: Millis,
+        /// Why, for logs.
+        message: String,
+    },
 }
 
 /// A scheduling profile: one policy behind the common loop.

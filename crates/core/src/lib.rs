@@ -19,11 +19,13 @@
 //!
 //! Where to find the scheduler's decision logic: [`policy`] (one module per
 //! profile), [`filter`] (node feasibility shared by all profiles) and
-//! [`framework`] (the trait every profile implements).
+//! [`framework`] (the trait every profile implements). [`error_chain`] is
+//! the one shared utility: an error and its causes on one line, for logs.
 
 pub mod backoff;
 pub mod balance;
 pub mod cluster;
+pub mod error;
 pub mod filter;
 pub mod framework;
 pub mod gpu;
@@ -38,5 +40,6 @@ pub mod spread;
 pub(crate) mod fixtures;
 
 pub use cluster::Cluster;
+pub use error::error_chain;
 pub use framework::{Binding, Decision, Eviction, Nomination, Profile, SchedulingContext};
 pub use model::{Millis, NodeInfo, PodInfo, PodKey};

@@ -12,7 +12,9 @@ pub type Millis = i64;
 /// Namespace and name: the identity of a pod for the scheduler.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PodKey {
+    /// `metadata.namespace`.
     pub namespace: String,
+    /// `metadata.name`.
     pub name: String,
 }
 
@@ -35,8 +37,11 @@ impl fmt::Display for PodKey {
 /// What a taint does to pods that do not tolerate it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum TaintEffect {
+    /// New pods that do not tolerate it are not scheduled here.
     NoSchedule,
+    /// The scheduler avoids the node for pods that do not tolerate it, if it can.
     PreferNoSchedule,
+    /// Pods that do not tolerate it are not scheduled here and are evicted.
     NoExecute,
 }
 
@@ -60,15 +65,20 @@ impl TaintEffect {
 /// A node taint.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Taint {
+    /// Taint key.
     pub key: String,
+    /// Taint value (may be empty).
     pub value: String,
+    /// What the taint does.
     pub effect: TaintEffect,
 }
 
 /// How a toleration compares its value with a taint's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TolerationOperator {
+    /// Key and value must match.
     Equal,
+    /// The key must match (any value).
     Exists,
 }
 
@@ -77,7 +87,9 @@ pub enum TolerationOperator {
 pub struct Toleration {
     /// Empty with `Exists` tolerates every taint.
     pub key: String,
+    /// How the value is compared.
     pub operator: TolerationOperator,
+    /// Value compared with `Equal`.
     pub value: String,
     /// `None` tolerates every effect.
     pub effect: Option<TaintEffect>,
@@ -108,11 +120,17 @@ impl Toleration {
 /// Operator of a node selector requirement.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SelectorOperator {
+    /// The label value is one of `values`.
     In,
+    /// The label value is none of `values`.
     NotIn,
+    /// The label exists.
     Exists,
+    /// The label does not exist.
     DoesNotExist,
+    /// The label value, as an integer, is greater than `values[0]`.
     Gt,
+    /// The label value, as an integer, is less than `values[0]`.
     Lt,
 }
 
@@ -134,8 +152,11 @@ impl SelectorOperator {
 /// One requirement of a node selector term (`matchExpressions` or `matchFields`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SelectorRequirement {
+    /// Label key (or field name for `matchFields`).
     pub key: String,
+    /// How the value is tested.
     pub operator: SelectorOperator,
+    /// Values the operator compares with.
     pub values: Vec<String>,
 }
 
@@ -167,6 +188,7 @@ impl SelectorRequirement {
 /// A node selector term: all of its requirements must hold. Terms are ORed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeSelectorTerm {
+    /// Requirements on node labels.
     pub match_expressions: Vec<SelectorRequirement>,
     /// Only `metadata.name` is a valid field, as in the API.
     pub match_fields: Vec<SelectorRequirement>,
@@ -192,9 +214,13 @@ impl NodeSelectorTerm {
 /// memory in bytes, a pod count, and extended resources (e.g. `nvidia.com/gpu`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resources {
+    /// CPU in millicores.
     pub cpu_millis: i64,
+    /// Memory in bytes.
     pub memory_bytes: i64,
+    /// Pod count.
     pub pods: i64,
+    /// Extended resources by name (e.g. `nvidia.com/gpu`).
     pub extended: BTreeMap<String, i64>,
 }
 
@@ -242,12 +268,15 @@ impl Resources {
 /// A node as the scheduler sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeInfo {
+    /// `metadata.name`.
     pub name: String,
+    /// `metadata.labels`.
     pub labels: BTreeMap<String, String>,
     /// The `Ready` condition is `True`.
     pub ready: bool,
     /// `spec.unschedulable` (cordoned).
     pub unschedulable: bool,
+    /// `spec.taints`.
     pub taints: Vec<Taint>,
     /// `status.allocatable`.
     pub allocatable: Resources,
@@ -256,6 +285,7 @@ pub struct NodeInfo {
 /// Membership of a gang (pod group).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodGroupRef {
+    /// Gang name (the `pod-group` annotation or label).
     pub name: String,
     /// `pod-group-min-member` annotation (or the PodGroup's `minMember`).
     pub min_member: Option<u32>,
@@ -264,7 +294,9 @@ pub struct PodGroupRef {
 /// A pod as the scheduler sees it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PodInfo {
+    /// Namespace and name.
     pub key: PodKey,
+    /// `metadata.uid` (Events refer to it).
     pub uid: String,
     /// `metadata.creationTimestamp`.
     pub created_at: Millis,
@@ -272,12 +304,15 @@ pub struct PodInfo {
     pub priority: i32,
     /// Why the `priority` annotation was ignored, if it was malformed.
     pub priority_error: Option<String>,
+    /// `spec.nodeSelector`.
     pub node_selector: BTreeMap<String, String>,
     /// Required node affinity terms (ORed); `None` means no constraint.
     pub required_affinity: Option<Vec<NodeSelectorTerm>>,
+    /// `spec.tolerations`.
     pub tolerations: Vec<Toleration>,
     /// Sum of container requests (max with init containers), plus one pod.
     pub requests: Resources,
+    /// The gang it belongs to, if any.
     pub group: Option<PodGroupRef>,
     /// `spec.nodeName`: set once bound.
     pub node_name: Option<String>,

@@ -4,7 +4,9 @@
 /// One pose landmark, in pixels of the analysed (EXIF-oriented) image.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Landmark {
+    /// Horizontal position in pixels.
     pub x: f32,
+    /// Vertical position in pixels (down is positive).
     pub y: f32,
     /// Depth relative to the hips, in roughly the same scale as `x` (MediaPipe convention).
     pub z: f32,
@@ -25,12 +27,19 @@ pub struct Pose {
 
 /// BlazePose landmark indices (same numbering as MediaPipe).
 pub mod landmark {
+    /// Nose.
     pub const NOSE: usize = 0;
+    /// Left ear.
     pub const LEFT_EAR: usize = 7;
+    /// Right ear.
     pub const RIGHT_EAR: usize = 8;
+    /// Left shoulder.
     pub const LEFT_SHOULDER: usize = 11;
+    /// Right shoulder.
     pub const RIGHT_SHOULDER: usize = 12;
+    /// Left hip.
     pub const LEFT_HIP: usize = 23;
+    /// Right hip.
     pub const RIGHT_HIP: usize = 24;
     /// Number of landmarks.
     pub const COUNT: usize = 33;

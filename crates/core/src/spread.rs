@@ -20,7 +20,10 @@ use crate::gpu::GpuSnapshot;
 pub enum SpreadError {
     /// No node has a valid reading.
     #[error("no node with a fresh GPU usage reading to place {workloads} workload(s) on")]
-    NoNodes { workloads: usize },
+    NoNodes {
+        /// How many workloads were to be placed.
+        workloads: usize,
+    },
     /// A usage value is NaN (the source never publishes one; a caller bug).
     #[error("usage of node {0:?} is not a number")]
     NotANumber(String),

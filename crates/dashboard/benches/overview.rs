@@ -14,6 +14,8 @@
 //! `GET /` through the router, as a browser asks, including the per-camera
 //! image lookups and the HTML.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};

@@ -10,6 +10,8 @@
 //! Without Chromium, chromedriver, PostgreSQL or Prometheus the tests fail
 //! under `CI` and are skipped otherwise (scripts/ci-services.sh installs them).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 mod support;
 
 use jiff::Timestamp;

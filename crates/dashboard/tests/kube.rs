@@ -4,6 +4,8 @@
 //! Events by reason per namespace), with the bodies an API server sends.
 //! Then the page built from them, and the live `farm` event on a change.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
+
 use std::time::Duration;
 
 use http::{Request, Response};

@@ -37,23 +37,35 @@ pub enum ConfigError {
     /// The file could not be read.
     #[error("reading GPU config {path}")]
     Read {
+        /// The file.
         path: String,
+        /// The I/O error.
         #[source]
         source: std::io::Error,
     },
     /// The file is not valid YAML for [`GpuConfig`].
     #[error("parsing GPU config {path}")]
     Parse {
+        /// The file.
         path: String,
+        /// The YAML error.
         #[source]
         source: Box<serde_saphyr::Error>,
     },
     /// A node entry mixes or half-fills the query forms.
     #[error("GPU config: node {node:?}: {reason}")]
-    InvalidNode { node: String, reason: String },
+    InvalidNode {
+        /// The node entry.
+        node: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A query is empty.
     #[error("GPU config: {what} is empty")]
-    EmptyQuery { what: String },
+    EmptyQuery {
+        /// Which query (`default_query`, a node's `query`, …).
+        what: String,
+    },
 }
 
 /// How one node's usage is read, as written in the file.

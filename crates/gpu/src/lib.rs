@@ -11,7 +11,9 @@
 //!  Prometheus /api/v1/query ◄─ prom::PromClient ◄─ source::GpuSource (own task, every interval)
 //!                                        │  assemble(): ok / stale / missing, last good kept
 //!                                        ▼
-//!                          watch::Receiver<GpuSnapshot> ─► scheduler, balancer, scaler, `gpu` table
+//!                          watch::Receiver<GpuSnapshot> ─► scheduler, balancer, scaler
+//!                                        │
+//!                          display::render_table / to_json ─► `gpu`, `place --dry-run`
 //! ```
 //!
 //! Stale or missing nodes are not eligible for GPU-aware placement; the
@@ -19,6 +21,7 @@
 //! `gpu_reading_errors_total{reason}`.
 
 pub mod config;
+pub mod display;
 pub mod metrics;
 pub mod prom;
 pub mod source;

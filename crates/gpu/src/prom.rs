@@ -25,58 +25,94 @@ const MAX_BODY_BYTES: usize = 8 << 20;
 pub enum PromError {
     /// The Prometheus URL is not an absolute http(s) URL.
     #[error("invalid Prometheus URL {url:?}: {reason}")]
-    BadUrl { url: String, reason: String },
+    BadUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// TLS setup failed (no usable crypto provider).
     #[error("setting up TLS for the Prometheus client")]
     Tls(#[source] rustls::Error),
     /// Connection refused, reset, DNS failure, …: Prometheus is unreachable.
     #[error("Prometheus at {url} is unreachable")]
     Unreachable {
+        /// Prometheus' URL.
         url: String,
+        /// The connection error.
         #[source]
         source: hyper_util::client::legacy::Error,
     },
     /// No complete answer within the timeout.
     #[error("Prometheus at {url} did not answer within {timeout:?}")]
-    Timeout { url: String, timeout: Duration },
+    Timeout {
+        /// Prometheus' URL.
+        url: String,
+        /// The limit that passed.
+        timeout: Duration,
+    },
     /// The body could not be read.
     #[error("reading the answer of Prometheus at {url}")]
     Body {
+        /// Prometheus' URL.
         url: String,
+        /// The read error.
         #[source]
         source: hyper::Error,
     },
     /// The body is larger than [`MAX_BODY_BYTES`].
     #[error("the answer of Prometheus at {url} exceeds {MAX_BODY_BYTES} bytes")]
-    TooLarge { url: String },
+    TooLarge {
+        /// Prometheus' URL.
+        url: String,
+    },
     /// Prometheus answered with its error envelope (bad query, timeout, …).
     #[error("Prometheus rejected query {query:?} (HTTP {status}, {error_type}): {message}")]
     Query {
+        /// The PromQL sent.
         query: String,
+        /// HTTP status.
         status: u16,
+        /// Prometheus' `errorType`.
         error_type: String,
+        /// Prometheus' `error`.
         message: String,
     },
     /// A non-2xx status without a Prometheus error envelope (a proxy, a 404).
     #[error("Prometheus at {url} answered HTTP {status}: {snippet}")]
     Http {
+        /// Prometheus' URL.
         url: String,
+        /// HTTP status.
         status: u16,
+        /// The start of the body.
         snippet: String,
     },
     /// The body is not the documented JSON.
     #[error("unexpected answer from Prometheus for query {query:?}")]
     Decode {
+        /// The PromQL sent.
         query: String,
+        /// The JSON error.
         #[source]
         source: serde_json::Error,
     },
     /// The result is neither an instant vector nor a scalar.
     #[error("query {query:?} returned a {result_type}, expected an instant vector or scalar")]
-    ResultType { query: String, result_type: String },
+    ResultType {
+        /// The PromQL sent.
+        query: String,
+        /// What came back (`matrix`, `string`).
+        result_type: String,
+    },
     /// A sample value is not a number.
     #[error("query {query:?} returned a non-numeric value {value:?}")]
-    Value { query: String, value: String },
+    Value {
+        /// The PromQL sent.
+        query: String,
+        /// The value as sent.
+        value: String,
+    },
 }
 
 /// One series of an instant query result.

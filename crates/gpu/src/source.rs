@@ -27,6 +27,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::config::ResolvedConfig;
 use crate::metrics::SourceMetrics;
 use crate::prom::{PromClient, PromError, Series};
+use posture_core::error_chain;
 
 /// Key of the discovery query's own failure among the readings (not a
 /// valid node name, so it never collides with one).
@@ -44,16 +45,25 @@ pub enum ReadingError {
     Query {
         /// Metric label: unreachable, timeout, query, http, decode.
         reason: &'static str,
+        /// The error and its causes.
         message: String,
     },
     /// The query returned no series (the exporter is gone or the series is stale).
     #[error("no sample: query {query:?} returned no series")]
-    NoSample { query: String },
+    NoSample {
+        /// The node's PromQL.
+        query: String,
+    },
     /// The query returned several series for one node.
     #[error(
         "query {query:?} returned {count} series for one node; make it return one (e.g. wrap it in max())"
     )]
-    Ambiguous { query: String, count: usize },
+    Ambiguous {
+        /// The node's PromQL.
+        query: String,
+        /// How many series came back.
+        count: usize,
+    },
     /// The value is NaN.
     #[error("usage is NaN")]
     NotANumber,
@@ -87,18 +97,6 @@ impl ReadingError {
             message: error_chain(e),
         }
     }
-}
-
-/// An error with its sources, `a: b: c`.
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// A raw reading before validation: value and sample time.

@@ -9,6 +9,7 @@
 //!
 //! Without the binaries the test fails when `CI` is set and is skipped
 //! otherwise (install: `apt-get install prometheus prometheus-node-exporter`).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

@@ -3,28 +3,29 @@
 //! Thin I/O around the pure core: convert API objects into the core's model,
 //! keep the cluster index fed from watches, carry out plans (bind, evict,
 //! nominate, patch, apply) and record Events. No decision is made here.
+//! Folder names mirror `posture-core`: the decision lives in
+//! `posture_core::<x>`, where it is carried out lives in `posture_k8s::<x>`.
 //!
 //! ```text
-//!  kube watcher(nodes) ─┐                          ┌─► binder (pods/binding, bounded concurrency)
-//!  kube watcher(pods) ──┴─► convert ─► runtime loop ┼─► events (Scheduled / FailedScheduling)
-//!                                 (posture_core::Profile) └─► preempt (Eviction API, nominatedNodeName)
+//!  scheduler/  watch ─► convert ─► runtime (posture_core::Profile) ─► actuator ─► binder · preempt
+//!                                      └─► events (Scheduled / FailedScheduling)
+//!  balancer/   discover ─► posture_core::balance::plan_moves ─► mover (patch / recreate) ─► Event
+//!  place       posture_core::spread plan ─► pin manifests ─► server-side apply
+//!  ops/        up (render ─► plan ─► apply ─► wait) · status · down (collect ─► teardown)
+//!  workload    the shared vocabulary: ScaledJob resource, gpu-node label and pinning,
+//!              field manager, is_not_found, label_gpu_nodes (used by all of the above)
 //! ```
 //!
-//! Modules: [`convert`] (API objects → core model), [`runtime`] (the
-//! scheduling loop), [`binder`], [`events`], [`metrics`]; placement and
-//! operations helpers: [`place`], [`gpu_state`], [`balance`], [`preempt`], [`podgroup`], [`ops`].
+//! Rooms: [`scheduler`] (the scheduling loop and what it needs), [`balancer`]
+//! (the GPU balancer's discovery, mover, loop and metrics), [`place`]
+//! (pinning Job/ScaledJob manifests), [`ops`] (`up`, `status`, `down`) and
+//! the ground floor [`workload`].
 
-pub mod balance;
-pub mod binder;
-pub mod convert;
-pub mod events;
-pub mod gpu_state;
-pub mod metrics;
+pub mod balancer;
 pub mod ops;
 pub mod place;
-pub mod podgroup;
-pub mod preempt;
-pub mod runtime;
+pub mod scheduler;
+pub mod workload;
 
 #[cfg(test)]
 pub(crate) mod test_support;

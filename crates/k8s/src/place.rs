@@ -10,23 +10,22 @@
 //!   idempotent;
 //! - [`apply`] sends the patched object with server-side apply (field manager
 //!   `posture-farm`, force), so re-running `place --apply` converges;
-//! - [`label_nodes`] sets `gpu-node=<name>` on nodes, only where it differs.
+//!
+//! Nodes get their `gpu-node=<name>` label from
+//! [`crate::workload::label_gpu_nodes`].
 //!
 //! A Job's pod template is immutable once the Job exists: re-applying a Job
 //! pinned to another node is refused by the API server (422) and reported;
 //! ScaledJobs can be re-pinned freely.
 
-use k8s_openapi::api::core::v1::Node;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use kube::core::GroupVersionKind;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::{Client, ResourceExt as _};
 use serde_json::{Value, json};
 
-/// Field manager for every object `place` applies.
-pub const FIELD_MANAGER: &str = "posture-farm";
-
-/// The default node label placement relies on.
-pub const DEFAULT_LABEL_KEY: &str = "gpu-node";
+pub use crate::workload::WorkloadKind;
+use crate::workload::{
+    FIELD_MANAGER, GPU_NODE_LABEL, api_resource, pin_requirement, pod_spec_pointer,
+};
 
 /// Why a manifest cannot be placed or applied.
 #[derive(Debug, thiserror::Error)]
@@ -34,57 +33,29 @@ pub enum PlaceError {
     /// Not YAML.
     #[error("{origin}: not valid YAML")]
     Yaml {
+        /// Where the text came from.
         origin: String,
+        /// The parser's error.
         #[source]
         source: Box<serde_saphyr::Error>,
     },
     /// A document that is not a Job or ScaledJob, or lacks required fields.
     #[error("{origin}: {reason}")]
-    Invalid { origin: String, reason: String },
+    Invalid {
+        /// The document (`file.yaml#2`).
+        origin: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The API server refused or failed a request.
     #[error("{what}")]
     Api {
+        /// What was being done.
         what: String,
+        /// The API error.
         #[source]
         source: kube::Error,
     },
-}
-
-/// The workload kinds `place` handles.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum WorkloadKind {
-    /// `batch/v1` Job.
-    Job,
-    /// `keda.sh/v1alpha1` ScaledJob.
-    ScaledJob,
-}
-
-impl WorkloadKind {
-    /// Kind name as in manifests.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Job => "Job",
-            Self::ScaledJob => "ScaledJob",
-        }
-    }
-
-    /// JSON pointer of the pod spec inside the manifest.
-    fn pod_spec_pointer(self) -> &'static str {
-        match self {
-            Self::Job => "/spec/template/spec",
-            Self::ScaledJob => "/spec/jobTargetRef/template/spec",
-        }
-    }
-
-    fn api_resource(self) -> ApiResource {
-        match self {
-            Self::Job => ApiResource::erase::<k8s_openapi::api::batch::v1::Job>(&()),
-            Self::ScaledJob => ApiResource::from_gvk_with_plural(
-                &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledJob"),
-                "scaledjobs",
-            ),
-        }
-    }
 }
 
 /// One workload manifest.
@@ -106,16 +77,22 @@ pub struct Workload {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PinMode {
     /// Required node affinity `key In [node]`.
-    Affinity { label_key: String },
+    Affinity {
+        /// The node label matched (`gpu-node`).
+        label_key: String,
+    },
     /// `nodeName` for plain Jobs (bypasses the scheduler); ScaledJobs still
     /// get affinity on `label_key`.
-    NodeName { label_key: String },
+    NodeName {
+        /// The node label ScaledJobs are pinned on.
+        label_key: String,
+    },
 }
 
 impl Default for PinMode {
     fn default() -> Self {
         Self::Affinity {
-            label_key: DEFAULT_LABEL_KEY.to_string(),
+            label_key: GPU_NODE_LABEL.to_string(),
         }
     }
 }
@@ -173,13 +150,13 @@ fn workload(object: Value, origin: String) -> Result<Workload, PlaceError> {
         .ok_or_else(|| invalid("metadata.name is missing".into()))?
         .to_string();
     if !object
-        .pointer(kind.pod_spec_pointer())
+        .pointer(pod_spec_pointer(kind))
         .is_some_and(Value::is_object)
     {
         return Err(invalid(format!(
             "{} {name} has no pod template ({})",
-            kind.as_str(),
-            kind.pod_spec_pointer()
+            kind.kind_name(),
+            pod_spec_pointer(kind)
                 .trim_start_matches('/')
                 .replace('/', ".")
         )));
@@ -205,7 +182,7 @@ pub fn pin(w: &Workload, node: &str, mode: &PinMode) -> Value {
         PinMode::NodeName { label_key } => (label_key.as_str(), w.kind == WorkloadKind::Job),
     };
     let Some(spec) = object
-        .pointer_mut(w.kind.pod_spec_pointer())
+        .pointer_mut(pod_spec_pointer(w.kind))
         .and_then(Value::as_object_mut)
     else {
         // parse_workloads guarantees the pod spec; nothing to pin otherwise.
@@ -216,7 +193,7 @@ pub fn pin(w: &Workload, node: &str, mode: &PinMode) -> Value {
         return object;
     }
     spec.remove("nodeName");
-    let ours = json!({"key": label_key, "operator": "In", "values": [node]});
+    let ours = serde_json::to_value(pin_requirement(label_key, node)).unwrap_or_default();
     let required = spec
         .entry("affinity")
         .or_insert_with(|| json!({}))
@@ -279,7 +256,7 @@ pub async fn apply(
 ) -> Result<DynamicObject, PlaceError> {
     strip_server_fields(&mut object);
     let namespace = w.namespace.as_deref().unwrap_or(default_namespace);
-    let ar = w.kind.api_resource();
+    let ar = api_resource(w.kind);
     let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &ar);
     let params = PatchParams::apply(FIELD_MANAGER).force();
     let stored = api
@@ -288,60 +265,14 @@ pub async fn apply(
         .map_err(|source| PlaceError::Api {
             what: format!(
                 "server-side apply of {} {namespace}/{} ({})",
-                w.kind.as_str(),
+                w.kind.kind_name(),
                 w.name,
                 w.origin
             ),
             source,
         })?;
-    tracing::info!(kind = w.kind.as_str(), namespace, name = %stored.name_any(), "applied");
+    tracing::info!(kind = w.kind.kind_name(), namespace, name = %stored.name_any(), "applied");
     Ok(stored)
-}
-
-/// What [`label_nodes`] did to one node.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LabelOutcome {
-    /// Node name.
-    pub node: String,
-    /// The label value before (`None`: absent).
-    pub before: Option<String>,
-    /// Whether a patch was sent.
-    pub changed: bool,
-}
-
-/// Sets `label_key=<node name>` on each node, patching only nodes where the
-/// label is absent or different (a merge patch of `metadata.labels`).
-pub async fn label_nodes(
-    client: &Client,
-    nodes: &[String],
-    label_key: &str,
-) -> Result<Vec<LabelOutcome>, PlaceError> {
-    let api: Api<Node> = Api::all(client.clone());
-    let mut out = Vec::with_capacity(nodes.len());
-    for name in nodes {
-        let node = api.get(name).await.map_err(|source| PlaceError::Api {
-            what: format!("reading node {name}"),
-            source,
-        })?;
-        let before = node.labels().get(label_key).cloned();
-        let changed = before.as_deref() != Some(name.as_str());
-        if changed {
-            let patch = json!({"metadata": {"labels": {label_key: name}}});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|source| PlaceError::Api {
-                    what: format!("labelling node {name} {label_key}={name}"),
-                    source,
-                })?;
-            tracing::info!(node = %name, label = label_key, "node labelled");
-        }
-        out.push(LabelOutcome {
-            node: name.clone(),
-            before,
-            changed,
-        });
-    }
-    Ok(out)
 }
 
 #[cfg(test)]
@@ -524,12 +455,9 @@ spec:
             v
         };
         let server = tokio::spawn(async move {
-            let r = mock.next().await;
-            assert_eq!(r.method, "PATCH");
-            assert_eq!(
-                r.path,
-                "/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs/posture-cam1"
-            );
+            let r = mock
+                .expect_patch("/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs/posture-cam1")
+                .await;
             assert_eq!(r.query, "&force=true&fieldManager=posture-farm");
             assert_eq!(r.content_type, "application/apply-patch+yaml");
             assert_eq!(r.body, expected_sj);
@@ -537,12 +465,9 @@ spec:
             stored["metadata"]["resourceVersion"] = json!("43");
             r.respond(200, stored);
 
-            let r = mock.next().await;
-            assert_eq!(r.method, "PATCH");
-            assert_eq!(
-                r.path,
-                "/apis/batch/v1/namespaces/default/jobs/posture-cam2"
-            );
+            let r = mock
+                .expect_patch("/apis/batch/v1/namespaces/default/jobs/posture-cam2")
+                .await;
             assert_eq!(r.query, "&force=true&fieldManager=posture-farm");
             r.respond(
                 422,
@@ -561,72 +486,6 @@ spec:
         let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
         assert!(text.contains("Job default/posture-cam2"), "{text}");
         assert!(text.contains("immutable"), "{text}");
-        server.await.unwrap();
-    }
-
-    #[tokio::test]
-    async fn label_nodes_patches_only_what_differs() {
-        let (client, mut mock) = ApiMock::new();
-        let node = |name: &str, labels: Value| {
-            json!({"apiVersion": "v1", "kind": "Node",
-                   "metadata": {"name": name, "resourceVersion": "1", "labels": labels},
-                   "spec": {}, "status": {}})
-        };
-        let server = tokio::spawn(async move {
-            let r = mock.next().await;
-            assert_eq!(
-                (r.method.as_str(), r.path.as_str()),
-                ("GET", "/api/v1/nodes/agx")
-            );
-            r.respond(200, node("agx", json!({"gpu-node": "agx"})));
-
-            let r = mock.next().await;
-            assert_eq!(
-                (r.method.as_str(), r.path.as_str()),
-                ("GET", "/api/v1/nodes/orin")
-            );
-            r.respond(200, node("orin", json!({"kubernetes.io/hostname": "orin"})));
-            let r = mock.next().await;
-            assert_eq!(
-                (r.method.as_str(), r.path.as_str()),
-                ("PATCH", "/api/v1/nodes/orin")
-            );
-            assert_eq!(r.content_type, "application/merge-patch+json");
-            assert_eq!(
-                r.body,
-                json!({"metadata": {"labels": {"gpu-node": "orin"}}})
-            );
-            r.respond(200, node("orin", json!({"gpu-node": "orin"})));
-
-            let r = mock.next().await;
-            assert_eq!(r.path, "/api/v1/nodes/ghost");
-            r.respond(
-                404,
-                status_json(404, "NotFound", "nodes \"ghost\" not found"),
-            );
-        });
-        let out = label_nodes(&client, &["agx".into(), "orin".into()], "gpu-node")
-            .await
-            .unwrap();
-        assert_eq!(
-            out,
-            [
-                LabelOutcome {
-                    node: "agx".into(),
-                    before: Some("agx".into()),
-                    changed: false
-                },
-                LabelOutcome {
-                    node: "orin".into(),
-                    before: None,
-                    changed: true
-                },
-            ]
-        );
-        let err = label_nodes(&client, &["ghost".into()], "gpu-node")
-            .await
-            .unwrap_err();
-        assert_eq!(err.to_string(), "reading node ghost");
         server.await.unwrap();
     }
 }

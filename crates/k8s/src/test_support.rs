@@ -2,6 +2,11 @@
 //! behind a real `kube::Client`. Each test states the exact requests it
 //! expects (method, path and query, body) and the responses the API server
 //! would send, as kube-rs controller examples do.
+//!
+//! Named exchanges, in the controller-rs style: `mock.expect_bind("ns",
+//! "pod")`, `mock.expect_patch_status(..)`, `mock.expect_get(path)`, … wait
+//! for the next request, check its method and path, and hand it back for
+//! body checks and the answer.
 
 use http::{Request, Response};
 use http_body_util::BodyExt;
@@ -79,6 +84,66 @@ impl ApiMock {
             body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
             send,
         }
+    }
+}
+
+/// Named API exchanges: each waits for the next request, asserts its method
+/// and path (query excluded), and returns it.
+impl ApiMock {
+    /// The next request, which must be `method path`.
+    pub async fn expect(&mut self, method: &str, path: &str) -> Recorded {
+        let r = self.next().await;
+        assert_eq!(
+            (r.method.as_str(), r.path.as_str()),
+            (method, path),
+            "unexpected API request (query: {:?}, body: {})",
+            r.query,
+            r.body
+        );
+        r
+    }
+
+    /// `GET path` (a read or a list).
+    pub async fn expect_get(&mut self, path: &str) -> Recorded {
+        self.expect("GET", path).await
+    }
+
+    /// `PATCH path`.
+    pub async fn expect_patch(&mut self, path: &str) -> Recorded {
+        self.expect("PATCH", path).await
+    }
+
+    /// `POST path` (a create).
+    pub async fn expect_post(&mut self, path: &str) -> Recorded {
+        self.expect("POST", path).await
+    }
+
+    /// `DELETE path`.
+    pub async fn expect_delete(&mut self, path: &str) -> Recorded {
+        self.expect("DELETE", path).await
+    }
+
+    /// A bind: `POST /api/v1/namespaces/{ns}/pods/{pod}/binding`.
+    pub async fn expect_bind(&mut self, ns: &str, pod: &str) -> Recorded {
+        self.expect_post(&format!("/api/v1/namespaces/{ns}/pods/{pod}/binding"))
+            .await
+    }
+
+    /// A pod status patch: `PATCH /api/v1/namespaces/{ns}/pods/{pod}/status`.
+    pub async fn expect_patch_status(&mut self, ns: &str, pod: &str) -> Recorded {
+        self.expect_patch(&format!("/api/v1/namespaces/{ns}/pods/{pod}/status"))
+            .await
+    }
+
+    /// A new Event: `POST /apis/events.k8s.io/v1/namespaces/{ns}/events`.
+    pub async fn expect_event(&mut self, ns: &str) -> Recorded {
+        self.expect_post(&format!("/apis/events.k8s.io/v1/namespaces/{ns}/events"))
+            .await
+    }
+
+    /// A node patch: `PATCH /api/v1/nodes/{node}`.
+    pub async fn expect_patch_node(&mut self, node: &str) -> Recorded {
+        self.expect_patch(&format!("/api/v1/nodes/{node}")).await
     }
 }
 

@@ -5,6 +5,7 @@
 //! Needs the models directory made by `scripts/setup-models.sh` (found via
 //! `POSTURE_MODELS_DIR`, else `<workspace>/models`). Without it these tests
 //! fail when `CI` is set and print a skip notice otherwise.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::path::PathBuf;
 

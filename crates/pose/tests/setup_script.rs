@@ -1,6 +1,7 @@
 //! `scripts/setup-models.sh --check`: the manifest check that makes setup
 //! idempotent and catches missing, truncated or altered files. Runs the real
 //! script with bash; downloads nothing (`--check` never does).
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,6 +2,7 @@
 //! ScaledJob points its external trigger at the scaler's Service, the
 //! NetworkPolicy admits only KEDA's namespace on the gRPC port, and the
 //! balancer's Role grants exactly the verbs the actuator uses.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

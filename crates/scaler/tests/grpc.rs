@@ -1,6 +1,7 @@
 //! End-to-end tests of the External Scaler: a client generated from the same
 //! KEDA proto file talks to the server over 127.0.0.1, and the debounce is
 //! checked with paused tokio time.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;

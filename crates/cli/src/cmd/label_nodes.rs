@@ -3,9 +3,9 @@
 //! already labelled are left alone.
 
 use anyhow::Context as _;
-use posture_k8s::place::{self, DEFAULT_LABEL_KEY};
+use posture_k8s::workload::{GPU_NODE_LABEL, label_gpu_nodes, read_nodes};
 
-use super::gpu::GpuSourceArgs;
+use crate::args::GpuSourceArgs;
 
 /// Flags of `posture-farm label-nodes`.
 #[derive(Debug, clap::Args)]
@@ -18,7 +18,7 @@ pub struct LabelNodesArgs {
     #[arg(long)]
     pub from_config: bool,
     /// Label key; the value is always the node name.
-    #[arg(long, env = "GPU_NODE_LABEL_KEY", default_value = DEFAULT_LABEL_KEY)]
+    #[arg(long, env = "GPU_NODE_LABEL_KEY", default_value = GPU_NODE_LABEL)]
     pub label_key: String,
     #[command(flatten)]
     pub source: GpuSourceArgs,
@@ -59,7 +59,8 @@ pub async fn run(args: LabelNodesArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (kubeconfig or in-cluster)")?;
-    let outcomes = place::label_nodes(&client, &nodes, &args.label_key).await?;
+    let found = read_nodes(&client, &nodes).await?;
+    let outcomes = label_gpu_nodes(&client, &found, &nodes, &args.label_key).await?;
     for o in outcomes {
         let what = if o.changed {
             match o.before {

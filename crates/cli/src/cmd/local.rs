@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use posture_analyzer::broker::start_embedded_broker;
 use posture_analyzer::publish::{Encoding, PublishPlan, image_files, publish_files};
-use posture_analyzer::{MqttConfig, Outcome};
+use posture_analyzer::{Analyzer, MqttConfig, Outcome, RunStats};
 use prometheus_client::registry::Registry;
 use tokio::sync::mpsc;
 
-use super::analyze::{PipelineArgs, print_locations, summary_line};
-use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
+use crate::admin::{self, Readiness, Shutdown};
+use crate::args::{PipelineArgs, print_locations, summary_line};
 
 /// Flags of `posture-farm local`.
 #[derive(Debug, clap::Args)]
@@ -73,7 +73,7 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("the pose model is missing and `posture-farm setup` failed")?;
     let mut registry = Registry::default();
-    let mut analyzer = args.pipeline.build(&mut registry).await?;
+    let analyzer = args.pipeline.build(&mut registry).await?;
     let files = image_files(&samples).with_context(|| {
         format!(
             "no sample photos in {} — run `posture-farm setup`, or pass --samples PATH",
@@ -97,107 +97,11 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         Some(a) => Some(admin::serve(a, registry, ready.clone(), shutdown.clone()).await?),
         None => None,
     };
-    let dashboard = if args.no_dashboard {
-        None
-    } else {
-        let thresholds = posture_analyzer::Thresholds {
-            neck_deg: args.pipeline.neck_threshold,
-            torso_deg: args.pipeline.torso_threshold,
-        };
-        let target = args.pipeline.db_target()?;
-        let url = super::dashboard::start_local(
-            args.dashboard_listen,
-            &target,
-            thresholds,
-            shutdown.clone(),
-        )
-        .await?;
-        println!("dashboard: {url} (frames appear as they are analysed)");
-        Some(url)
-    };
+    let dashboard = start_dashboard(&args, &shutdown).await?;
     let camera = posture_analyzer::camera_from_topic(&args.topic);
-    let subscribed = Arc::new(AtomicBool::new(false));
-    let (tx, mut outcomes) = mpsc::unbounded_channel::<Outcome>();
-    let analyzer_cfg = MqttConfig::new(
-        "127.0.0.1",
-        port,
-        format!("posture-analyzer-local-{camera}"),
-    );
-    let topics = vec![args.topic.clone()];
-    let stop = Shutdown::new();
-    let task = {
-        let stop = stop.clone();
-        let subscribed = subscribed.clone();
-        let ready = ready.clone();
-        tokio::spawn(async move {
-            let stats = posture_analyzer::run_analyzer(
-                &analyzer_cfg,
-                &topics,
-                None,
-                &mut analyzer,
-                stop.wait(),
-                move |up| {
-                    subscribed.store(up, Ordering::SeqCst);
-                    ready.set(up);
-                },
-                move |o| {
-                    let _ = tx.send(o.clone());
-                },
-            )
-            .await;
-            (analyzer, stats)
-        })
-    };
-    for _ in 0..200 {
-        if subscribed.load(Ordering::SeqCst) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    anyhow::ensure!(
-        subscribed.load(Ordering::SeqCst),
-        "the analyzer could not subscribe to the embedded broker"
-    );
-
-    let plan = PublishPlan {
-        topic: args.topic.clone(),
-        encoding: Encoding::Base64Jpeg,
-        interval: Duration::from_secs_f64(args.interval),
-        repeat: 1,
-        timeout: Duration::from_secs(60),
-    };
-    let camera_cfg = MqttConfig::new(
-        "127.0.0.1",
-        port,
-        format!("posture-camera-local-{}", std::process::id()),
-    );
-    let sent = publish_files(&camera_cfg, &plan, &files)
-        .await
-        .context("publishing the sample photos")?;
-    println!(
-        "published {sent} sample photo(s) to {} on the embedded broker 127.0.0.1:{port}",
-        args.topic
-    );
-
-    let mut lines = Vec::new();
-    while lines.len() < sent {
-        match tokio::time::timeout(Duration::from_secs(120), outcomes.recv()).await {
-            Ok(Some(o)) => {
-                let i = lines.len();
-                let name = files
-                    .get(i)
-                    .and_then(|f| f.file_name())
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
-                lines.push(summary_line(&name, &o));
-            }
-            Ok(None) => anyhow::bail!("the analyzer stopped before analysing every sample"),
-            Err(_) => anyhow::bail!(
-                "timed out waiting for the analyzer ({} of {sent} analysed)",
-                lines.len()
-            ),
-        }
-    }
+    let mut running = start_analyzer(analyzer, port, &args.topic, &camera, ready).await?;
+    let sent = publish_samples(&args, port, &files).await?;
+    let lines = collect_lines(&mut running.outcomes, &files, sent).await?;
     println!();
     println!(
         "{:<28} {:<20} angles → annotated image",
@@ -222,8 +126,8 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         );
         shutdown.clone().wait().await;
     }
-    stop.trigger();
-    let (mut analyzer, stats) = task.await.context("the analyzer task failed")?;
+    running.stop.trigger();
+    let (mut analyzer, stats) = running.task.await.context("the analyzer task failed")?;
     stats?;
     print_locations(&mut analyzer, &camera).await;
     match analyzer.store().database().rows().await {
@@ -236,6 +140,146 @@ pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// Starts the dashboard over the pipeline's database unless `--no-dashboard`;
+/// returns its URL.
+async fn start_dashboard(args: &LocalArgs, shutdown: &Shutdown) -> anyhow::Result<Option<String>> {
+    if args.no_dashboard {
+        return Ok(None);
+    }
+    let thresholds = posture_analyzer::Thresholds {
+        neck_deg: args.pipeline.neck_threshold,
+        torso_deg: args.pipeline.torso_threshold,
+    };
+    let target = args.pipeline.db_target()?;
+    let url =
+        crate::args::start_local(args.dashboard_listen, &target, thresholds, shutdown.clone())
+            .await?;
+    println!("dashboard: {url} (frames appear as they are analysed)");
+    Ok(Some(url))
+}
+
+/// The analyzer task of `local` and how to talk to it.
+struct RunningAnalyzer {
+    /// Ends with the analyzer (handed back for the summary) and its result.
+    task: tokio::task::JoinHandle<(Analyzer, anyhow::Result<RunStats>)>,
+    /// Stops the analyzer.
+    stop: Shutdown,
+    /// Every frame's outcome, in order.
+    outcomes: mpsc::UnboundedReceiver<Outcome>,
+}
+
+/// Starts the analyzer on the embedded broker and waits (up to 10 s) until
+/// it has subscribed, so no sample is published before anyone listens.
+async fn start_analyzer(
+    mut analyzer: Analyzer,
+    port: u16,
+    topic: &str,
+    camera: &str,
+    ready: Readiness,
+) -> anyhow::Result<RunningAnalyzer> {
+    let subscribed = Arc::new(AtomicBool::new(false));
+    // Unbounded: at most one outcome per published sample, and the samples
+    // are a handful of files.
+    let (tx, outcomes) = mpsc::unbounded_channel::<Outcome>();
+    let analyzer_cfg = MqttConfig::new(
+        "127.0.0.1",
+        port,
+        format!("posture-analyzer-local-{camera}"),
+    );
+    let topics = vec![topic.to_string()];
+    let stop = Shutdown::new();
+    let task = {
+        let stop = stop.clone();
+        let subscribed = subscribed.clone();
+        tokio::spawn(async move {
+            let stats = posture_analyzer::run_analyzer(
+                &analyzer_cfg,
+                &topics,
+                None,
+                &mut analyzer,
+                stop.wait(),
+                move |up| {
+                    subscribed.store(up, Ordering::SeqCst);
+                    ready.set(up);
+                },
+                move |o| {
+                    let _ = tx.send(o.clone());
+                },
+            )
+            .await
+            .map_err(anyhow::Error::from);
+            (analyzer, stats)
+        })
+    };
+    for _ in 0..200 {
+        if subscribed.load(Ordering::SeqCst) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(
+        subscribed.load(Ordering::SeqCst),
+        "the analyzer could not subscribe to the embedded broker"
+    );
+    Ok(RunningAnalyzer {
+        task,
+        stop,
+        outcomes,
+    })
+}
+
+/// Publishes the sample photos as a camera would; returns how many were sent.
+async fn publish_samples(args: &LocalArgs, port: u16, files: &[PathBuf]) -> anyhow::Result<usize> {
+    let plan = PublishPlan {
+        topic: args.topic.clone(),
+        encoding: Encoding::Base64Jpeg,
+        interval: Duration::from_secs_f64(args.interval),
+        repeat: 1,
+        timeout: Duration::from_secs(60),
+    };
+    let camera_cfg = MqttConfig::new(
+        "127.0.0.1",
+        port,
+        format!("posture-camera-local-{}", std::process::id()),
+    );
+    let sent = publish_files(&camera_cfg, &plan, files)
+        .await
+        .context("publishing the sample photos")?;
+    println!(
+        "published {sent} sample photo(s) to {} on the embedded broker 127.0.0.1:{port}",
+        args.topic
+    );
+    Ok(sent)
+}
+
+/// One summary line per analysed sample, waiting up to 2 minutes for each.
+async fn collect_lines(
+    outcomes: &mut mpsc::UnboundedReceiver<Outcome>,
+    files: &[PathBuf],
+    sent: usize,
+) -> anyhow::Result<Vec<String>> {
+    let mut lines = Vec::new();
+    while lines.len() < sent {
+        match tokio::time::timeout(Duration::from_secs(120), outcomes.recv()).await {
+            Ok(Some(o)) => {
+                let i = lines.len();
+                let name = files
+                    .get(i)
+                    .and_then(|f| f.file_name())
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                lines.push(summary_line(&name, &o));
+            }
+            Ok(None) => anyhow::bail!("the analyzer stopped before analysing every sample"),
+            Err(_) => anyhow::bail!(
+                "timed out waiting for the analyzer ({} of {sent} analysed)",
+                lines.len()
+            ),
+        }
+    }
+    Ok(lines)
 }
 
 /// `wanted` if it can be bound on 127.0.0.1, else a free port.

@@ -12,11 +12,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use posture_core::spread::{SpreadPlan, plan_from_snapshot};
-use posture_k8s::place::{self, DEFAULT_LABEL_KEY, PinMode, Workload};
+use posture_gpu::display::render_table;
+use posture_k8s::place::{self, PinMode, Workload};
+use posture_k8s::workload::GPU_NODE_LABEL;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
-use super::gpu::{GpuSourceArgs, render_table};
+use crate::args::{GpuSourceArgs, seed_or_clock};
 
 /// Flags of `posture-farm place`.
 #[derive(Debug, clap::Args)]
@@ -42,7 +44,7 @@ pub struct PlaceArgs {
     #[arg(long)]
     pub node_name_mode: bool,
     /// Node label the affinity matches; its value is the node name (see `label-nodes`).
-    #[arg(long, env = "GPU_NODE_LABEL_KEY", default_value = DEFAULT_LABEL_KEY)]
+    #[arg(long, env = "GPU_NODE_LABEL_KEY", default_value = GPU_NODE_LABEL)]
     pub label_key: String,
     /// Only place on these nodes (comma-separated); default: every node with a fresh reading.
     #[arg(long, env = "PLACE_NODES", value_delimiter = ',')]
@@ -94,7 +96,7 @@ pub fn load_workloads(files: &[PathBuf]) -> anyhow::Result<Vec<Workload>> {
         if let Some(first) = seen.insert(key, w.origin.clone()) {
             anyhow::bail!(
                 "{} {} appears twice ({first} and {})",
-                w.kind.as_str(),
+                w.kind.kind_name(),
                 w.name,
                 w.origin
             );
@@ -111,7 +113,7 @@ pub fn render_plan(workloads: &[Workload], plan: &SpreadPlan, seed: u64) -> Stri
         .map(|w| {
             format!(
                 "{} {}{}",
-                w.kind.as_str(),
+                w.kind.kind_name(),
                 w.namespace
                     .as_deref()
                     .map(|n| format!("{n}/"))
@@ -145,13 +147,6 @@ pub fn render_plan(workloads: &[Workload], plan: &SpreadPlan, seed: u64) -> Stri
     out
 }
 
-fn seed_from_clock() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
-}
-
 /// A file name for a workload: `<kind>-<namespace>-<name>.yaml`, lower case.
 fn file_name(w: &Workload) -> String {
     let ns = w
@@ -159,7 +154,7 @@ fn file_name(w: &Workload) -> String {
         .as_deref()
         .map(|n| format!("{n}-"))
         .unwrap_or_default();
-    format!("{}-{ns}{}.yaml", w.kind.as_str().to_lowercase(), w.name)
+    format!("{}-{ns}{}.yaml", w.kind.kind_name().to_lowercase(), w.name)
 }
 
 fn to_yaml(v: &serde_json::Value) -> anyhow::Result<String> {
@@ -185,7 +180,7 @@ pub async fn run(args: PlaceArgs) -> anyhow::Result<()> {
     } else {
         Some(&only)
     };
-    let seed = args.seed.unwrap_or_else(seed_from_clock);
+    let seed = seed_or_clock(args.seed);
     let mut rng = StdRng::seed_from_u64(seed);
     let plan = plan_from_snapshot(workloads.len(), &snapshot, filter, &mut rng).map_err(|e| {
         anyhow::anyhow!(
@@ -233,7 +228,7 @@ pub async fn run(args: PlaceArgs) -> anyhow::Result<()> {
         let mut failed = 0;
         for (w, object) in workloads.iter().zip(pinned) {
             match place::apply(&client, w, object, &namespace).await {
-                Ok(_) => println!("applied {} {}", w.kind.as_str(), w.name),
+                Ok(_) => println!("applied {} {}", w.kind.kind_name(), w.name),
                 Err(e) => {
                     failed += 1;
                     eprintln!("error: {:#}", anyhow::Error::new(e));

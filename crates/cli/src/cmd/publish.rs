@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
 
-use super::analyze::MqttArgs;
+use crate::args::MqttArgs;
 
 /// Flags of `posture-farm publish`.
 #[derive(Debug, clap::Args)]

@@ -10,7 +10,7 @@ use posture_dashboard::ReadOnlyDb;
 use posture_dashboard::model::parse_when;
 use posture_dashboard::report::{ReportOptions, build};
 
-use super::dashboard::{DbArgs, ViewArgs};
+use crate::args::{DbArgs, ViewArgs};
 
 /// Flags of `posture-farm report`.
 #[derive(Debug, clap::Args)]

@@ -9,12 +9,12 @@ use std::time::Duration;
 use anyhow::Context as _;
 use posture_core::scaler::{DEFAULT_METRIC_NAME, ScalerConfig};
 use posture_gpu::config::parse_duration;
+use posture_k8s::balancer::BalanceMetrics;
 use posture_scaler::{Scaler, ScalerMetrics, ScalerOptions, TlsPem};
 use prometheus_client::registry::Registry;
 
-use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
-use crate::cmd::balance::{BalanceMetrics, BalancerArgs, run_balancer};
-use crate::cmd::gpu::GpuSourceArgs;
+use crate::admin::{self, Readiness, Shutdown};
+use crate::args::{BalancerArgs, GpuSourceArgs};
 
 /// Flags of `posture-farm scaler`.
 #[derive(Debug, clap::Args)]
@@ -112,14 +112,10 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
         (Some(client), Some(metrics)) => {
             let (usage, args, shutdown) = (usage.clone(), args.balancer.clone(), shutdown.clone());
             // The balancer's own readiness is not the scaler's: KEDA only needs gRPC.
-            Some(tokio::spawn(run_balancer(
-                client,
-                args,
-                usage,
-                metrics,
-                Readiness::default(),
-                shutdown,
-            )))
+            Some(tokio::spawn(async move {
+                args.run(client, usage, metrics, Readiness::default(), shutdown)
+                    .await
+            }))
         }
         _ => None,
     };

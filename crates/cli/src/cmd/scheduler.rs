@@ -1,5 +1,5 @@
 //! `posture-farm scheduler`: the custom Kubernetes scheduler. One loop
-//! (`posture_k8s::runtime`), one profile chosen by `--profile`.
+//! (`posture_k8s::scheduler`), one profile chosen by `--profile`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -7,18 +7,27 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use kube::api::DynamicObject;
 use posture_core::Profile;
 use posture_core::backoff::Backoff;
+use posture_core::gpu::GpuSnapshot;
 use posture_core::policy::RoundRobin;
 use posture_core::policy::gpu_least_loaded::GpuLeastLoaded;
 use posture_core::policy::priority::{CapacityMode, PriorityConfig, PriorityProfile};
 use posture_gpu::config::parse_duration;
-use posture_k8s::metrics::SchedulerMetrics;
-use posture_k8s::runtime::{KubeActuator, PodScope, RuntimeConfig, Scheduler, watch_streams};
+use posture_k8s::scheduler::events::spawn_reporter;
+use posture_k8s::scheduler::gpu_state::{GpuStateStore, PersistLastChosen};
+use posture_k8s::scheduler::metrics::SchedulerMetrics;
+use posture_k8s::scheduler::preempt::client_without_retry;
+use posture_k8s::scheduler::{
+    EventStream, KubeActuator, PodScope, RuntimeConfig, Scheduler, podgroup, podgroup_stream,
+    watch_streams,
+};
 use prometheus_client::registry::Registry;
+use tokio::sync::watch;
 
-use crate::admin::{self, Readiness, tokio_util_shutdown::Shutdown};
-use crate::cmd::gpu::{GpuProfileArgs, GpuSourceArgs};
+use crate::admin::{self, Readiness, Shutdown};
+use crate::args::{GpuProfileArgs, GpuSourceArgs};
 
 /// Which scheduling policy the loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -131,22 +140,28 @@ impl SchedulerArgs {
     }
 }
 
-/// Runs the scheduler until SIGTERM.
-pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
-    let client = kube::Client::try_default()
-        .await
-        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-    let mut registry = Registry::default();
-    let metrics = Arc::new(SchedulerMetrics::register(&mut registry));
+/// The chosen profile, the pods its loop watches, and (GPU profile) the usage feed.
+struct ChosenProfile {
+    profile: Box<dyn Profile>,
+    scope: PodScope,
+    gpu: Option<watch::Receiver<GpuSnapshot>>,
+}
 
-    let mut gpu = None;
-    let (profile, scope): (Box<dyn Profile>, PodScope) = match args.profile {
-        ProfileKind::RoundRobin => (
-            Box::new(RoundRobin::new(args.node_order.clone())),
-            PodScope::Pending,
-        ),
+/// Builds the profile `--profile` names (the GPU one restores its last
+/// choice from the ConfigMap and starts the Prometheus source).
+async fn choose_profile(
+    args: &SchedulerArgs,
+    client: &kube::Client,
+    registry: &mut Registry,
+) -> anyhow::Result<ChosenProfile> {
+    Ok(match args.profile {
+        ProfileKind::RoundRobin => ChosenProfile {
+            profile: Box::new(RoundRobin::new(args.node_order.clone())),
+            scope: PodScope::Pending,
+            gpu: None,
+        },
         ProfileKind::GpuLeastLoaded => {
-            gpu = Some(args.gpu.spawn(&mut registry)?);
+            let gpu = Some(args.gpu.spawn(registry)?);
             let profile = GpuLeastLoaded::new(args.gpu_profile.config(args.seed)?);
             // The last chosen node survives restarts in a ConfigMap (preferred on ties).
             let namespace = args
@@ -154,13 +169,17 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
                 .gpu_state_namespace
                 .clone()
                 .unwrap_or_else(|| client.default_namespace().to_string());
-            let store = posture_k8s::gpu_state::GpuStateStore::new(
+            let store = GpuStateStore::new(
                 client.clone(),
                 &namespace,
                 &args.gpu_profile.gpu_state_configmap,
             );
-            let profile = posture_k8s::gpu_state::PersistLastChosen::start(profile, store).await;
-            (Box::new(profile), PodScope::Pending)
+            let profile = PersistLastChosen::start(profile, store).await;
+            ChosenProfile {
+                profile: Box::new(profile),
+                scope: PodScope::Pending,
+                gpu,
+            }
         }
         ProfileKind::Priority => {
             let config = PriorityConfig {
@@ -173,10 +192,51 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
                 CapacityMode::OnePerNode => PodScope::Ours,
                 CapacityMode::ResourceFit => PodScope::OursAndAllBound,
             };
-            (Box::new(PriorityProfile::new(config)), scope)
+            ChosenProfile {
+                profile: Box::new(PriorityProfile::new(config)),
+                scope,
+                gpu: None,
+            }
+        }
+    })
+}
+
+/// The priority profile's extra I/O: a client without automatic retries
+/// (evictions refused by a PodDisruptionBudget, 429, must come back at
+/// once) and the PodGroup watch where the CRD exists. Other profiles use
+/// `client` and no PodGroups.
+async fn priority_io(
+    args: &SchedulerArgs,
+    client: &kube::Client,
+    namespace: Option<&str>,
+) -> anyhow::Result<(kube::Client, Option<EventStream<DynamicObject>>)> {
+    if args.profile != ProfileKind::Priority {
+        return Ok((client.clone(), None));
+    }
+    let config = kube::Config::infer()
+        .await
+        .context("reading the Kubernetes client configuration")?;
+    let actuator_client = client_without_retry(config)?;
+    let podgroups = match podgroup::list(client, namespace).await {
+        Ok(Some(_)) => Some(podgroup_stream(client, namespace)),
+        Ok(None) => None,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read PodGroups; gang sizes from annotations only");
+            None
         }
     };
-    let cfg = args.runtime_config(scope);
+    Ok((actuator_client, podgroups))
+}
+
+/// Runs the scheduler until SIGTERM.
+pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
+    let client = kube::Client::try_default()
+        .await
+        .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let mut registry = Registry::default();
+    let metrics = Arc::new(SchedulerMetrics::register(&mut registry));
+    let chosen = choose_profile(&args, &client, &mut registry).await?;
+    let cfg = args.runtime_config(chosen.scope);
 
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
@@ -185,42 +245,19 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let instance = std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok());
-    let (reports, reporter) = posture_k8s::events::spawn_reporter(
+    let (reports, reporter) = spawn_reporter(
         client.clone(),
         &cfg.scheduler_name,
         instance,
         metrics.clone(),
     );
     let (nodes, pods) = watch_streams(&client, &cfg);
-    // Evictions refused by a PodDisruptionBudget (429) must come back at once,
-    // not after kube's automatic retries: a separate client without them.
-    let actuator_client = if args.profile == ProfileKind::Priority {
-        let config = kube::Config::infer()
-            .await
-            .context("reading the Kubernetes client configuration")?;
-        posture_k8s::preempt::client_without_retry(config)?
-    } else {
-        client.clone()
-    };
-    let podgroups = if args.profile == ProfileKind::Priority {
-        match posture_k8s::podgroup::list(&client, cfg.namespace.as_deref()).await {
-            Ok(Some(_)) => Some(posture_k8s::runtime::podgroup_stream(
-                &client,
-                cfg.namespace.as_deref(),
-            )),
-            Ok(None) => None,
-            Err(err) => {
-                tracing::warn!(%err, "cannot read PodGroups; gang sizes from annotations only");
-                None
-            }
-        }
-    } else {
-        None
-    };
+    let (actuator_client, podgroups) =
+        priority_io(&args, &client, cfg.namespace.as_deref()).await?;
     let ready_flag = ready.clone();
     let scheduler = Scheduler::new(
         cfg,
-        profile,
+        chosen.profile,
         Arc::new(KubeActuator {
             client: actuator_client,
         }),
@@ -228,7 +265,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         metrics,
     )
     .on_ready(move |r| ready_flag.set(r));
-    let scheduler = match gpu {
+    let scheduler = match chosen.gpu {
         Some(rx) => scheduler.with_gpu(rx),
         None => scheduler,
     };

@@ -15,14 +15,14 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
-use posture_k8s::ops::apply::ApplyAction;
+use posture_k8s::ops::apply::{ApplyAction, ApplyOutcome};
 use posture_k8s::ops::manifests::{self, DbCredentials, Mode, RenderOptions};
 use posture_k8s::ops::status;
-use posture_k8s::ops::up::{DeployEvent, NodeOptions, deploy, prepare_nodes};
+use posture_k8s::ops::up::{DeployEvent, NodeOptions, PreparedNodes, deploy, prepare_nodes};
 use posture_k8s::ops::wait::WaitConfig;
 use rand::SeedableRng as _;
 
-use super::gpu::GpuSourceArgs;
+use crate::args::{GpuSourceArgs, seed_or_clock};
 
 /// Placement mode on the command line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -194,27 +194,8 @@ fn build_and_push(context: &std::path::Path, image: &str) -> anyhow::Result<()> 
 
 /// Runs the subcommand.
 pub async fn run(args: UpArgs) -> anyhow::Result<()> {
-    let image = match (&args.image, &args.registry, args.build) {
-        (Some(image), _, _) => Some(image.clone()),
-        (None, Some(registry), true) => Some(format!(
-            "{}/posture-farm:{}",
-            registry.trim_end_matches('/'),
-            args.tag
-        )),
-        _ => None,
-    };
-    let db = DbCredentials::from_env(|k| std::env::var(k).ok())?;
-    let opts = RenderOptions {
-        namespace: args.namespace.clone(),
-        image: image.clone(),
-        mode: args.mode.into(),
-        cameras: args.cameras,
-        topics: args.topics.clone(),
-        db,
-        mqtt_broker: args.mqtt_broker.clone(),
-    };
-    let mut rendered =
-        manifests::render(&manifests::embedded(), &opts).context("rendering deploy/ manifests")?;
+    let image = image_name(&args);
+    let mut rendered = render_manifests(&args, image.clone())?;
     let scaled_jobs = rendered.plan.workload_names("ScaledJob");
     if args.mode == ModeArg::Keda && scaled_jobs.is_empty() {
         bail!("KEDA mode: deploy/keda/ holds no ScaledJob in this build; use --mode round-robin");
@@ -223,23 +204,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         tracing::warn!("{w}");
     }
     if args.dry_run {
-        for object in &rendered.plan.objects {
-            let mut value = object.object.clone();
-            if let Some(data) = value
-                .get_mut("data")
-                .filter(|_| object.kind_name() == "Secret")
-                && let Some(map) = data.as_object_mut()
-            {
-                map.values_mut()
-                    .for_each(|v| *v = serde_json::Value::String("<redacted>".into()));
-            }
-            println!(
-                "---\n# stage: {}\n{}",
-                object.stage.as_str(),
-                serde_saphyr::to_string(&value)?
-            );
-        }
-        return Ok(());
+        return print_manifests(&rendered);
     }
     if args.build {
         let image = image.clone().context("--build needs --registry")?;
@@ -250,27 +215,7 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API (KUBECONFIG or in-cluster config)")?;
-    let prepared = prepare_nodes(
-        &client,
-        &NodeOptions {
-            master: args.master.clone(),
-            skip_taint: args.no_taint,
-            gpu_nodes: args.gpu.gpu_nodes.clone(),
-        },
-    )
-    .await?;
-    if !args.no_taint && prepared.masters.is_empty() {
-        eprintln!("no control-plane node found (no role label); pass --master NODE to taint one");
-    }
-    for c in &prepared.changes {
-        eprintln!(
-            "node {}: {} ({})",
-            c.node,
-            c.action,
-            if c.changed { "changed" } else { "unchanged" }
-        );
-    }
-
+    let prepared = prepare(&client, &args).await?;
     if args.mode == ModeArg::Keda {
         let placement = keda_placement(
             &client,
@@ -297,7 +242,99 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     })
     .await?;
     progress.finish();
-    for o in &outcomes {
+    print_outcomes(&outcomes);
+    if !scaled_jobs.is_empty() {
+        eprintln!(
+            "ScaledJobs applied: KEDA starts their Jobs when the external scaler reports activity"
+        );
+    }
+    let inputs = status::gather(&client).await?;
+    print!(
+        "\n{}",
+        status::render(&status::summarise(&inputs, None), false)
+    );
+    Ok(())
+}
+
+/// `--image`, else `REGISTRY/posture-farm:TAG` with `--build`, else the
+/// image documented in deploy/ (`None`).
+fn image_name(args: &UpArgs) -> Option<String> {
+    match (&args.image, &args.registry, args.build) {
+        (Some(image), _, _) => Some(image.clone()),
+        (None, Some(registry), true) => Some(format!(
+            "{}/posture-farm:{}",
+            registry.trim_end_matches('/'),
+            args.tag
+        )),
+        _ => None,
+    }
+}
+
+/// The deploy/ manifests rendered for these flags (bad input stops here,
+/// before the cluster is touched).
+fn render_manifests(args: &UpArgs, image: Option<String>) -> anyhow::Result<manifests::Rendered> {
+    let db = DbCredentials::from_env(|k| std::env::var(k).ok())?;
+    let opts = RenderOptions {
+        namespace: args.namespace.clone(),
+        image,
+        mode: args.mode.into(),
+        cameras: args.cameras,
+        topics: args.topics.clone(),
+        db,
+        mqtt_broker: args.mqtt_broker.clone(),
+    };
+    manifests::render(&manifests::embedded(), &opts).context("rendering deploy/ manifests")
+}
+
+/// `--dry-run`: the rendered manifests as YAML, Secret values redacted.
+fn print_manifests(rendered: &manifests::Rendered) -> anyhow::Result<()> {
+    for object in &rendered.plan.objects {
+        let mut value = object.object.clone();
+        if let Some(data) = value
+            .get_mut("data")
+            .filter(|_| object.kind_name() == "Secret")
+            && let Some(map) = data.as_object_mut()
+        {
+            map.values_mut()
+                .for_each(|v| *v = serde_json::Value::String("<redacted>".into()));
+        }
+        println!(
+            "---\n# stage: {}\n{}",
+            object.stage.as_str(),
+            serde_saphyr::to_string(&value)?
+        );
+    }
+    Ok(())
+}
+
+/// Taints the control plane and labels GPU nodes, saying what changed.
+async fn prepare(client: &kube::Client, args: &UpArgs) -> anyhow::Result<PreparedNodes> {
+    let prepared = prepare_nodes(
+        client,
+        &NodeOptions {
+            master: args.master.clone(),
+            skip_taint: args.no_taint,
+            gpu_nodes: args.gpu.gpu_nodes.clone(),
+        },
+    )
+    .await?;
+    if !args.no_taint && prepared.masters.is_empty() {
+        eprintln!("no control-plane node found (no role label); pass --master NODE to taint one");
+    }
+    for c in &prepared.changes {
+        eprintln!(
+            "node {}: {} ({})",
+            c.node,
+            c.action,
+            if c.changed { "changed" } else { "unchanged" }
+        );
+    }
+    Ok(prepared)
+}
+
+/// One line per applied object, then the totals.
+fn print_outcomes(outcomes: &[ApplyOutcome]) {
+    for o in outcomes {
         println!(
             "{:<10} {:<11} {}",
             o.stage.as_str(),
@@ -312,17 +349,6 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
         count(ApplyAction::Configured),
         count(ApplyAction::Unchanged)
     );
-    if !scaled_jobs.is_empty() {
-        eprintln!(
-            "ScaledJobs applied: KEDA starts their Jobs when the external scaler reports activity"
-        );
-    }
-    let inputs = status::gather(&client).await?;
-    print!(
-        "\n{}",
-        super::status::render(&status::summarise(&inputs, None), false)
-    );
-    Ok(())
 }
 
 /// Node per ScaledJob. ScaledJobs already pinned by an earlier `up` (or
@@ -348,14 +374,9 @@ async fn keda_placement(
         eprintln!("every ScaledJob keeps its current node");
         return Ok(placement);
     }
-    let seed = args.seed.unwrap_or_else(|| {
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or_default()
-    });
+    let seed = seed_or_clock(args.seed);
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let snapshot = super::status::gpu_snapshot(&args.gpu).await;
+    let snapshot = args.gpu.snapshot_once().await;
     let allowed = |n: &str| gpu_nodes.iter().any(|g| g == n);
     let plan = match snapshot.as_ref().map(|s| {
         posture_core::spread::plan_from_snapshot(scaled_jobs.len(), s, Some(&allowed), &mut rng)

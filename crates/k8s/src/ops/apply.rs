@@ -141,17 +141,12 @@ mod tests {
     /// Serves one `up`: GET (absent or at `before`), then the apply answered at `after`.
     async fn serve(mock: &mut ApiMock, plan: &ApplyPlan, versions: &[(Option<&str>, &str)]) {
         for ((object, path), (before, after)) in plan.objects.iter().zip(PATHS).zip(versions) {
-            let get = mock.next().await;
-            assert_eq!((get.method.as_str(), get.path.as_str()), ("GET", path));
+            let get = mock.expect_get(path).await;
             match before {
                 None => get.respond(404, status_json(404, "NotFound", "not found")),
                 Some(rv) => get.respond(200, with_rv(object.object.clone(), rv)),
             }
-            let patch = mock.next().await;
-            assert_eq!(
-                (patch.method.as_str(), patch.path.as_str()),
-                ("PATCH", path)
-            );
+            let patch = mock.expect_patch(path).await;
             assert_eq!(patch.content_type, "application/apply-patch+yaml");
             assert!(
                 patch.query.contains("fieldManager=posture-farm"),

@@ -22,7 +22,7 @@ use kube::api::{AttachParams, ListParams};
 use kube::{Api, Client};
 use tokio::io::AsyncReadExt;
 
-use super::status::is_analyzer;
+use super::pods::is_analyzer;
 use super::{OpsError, managed_selector};
 
 /// Env var naming the analyzer's output folder in the pod spec.
@@ -327,11 +327,7 @@ mod tests {
         let tmp = tempfile::tempdir().expect("tmp");
         let out = tmp.path().to_path_buf();
         let task = tokio::spawn(async move { collect_results(&client, &out, "/data").await });
-        let req = mock.next().await;
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("GET", "/api/v1/pods")
-        );
+        let req = mock.expect_get("/api/v1/pods").await;
         assert!(
             req.query
                 .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"),

@@ -13,7 +13,7 @@
 //! ```text
 //!  deploy/*.yaml (include_str!) ─► manifests::render ─► plan::ApplyPlan (ordered stages)
 //!                                                            │
-//!  nodes::taint_master / label_gpu_nodes ◄── up ─────────────┼─► apply::apply_plan (SSA, unchanged/configured/created)
+//!  nodes::taint / workload::label_gpu_nodes ◄── up ─────────────┼─► apply::apply_plan (SSA, unchanged/configured/created)
 //!                                                            └─► wait::wait_ready (Deployments available, pods scheduled)
 //!  down: collect::collect_results (exec tar) ─► teardown::teardown (Jobs → Pods → [purge] …) ─► nodes::untaint
 //!  status: status::gather ─► status::StatusReport (pure summary)
@@ -24,15 +24,13 @@ pub mod collect;
 pub mod manifests;
 pub mod nodes;
 pub mod plan;
+pub mod pods;
 pub mod status;
 pub mod teardown;
 pub mod up;
 pub mod wait;
 
-/// Field manager for every server-side apply `up` performs. Re-applying the
-/// same content with the same manager is a no-op on the API server, which is
-/// what makes `up` idempotent.
-pub const FIELD_MANAGER: &str = "posture-farm";
+pub use crate::workload::FIELD_MANAGER;
 
 /// Label key put on every object `up` creates; `down` and `status` select by it.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -107,9 +105,4 @@ impl OpsError {
             reason: reason.into(),
         }
     }
-}
-
-/// Whether an API error is a 404 Not Found.
-pub(crate) fn is_not_found(err: &kube::Error) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == 404)
 }

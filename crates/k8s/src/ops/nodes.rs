@@ -13,8 +13,10 @@
 //! replace other managers' taints), so taints are changed with a JSON merge
 //! patch of the full list carrying the `resourceVersion` read just before, so
 //! a concurrent change makes the API server answer 409 instead of losing it.
-//! A GPU label `up` adds is marked by [`LABELLED_ANNOTATION`] so
-//! `down --purge` removes only labels it added.
+//! GPU node labels are set by [`crate::workload::label_gpu_nodes`] (for `up`
+//! and `label-nodes` alike), which marks each with [`LABELLED_ANNOTATION`],
+//! so [`unlabel_gpu_nodes`] (`down --purge`) removes only labels posture-farm
+//! added.
 
 use k8s_openapi::api::core::v1::{Node, Taint};
 use kube::api::{ListParams, Patch, PatchParams};
@@ -22,18 +24,13 @@ use kube::{Api, Client};
 use serde_json::json;
 
 use super::OpsError;
-
-/// The node label placement relies on; its value is the node's name.
-pub const GPU_NODE_LABEL: &str = "gpu-node";
+use crate::workload::{LABELLED_ANNOTATION, labelled_key};
 
 /// Key of the taint `up` puts on control-plane nodes (effect NoSchedule).
 pub const MASTER_TAINT_KEY: &str = "node-role.kubernetes.io/control-plane";
 
 /// Annotation marking that `up` (not the cluster installer) added the taint.
 pub const TAINTED_ANNOTATION: &str = "posture-farm/master-tainted";
-
-/// Annotation marking that `up` (not the operator) set [`GPU_NODE_LABEL`].
-pub const LABELLED_ANNOTATION: &str = "posture-farm/gpu-node-labelled";
 
 /// Labels that identify a control-plane node (current and legacy spelling).
 pub const CONTROL_PLANE_LABELS: [&str; 2] = [
@@ -226,71 +223,34 @@ pub async fn untaint_all(client: &Client) -> Result<Vec<NodeChange>, OpsError> {
     Ok(changes)
 }
 
-/// Labels each named node `gpu-node=<name>` (idempotent); marks labels it adds.
-pub async fn label_gpu_nodes(
-    client: &Client,
-    nodes: &[Node],
-    names: &[String],
-) -> Result<Vec<NodeChange>, OpsError> {
-    let api: Api<Node> = Api::all(client.clone());
-    let mut changes = Vec::new();
-    for name in names {
-        let node = nodes.iter().find(|n| name_of(n) == name).ok_or_else(|| {
-            OpsError::manifest(
-                format!("node {name}"),
-                "no such node in the cluster (check --gpu-nodes)",
-            )
-        })?;
-        let current = node
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(GPU_NODE_LABEL));
-        let changed = current.map(String::as_str) != Some(name.as_str());
-        if changed {
-            let patch = json!({"metadata": {
-                "labels": {GPU_NODE_LABEL: name},
-                "annotations": {LABELLED_ANNOTATION: "true"},
-            }});
-            api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                .await
-                .map_err(|e| OpsError::kube(format!("label node {name}"), e))?;
-        }
-        changes.push(NodeChange {
-            node: name.clone(),
-            action: format!("labelled {GPU_NODE_LABEL}={name}"),
-            changed,
-        });
-    }
-    Ok(changes)
-}
-
-/// Removes `gpu-node` labels that `up` added (those with [`LABELLED_ANNOTATION`]).
+/// Removes the GPU node labels posture-farm added (by `up` or
+/// `label-nodes`: those marked with [`LABELLED_ANNOTATION`], whose value names
+/// the label key), and the mark. Labels an operator set stay.
 pub async fn unlabel_gpu_nodes(client: &Client) -> Result<Vec<NodeChange>, OpsError> {
     let api: Api<Node> = Api::all(client.clone());
-    let lp = ListParams::default().labels(GPU_NODE_LABEL);
     let nodes = api
-        .list(&lp)
+        .list(&ListParams::default())
         .await
-        .map_err(|e| OpsError::kube("list GPU nodes", e))?;
+        .map_err(|e| OpsError::kube("list nodes", e))?;
     let mut changes = Vec::new();
     for node in &nodes.items {
-        let ours = node
+        let Some(mark) = node
             .metadata
             .annotations
             .as_ref()
-            .is_some_and(|a| a.contains_key(LABELLED_ANNOTATION));
-        if !ours {
+            .and_then(|a| a.get(LABELLED_ANNOTATION))
+        else {
             continue;
-        }
+        };
+        let key = labelled_key(mark);
         let name = name_of(node);
-        let patch = json!({"metadata": {"labels": {GPU_NODE_LABEL: null}, "annotations": {LABELLED_ANNOTATION: null}}});
+        let patch = json!({"metadata": {"labels": {key: null}, "annotations": {LABELLED_ANNOTATION: null}}});
         api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| OpsError::kube(format!("unlabel node {name}"), e))?;
         changes.push(NodeChange {
             node: name.to_string(),
-            action: format!("removed label {GPU_NODE_LABEL}"),
+            action: format!("removed label {key}"),
             changed: true,
         });
     }
@@ -373,9 +333,7 @@ pub(crate) mod tests {
         let task = tokio::spawn(async move {
             taint(&client, &nodes, &["nuc".to_string(), "done".to_string()]).await
         });
-        let req = mock.next().await;
-        assert_eq!(req.method, "PATCH");
-        assert_eq!(req.path, "/api/v1/nodes/nuc");
+        let req = mock.expect_patch_node("nuc").await;
         assert_eq!(req.content_type, "application/merge-patch+json");
         assert_eq!(
             req.body,
@@ -405,11 +363,7 @@ pub(crate) mod tests {
     async fn untaint_all_removes_only_taints_up_added() {
         let (client, mut mock) = ApiMock::new();
         let task = tokio::spawn(async move { untaint_all(&client).await });
-        let req = mock.next().await;
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("GET", "/api/v1/nodes")
-        );
+        let req = mock.expect_get("/api/v1/nodes").await;
         let mut nuc = node_json(
             "nuc",
             json!({}),
@@ -422,11 +376,7 @@ pub(crate) mod tests {
             // kubeadm's own taint, not ours: left alone.
             node_json("kubeadm", json!({}), json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}])),
         ]}));
-        let req = mock.next().await;
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("PATCH", "/api/v1/nodes/nuc")
-        );
+        let req = mock.expect_patch_node("nuc").await;
         assert_eq!(
             req.body["spec"]["taints"],
             json!([{"key": "keep", "effect": "NoSchedule"}])
@@ -442,34 +392,49 @@ pub(crate) mod tests {
         assert_eq!(changes[0].node, "nuc");
     }
 
+    /// `label-nodes` and `up` label through the same function, so `down
+    /// --purge` takes off labels set by either (before, only `up` marked
+    /// its labels and `down` left those of `label-nodes` behind).
     #[tokio::test]
-    async fn gpu_labels_are_set_once_and_marked() {
+    async fn labels_set_by_label_nodes_are_removed_by_down() {
+        use crate::workload::{GPU_NODE_LABEL, label_gpu_nodes, read_nodes};
         let (client, mut mock) = ApiMock::new();
-        let nodes = vec![
-            node("orin", json!({}), json!([])),
-            node("agx", json!({"gpu-node": "agx"}), json!([])),
-        ];
-        let task = tokio::spawn(async move {
-            label_gpu_nodes(&client, &nodes, &["orin".to_string(), "agx".to_string()]).await
+        let server = tokio::spawn(async move {
+            // label-nodes orin: read, then label (and mark).
+            mock.expect_get("/api/v1/nodes/orin")
+                .await
+                .respond(200, node_json("orin", json!({}), json!([])));
+            let patch = mock.expect_patch_node("orin").await;
+            let mut stored = node_json("orin", json!({}), json!([]));
+            stored["metadata"]["labels"] = patch.body["metadata"]["labels"].clone();
+            stored["metadata"]["annotations"] = patch.body["metadata"]["annotations"].clone();
+            patch.respond(200, stored.clone());
+            // down --purge: list nodes, remove what is marked, leave the rest.
+            let list = mock.expect_get("/api/v1/nodes").await;
+            let by_hand = node_json("agx", json!({GPU_NODE_LABEL: "agx"}), json!([]));
+            list.respond(
+                200,
+                json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {},
+                                     "items": [stored, by_hand]}),
+            );
+            let unlabel = mock.expect_patch_node("orin").await;
+            assert_eq!(
+                unlabel.body,
+                json!({"metadata": {"labels": {GPU_NODE_LABEL: null}, "annotations": {LABELLED_ANNOTATION: null}}})
+            );
+            unlabel.respond(200, node_json("orin", json!({}), json!([])));
         });
-        let req = mock.next().await;
+        let names = ["orin".to_string()];
+        let nodes = read_nodes(&client, &names).await.unwrap();
+        label_gpu_nodes(&client, &nodes, &names, GPU_NODE_LABEL)
+            .await
+            .unwrap();
+        let removed = unlabel_gpu_nodes(&client).await.unwrap();
         assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("PATCH", "/api/v1/nodes/orin")
+            removed.iter().map(|c| c.node.as_str()).collect::<Vec<_>>(),
+            ["orin"]
         );
-        assert_eq!(
-            req.body,
-            json!({"metadata": {"labels": {"gpu-node": "orin"}, "annotations": {LABELLED_ANNOTATION: "true"}}})
-        );
-        req.respond(
-            200,
-            node_json("orin", json!({"gpu-node": "orin"}), json!([])),
-        );
-        let changes = task.await.expect("joins").expect("ok");
-        assert_eq!(
-            changes.iter().map(|c| c.changed).collect::<Vec<_>>(),
-            [true, false]
-        );
+        server.await.unwrap();
     }
 
     mod props {

@@ -11,6 +11,7 @@ use kube::api::{ApiResource, GroupVersionKind};
 use serde_json::Value;
 
 use super::OpsError;
+use crate::workload::{SCALEDJOB_GROUP, SCALEDJOB_PLURAL, SCALEDJOB_VERSION};
 
 /// Apply stages, in the order `up` runs them (and the reverse of `down --purge`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -108,7 +109,13 @@ const KINDS: &[(&str, &str, &str, &str, bool)] = &[
         true,
     ),
     ("batch", "v1", "Job", "jobs", true),
-    ("keda.sh", "v1alpha1", "ScaledJob", "scaledjobs", true),
+    (
+        SCALEDJOB_GROUP,
+        SCALEDJOB_VERSION,
+        "ScaledJob",
+        SCALEDJOB_PLURAL,
+        true,
+    ),
     (
         "scheduling.k8s.io",
         "v1",

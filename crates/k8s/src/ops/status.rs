@@ -1,25 +1,23 @@
 //! `status`: what runs where. [`gather`] reads pods, nodes, Jobs, ScaledJobs
 //! and FailedScheduling Events (the I/O half); [`summarise`] turns them, plus
-//! an optional GPU snapshot, into a [`StatusReport`] (pure, tested on fixtures).
+//! an optional GPU snapshot, into a [`StatusReport`] (pure, tested on fixtures);
+//! [`render`] writes it as the text `status` and `up` print.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
-use kube::api::{ApiResource, DynamicObject, GroupVersionKind, ListParams};
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 use posture_core::gpu::GpuSnapshot;
 
-use super::nodes::{GPU_NODE_LABEL, MASTER_TAINT_KEY};
-use super::{OpsError, is_not_found, managed_selector};
-
-/// Whether a pod is an analyzer (owned by a Job), not a scheduler or scaler pod.
-pub fn is_analyzer(p: &Pod) -> bool {
-    p.metadata
-        .owner_references
-        .as_ref()
-        .is_some_and(|o| o.iter().any(|r| r.kind == "Job"))
-}
+use super::nodes::MASTER_TAINT_KEY;
+use super::pods::is_analyzer;
+use super::{OpsError, managed_selector};
+use crate::workload::{
+    GPU_NODE_LABEL, WorkloadKind, is_not_found, pinned_node, pod_spec_pointer, scaledjob_resource,
+};
 
 /// One pod `up` created.
 #[derive(Clone, Debug, PartialEq)]
@@ -104,62 +102,8 @@ fn event_time(e: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
 
 /// Builds the report (pure).
 pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusReport {
-    let mut latest: BTreeMap<(String, String), (Option<k8s_openapi::jiff::Timestamp>, String)> =
-        BTreeMap::new();
-    for e in &inputs.events {
-        if e.reason.as_deref() != Some("FailedScheduling")
-            || e.involved_object.kind.as_deref() != Some("Pod")
-        {
-            continue;
-        }
-        let key = (
-            e.involved_object.namespace.clone().unwrap_or_default(),
-            e.involved_object.name.clone().unwrap_or_default(),
-        );
-        let stamp = event_time(e);
-        let msg = e.message.clone().unwrap_or_default();
-        match latest.get(&key) {
-            Some((prev, _)) if *prev >= stamp => {}
-            _ => {
-                latest.insert(key, (stamp, msg));
-            }
-        }
-    }
-    let mut pods: Vec<PodRow> = inputs
-        .pods
-        .iter()
-        .map(|p| {
-            let namespace = p.metadata.namespace.clone().unwrap_or_default();
-            let name = p.metadata.name.clone().unwrap_or_default();
-            let node = p
-                .spec
-                .as_ref()
-                .and_then(|s| s.node_name.clone())
-                .filter(|n| !n.is_empty());
-            let pending_reason = match node {
-                Some(_) => None,
-                None => latest
-                    .get(&(namespace.clone(), name.clone()))
-                    .map(|(_, m)| m.clone()),
-            };
-            PodRow {
-                phase: p
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.phase.clone())
-                    .unwrap_or_else(|| "Unknown".into()),
-                role: if is_analyzer(p) {
-                    "analyzer"
-                } else {
-                    "platform"
-                },
-                namespace,
-                name,
-                node,
-                pending_reason,
-            }
-        })
-        .collect();
+    let latest = latest_failures(&inputs.events);
+    let mut pods: Vec<PodRow> = inputs.pods.iter().map(|p| pod_row(p, &latest)).collect();
     pods.sort_by(|a, b| {
         (a.node.is_none(), &a.node, &a.name).cmp(&(b.node.is_none(), &b.node, &b.name))
     });
@@ -207,18 +151,71 @@ pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusRepo
     }
 }
 
-/// The ScaledJob API resource.
-pub(crate) fn scaled_job_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(
-        &GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledJob"),
-        "scaledjobs",
-    )
+/// The latest FailedScheduling message per pod `(namespace, name)`.
+type LatestFailures = BTreeMap<(String, String), (Option<k8s_openapi::jiff::Timestamp>, String)>;
+
+/// The latest FailedScheduling Event message of each pod.
+fn latest_failures(events: &[Event]) -> LatestFailures {
+    let mut latest = LatestFailures::new();
+    for e in events {
+        if e.reason.as_deref() != Some("FailedScheduling")
+            || e.involved_object.kind.as_deref() != Some("Pod")
+        {
+            continue;
+        }
+        let key = (
+            e.involved_object.namespace.clone().unwrap_or_default(),
+            e.involved_object.name.clone().unwrap_or_default(),
+        );
+        let stamp = event_time(e);
+        let msg = e.message.clone().unwrap_or_default();
+        match latest.get(&key) {
+            Some((prev, _)) if *prev >= stamp => {}
+            _ => {
+                latest.insert(key, (stamp, msg));
+            }
+        }
+    }
+    latest
+}
+
+/// One pod's row: where it runs, or why it waits.
+fn pod_row(p: &Pod, latest: &LatestFailures) -> PodRow {
+    let namespace = p.metadata.namespace.clone().unwrap_or_default();
+    let name = p.metadata.name.clone().unwrap_or_default();
+    let node = p
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.clone())
+        .filter(|n| !n.is_empty());
+    let pending_reason = match node {
+        Some(_) => None,
+        None => latest
+            .get(&(namespace.clone(), name.clone()))
+            .map(|(_, m)| m.clone()),
+    };
+    PodRow {
+        phase: p
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_else(|| "Unknown".into()),
+        role: if is_analyzer(p) {
+            "analyzer"
+        } else {
+            "platform"
+        },
+        namespace,
+        name,
+        node,
+        pending_reason,
+    }
 }
 
 /// Lists our ScaledJobs across namespaces; an API server without the KEDA CRD
 /// (404) simply has none.
 pub(crate) async fn list_scaled_jobs(client: &Client) -> Result<Vec<DynamicObject>, OpsError> {
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &scaled_job_resource());
+    let api: Api<DynamicObject> = Api::all_with(client.clone(), &scaledjob_resource());
     match api
         .list(&ListParams::default().labels(&managed_selector()))
         .await
@@ -236,18 +233,13 @@ pub async fn pinned_scaled_jobs(
     client: &Client,
     namespace: &str,
 ) -> Result<BTreeMap<String, String>, OpsError> {
-    let pointer = "/spec/jobTargetRef/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions";
+    let spec = pod_spec_pointer(WorkloadKind::ScaledJob);
     Ok(list_scaled_jobs(client)
         .await?
         .into_iter()
         .filter(|o| o.metadata.namespace.as_deref() == Some(namespace))
         .filter_map(|o| {
-            let exprs = o.data.pointer(pointer)?.as_array()?;
-            let node = exprs.iter().find_map(|e| {
-                (e.get("key")?.as_str()? == GPU_NODE_LABEL && e.get("operator")?.as_str()? == "In")
-                    .then(|| e.pointer("/values/0")?.as_str().map(str::to_string))
-                    .flatten()
-            })?;
+            let node = pinned_node(o.data.pointer(spec)?, GPU_NODE_LABEL)?;
             Some((o.metadata.name?, node))
         })
         .collect())
@@ -281,7 +273,7 @@ pub async fn gather(client: &Client) -> Result<StatusInputs, OpsError> {
         .collect();
     let mut pending_ns: Vec<String> = pods
         .iter()
-        .filter(|p| !super::wait::pod_scheduled(p))
+        .filter(|p| !super::pods::pod_scheduled(p))
         .filter_map(|p| p.metadata.namespace.clone())
         .collect();
     pending_ns.sort();
@@ -302,6 +294,102 @@ pub async fn gather(client: &Client) -> Result<StatusInputs, OpsError> {
         scaled_jobs,
         events,
     })
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let line = |cells: Vec<&str>, out: &mut String| {
+        let parts: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", parts.join("  ").trim_end());
+    };
+    line(header.to_vec(), &mut out);
+    for row in rows {
+        line(row.iter().map(String::as_str).collect(), &mut out);
+    }
+    out
+}
+
+/// The report as text: summary line, nodes, pods, pending reasons.
+pub fn render(report: &StatusReport, with_gpu: bool) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "mode: {}   jobs: {}   scaledjobs: {}   pods: {}   pending: {}\n",
+        report.mode,
+        report.jobs,
+        report.scaled_jobs,
+        report.pods.len(),
+        report.pending().count()
+    );
+    let mut header = vec!["NODE", "PODS", "GPU-LABEL", "MASTER-TAINT"];
+    if with_gpu {
+        header.push("GPU");
+    }
+    let nodes: Vec<Vec<String>> = report
+        .nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                n.name.clone(),
+                n.pods.to_string(),
+                if n.gpu_labelled { "yes" } else { "-" }.to_string(),
+                if n.tainted { "yes" } else { "-" }.to_string(),
+            ];
+            if with_gpu {
+                row.push(match n.gpu_percent {
+                    Some(p) => format!("{p:.1}%"),
+                    None => n.gpu_state.unwrap_or("-").to_string(),
+                });
+            }
+            row
+        })
+        .collect();
+    out.push_str(&table(&header, &nodes));
+    out.push('\n');
+    if report.pods.is_empty() {
+        out.push_str("no pods created by posture-farm\n");
+        return out;
+    }
+    let pods: Vec<Vec<String>> = report
+        .pods
+        .iter()
+        .map(|p| {
+            vec![
+                format!("{}/{}", p.namespace, p.name),
+                p.role.to_string(),
+                p.phase.clone(),
+                p.node.clone().unwrap_or_else(|| "<none>".into()),
+            ]
+        })
+        .collect();
+    out.push_str(&table(&["POD", "ROLE", "PHASE", "NODE"], &pods));
+    let pending: Vec<_> = report.pending().collect();
+    if !pending.is_empty() {
+        out.push_str("\npending pods:\n");
+        for p in pending {
+            let _ = writeln!(
+                out,
+                "  {}/{}: {}",
+                p.namespace,
+                p.name,
+                p.pending_reason
+                    .as_deref()
+                    .unwrap_or("no FailedScheduling event yet (is the scheduler running?)")
+            );
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -498,5 +586,54 @@ mod tests {
         let r = summarise(&inputs, None);
         assert_eq!(r.pods[0].pending_reason.as_deref(), Some("no nodes"));
         assert!(r.nodes.is_empty());
+    }
+
+    #[test]
+    fn renders_nodes_pods_and_pending_reasons() {
+        let report = StatusReport {
+            mode: "round-robin",
+            jobs: 2,
+            scaled_jobs: 0,
+            nodes: vec![NodeRow {
+                name: "orin".into(),
+                pods: 1,
+                gpu_percent: Some(12.5),
+                gpu_state: Some("ok"),
+                tainted: false,
+                gpu_labelled: true,
+            }],
+            pods: vec![
+                PodRow {
+                    namespace: "default".into(),
+                    name: "posture-pi1-x".into(),
+                    node: Some("orin".into()),
+                    phase: "Running".into(),
+                    role: "analyzer",
+                    pending_reason: None,
+                },
+                PodRow {
+                    namespace: "default".into(),
+                    name: "posture-pi1-1-y".into(),
+                    node: None,
+                    phase: "Pending".into(),
+                    role: "analyzer",
+                    pending_reason: Some("0/1 nodes are available".into()),
+                },
+            ],
+        };
+        let text = render(&report, true);
+        assert!(text.starts_with("mode: round-robin   jobs: 2"), "{text}");
+        assert!(
+            text.contains("orin  1     yes        -             12.5%"),
+            "{text}"
+        );
+        assert!(
+            text.contains("default/posture-pi1-x    analyzer  Running  orin"),
+            "{text}"
+        );
+        assert!(
+            text.contains("default/posture-pi1-1-y: 0/1 nodes are available"),
+            "{text}"
+        );
     }
 }

@@ -18,8 +18,10 @@ use kube::api::{ApiResource, DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Client};
 
 use super::plan::{KindInfo, purge_kinds};
-use super::status::{is_analyzer, list_scaled_jobs, scaled_job_resource};
-use super::{OpsError, is_not_found, managed_selector};
+use super::pods::is_analyzer;
+use super::status::list_scaled_jobs;
+use super::{OpsError, managed_selector};
+use crate::workload::{is_not_found, scaledjob_resource};
 
 /// One object `down` deleted (or found already gone).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,7 +97,7 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
         .filter_map(|o| o.metadata.name.clone())
         .collect();
     if purge {
-        let resource = scaled_job_resource();
+        let resource = scaledjob_resource();
         for sj in &scaled_jobs {
             let ns = sj.metadata.namespace.as_deref();
             let name = sj.metadata.name.as_deref().unwrap_or_default();
@@ -107,10 +109,35 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             ));
         }
     }
+    out.extend(delete_jobs(client, &selector, &scaled_names).await?);
+    out.extend(delete_leftover_pods(client, &selector).await?);
+    if purge {
+        for kind in purge_kinds() {
+            if matches!(kind.resource.kind.as_str(), "Job" | "ScaledJob") {
+                continue;
+            }
+            for obj in list_ours(client, &kind, &selector).await? {
+                let ns = obj.metadata.namespace.clone().filter(|_| kind.namespaced);
+                let name = obj.metadata.name.clone().unwrap_or_default();
+                delete_dynamic(client, &kind.resource, ns.as_deref(), &name).await?;
+                tracing::info!(kind = %kind.resource.kind, name = %name, "deleted");
+                out.push(deleted(&kind.resource.kind, ns, Some(name)));
+            }
+        }
+    }
+    Ok(out)
+}
 
+/// Deletes our Jobs and those our ScaledJobs (`scaled_names`) spawned
+/// (Background propagation: their pods go with them).
+async fn delete_jobs(
+    client: &Client,
+    selector: &str,
+    scaled_names: &[String],
+) -> Result<Vec<Deleted>, OpsError> {
     let jobs_api: Api<Job> = Api::all(client.clone());
     let mut jobs = jobs_api
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| OpsError::kube("list Jobs", e))?
         .items;
@@ -127,6 +154,7 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             }
         }
     }
+    let mut out = Vec::new();
     for job in jobs {
         let ns = job.metadata.namespace.clone().unwrap_or_default();
         let name = job.metadata.name.clone().unwrap_or_default();
@@ -139,12 +167,18 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
         tracing::info!(job = %format!("{ns}/{name}"), "deleted");
         out.push(deleted("Job", Some(ns), Some(name)));
     }
+    Ok(out)
+}
 
+/// Deletes our analyzer pods (and orphans) still there after their Jobs;
+/// scheduler and scaler pods belong to their Deployments (`--purge`).
+async fn delete_leftover_pods(client: &Client, selector: &str) -> Result<Vec<Deleted>, OpsError> {
     let pods = Api::<Pod>::all(client.clone())
-        .list(&ListParams::default().labels(&selector))
+        .list(&ListParams::default().labels(selector))
         .await
         .map_err(|e| OpsError::kube("list pods", e))?
         .items;
+    let mut out = Vec::new();
     for pod in pods {
         let orphan = pod
             .metadata
@@ -152,7 +186,6 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             .as_ref()
             .is_none_or(|o| o.is_empty());
         let terminating = pod.metadata.deletion_timestamp.is_some();
-        // Scheduler/scaler pods belong to their Deployments (removed by --purge).
         if terminating || !(is_analyzer(&pod) || orphan) {
             continue;
         }
@@ -165,21 +198,6 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
             Err(e) => return Err(OpsError::kube(format!("delete pod {ns}/{name}"), e)),
         }
         out.push(deleted("Pod", Some(ns), Some(name)));
-    }
-
-    if purge {
-        for kind in purge_kinds() {
-            if matches!(kind.resource.kind.as_str(), "Job" | "ScaledJob") {
-                continue;
-            }
-            for obj in list_ours(client, &kind, &selector).await? {
-                let ns = obj.metadata.namespace.clone().filter(|_| kind.namespaced);
-                let name = obj.metadata.name.clone().unwrap_or_default();
-                delete_dynamic(client, &kind.resource, ns.as_deref(), &name).await?;
-                tracing::info!(kind = %kind.resource.kind, name = %name, "deleted");
-                out.push(deleted(&kind.resource.kind, ns, Some(name)));
-            }
-        }
     }
     Ok(out)
 }
@@ -240,11 +258,7 @@ mod tests {
                 paths.extend(purge_list_paths());
             }
             for path in paths {
-                let req = mock.next().await;
-                assert_eq!(
-                    (req.method.as_str(), req.path.as_str()),
-                    ("GET", path.as_str())
-                );
+                let req = mock.expect_get(path.as_str()).await;
                 assert!(
                     req.query
                         .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm"),
@@ -392,11 +406,7 @@ mod tests {
                 .collect();
             req.respond(200, list(items));
             for want in expected_deletes {
-                let req = mock.next().await;
-                assert_eq!(
-                    (req.method.as_str(), req.path.as_str()),
-                    ("DELETE", want.as_str())
-                );
+                let req = mock.expect_delete(want.as_str()).await;
                 req.respond(200, json!({"metadata": {}}));
             }
         }

@@ -9,6 +9,7 @@ use super::apply::{ApplyOutcome, apply_plan};
 use super::nodes::{self, NodeChange};
 use super::plan::ApplyPlan;
 use super::wait::{WaitConfig, WaitProgress, wait_deployments, wait_pods_scheduled};
+use crate::workload::{GPU_NODE_LABEL, LabelError, label_gpu_nodes};
 use kube::Client;
 
 /// How `up` prepares nodes.
@@ -42,7 +43,22 @@ pub async fn prepare_nodes(client: &Client, opts: &NodeOptions) -> Result<Prepar
         changes.extend(nodes::taint(client, &all, &masters).await?);
     }
     let gpu_nodes = nodes::gpu_nodes(&all, &masters, &opts.gpu_nodes);
-    changes.extend(nodes::label_gpu_nodes(client, &all, &gpu_nodes).await?);
+    let labelled = label_gpu_nodes(client, &all, &gpu_nodes, GPU_NODE_LABEL)
+        .await
+        .map_err(|e| match e {
+            LabelError::NoSuchNode { node } => OpsError::manifest(
+                format!("node {node}"),
+                "no such node in the cluster (check --gpu-nodes)",
+            ),
+            LabelError::Read { node, source } | LabelError::Patch { node, source, .. } => {
+                OpsError::kube(format!("label node {node}"), source)
+            }
+        })?;
+    changes.extend(labelled.into_iter().map(|l| NodeChange {
+        action: format!("labelled {GPU_NODE_LABEL}={}", l.node),
+        node: l.node,
+        changed: l.changed,
+    }));
     Ok(PreparedNodes {
         changes,
         masters,
@@ -167,20 +183,12 @@ mod tests {
         let mut sent = Vec::new();
         for object in &plan.objects {
             let path = path_of(object);
-            let get = mock.next().await;
-            assert_eq!(
-                (get.method.as_str(), get.path.as_str()),
-                ("GET", path.as_str())
-            );
+            let get = mock.expect_get(path.as_str()).await;
             match store.get(&path) {
                 Some(v) => get.respond(200, v),
                 None => get.respond(404, status_json(404, "NotFound", "not found")),
             }
-            let patch = mock.next().await;
-            assert_eq!(
-                (patch.method.as_str(), patch.path.as_str()),
-                ("PATCH", path.as_str())
-            );
+            let patch = mock.expect_patch(path.as_str()).await;
             assert!(
                 patch.query.contains("fieldManager=posture-farm")
                     && patch.query.contains("force=true")
@@ -285,21 +293,13 @@ mod tests {
             node_json("nuc", json!({"node-role.kubernetes.io/control-plane": "true"}), json!([])),
             node_json("orin", json!({}), json!([])),
         ]}));
-        let req = mock.next().await;
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("PATCH", "/api/v1/nodes/nuc")
-        );
+        let req = mock.expect_patch_node("nuc").await;
         assert_eq!(
             req.body["spec"]["taints"][0]["key"],
             "node-role.kubernetes.io/control-plane"
         );
         req.respond(200, node_json("nuc", json!({}), json!([])));
-        let req = mock.next().await;
-        assert_eq!(
-            (req.method.as_str(), req.path.as_str()),
-            ("PATCH", "/api/v1/nodes/orin")
-        );
+        let req = mock.expect_patch_node("orin").await;
         assert_eq!(req.body["metadata"]["labels"]["gpu-node"], "orin");
         req.respond(
             200,

@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
 
+use super::pods::pod_scheduled;
 use super::{OpsError, managed_selector};
 
 /// Where a waiting step stands.
@@ -54,14 +55,6 @@ pub fn deployment_ready(d: &Deployment) -> (usize, usize) {
     let available = status.available_replicas.unwrap_or(0).max(0) as usize;
     let ready = if observed { updated.min(available) } else { 0 };
     (ready.min(desired), desired)
-}
-
-/// Whether a pod is bound to a node.
-pub fn pod_scheduled(p: &Pod) -> bool {
-    p.spec
-        .as_ref()
-        .and_then(|s| s.node_name.as_deref())
-        .is_some_and(|n| !n.is_empty())
 }
 
 /// Waits until each Deployment `(namespace, name)` is available.
@@ -120,10 +113,7 @@ pub async fn wait_pods_scheduled(
             .await
             .map_err(|e| OpsError::kube(format!("list pods in {namespace}"), e))?
             .items;
-        let analyzers: Vec<Pod> = pods
-            .into_iter()
-            .filter(super::status::is_analyzer)
-            .collect();
+        let analyzers: Vec<Pod> = pods.into_iter().filter(super::pods::is_analyzer).collect();
         let done = analyzers.iter().filter(|p| pod_scheduled(p)).count();
         progress(&WaitProgress {
             what: what.clone(),

@@ -90,12 +90,7 @@ mod tests {
     async fn sends_the_exact_binding_request() {
         let (client, mut mock) = ApiMock::new();
         let server = tokio::spawn(async move {
-            let req = mock.next().await;
-            assert_eq!(req.method, "POST");
-            assert_eq!(
-                req.path,
-                "/api/v1/namespaces/default/pods/posture-pi1-x/binding"
-            );
+            let req = mock.expect_bind("default", "posture-pi1-x").await;
             assert_eq!(
                 req.body,
                 json!({

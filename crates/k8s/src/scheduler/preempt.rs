@@ -37,7 +37,10 @@ pub enum EvictOutcome {
     AlreadyGone,
     /// Refused (429), normally because a PodDisruptionBudget allows no more
     /// disruptions now; `reason` is the server's explanation.
-    Refused { reason: String },
+    Refused {
+        /// The server's explanation (the PodDisruptionBudget).
+        reason: String,
+    },
 }
 
 /// A preemption API call failed for a reason other than the expected answers.
@@ -47,16 +50,22 @@ pub enum PreemptError {
     /// The eviction request failed (not 201, 404 or 429).
     #[error("evicting pod {pod} from node {node} failed")]
     Evict {
+        /// The victim.
         pod: PodKey,
+        /// Its node.
         node: String,
+        /// The API error.
         #[source]
         source: Box<kube::Error>,
     },
     /// Setting or clearing `status.nominatedNodeName` failed.
     #[error("setting nominatedNodeName of pod {pod} to {node:?} failed")]
     Nominate {
+        /// The preemptor.
         pod: PodKey,
+        /// The node (`None`: clearing).
         node: Option<String>,
+        /// The API error.
         #[source]
         source: Box<kube::Error>,
     },

@@ -33,8 +33,11 @@ pub fn api_resource() -> ApiResource {
 /// The part of a PodGroup the scheduler uses.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PodGroupMin {
+    /// Namespace of the PodGroup.
     pub namespace: String,
+    /// Name of the PodGroup (the gang name).
     pub name: String,
+    /// `spec.minMember`.
     pub min_member: u32,
 }
 
@@ -44,8 +47,11 @@ pub enum PodGroupError {
     /// `spec.minMember` is present but not a non-negative integer.
     #[error("PodGroup {namespace}/{name}: spec.minMember {value} is not a non-negative integer")]
     InvalidMinMember {
+        /// Namespace of the PodGroup.
         namespace: String,
+        /// Name of the PodGroup.
         name: String,
+        /// The value found.
         value: String,
     },
     /// The object has no name or namespace (never from a real API server).

@@ -24,11 +24,14 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use posture_core::cluster::Cluster;
+use posture_core::error_chain;
 use posture_core::framework::{Binding, Decision, Profile, SchedulingContext};
 use posture_core::model::{Millis, PodInfo};
 use posture_core::policy::gpu_least_loaded::GpuLeastLoaded;
 use serde_json::json;
 use tokio::sync::watch;
+
+use crate::workload::FIELD_MANAGER;
 
 /// Pause before retrying a failed write (the API server may be restarting).
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -37,7 +40,6 @@ const RETRY_AFTER: Duration = Duration::from_secs(5);
 pub const DEFAULT_CONFIGMAP: &str = "posture-farm-gpu-state";
 /// Data key holding the node name.
 pub const LAST_CHOSEN_KEY: &str = "lastChosenNode";
-const FIELD_MANAGER: &str = "posture-farm";
 
 /// Why the state could not be read or written.
 #[derive(Debug, thiserror::Error)]
@@ -45,9 +47,13 @@ pub enum StateError {
     /// The API server refused or failed the request.
     #[error("{what} ConfigMap {namespace}/{name}")]
     Api {
+        /// `reading` or `writing`.
         what: &'static str,
+        /// Namespace of the ConfigMap.
         namespace: String,
+        /// Name of the ConfigMap.
         name: String,
+        /// The API error.
         #[source]
         source: kube::Error,
     },
@@ -129,17 +135,36 @@ impl GpuStateStore {
 
 /// The `gpu-least-loaded` profile with its last chosen node persisted: a
 /// drop-in [`Profile`] for the scheduler loop.
-pub struct PersistLastChosen {
-    inner: GpuLeastLoaded,
+pub struct PersistLastChosen<P = GpuLeastLoaded> {
+    inner: P,
     tx: watch::Sender<Option<String>>,
 }
 
-impl PersistLastChosen {
+/// A profile that remembers the node it chose last (a tie-break worth
+/// keeping across restarts).
+pub trait RemembersLastChosen: Profile {
+    /// The node chosen last, if any.
+    fn last_chosen(&self) -> Option<&str>;
+    /// Restores the node chosen last (from the ConfigMap).
+    fn restore_last_chosen(&mut self, node: Option<String>);
+}
+
+impl RemembersLastChosen for GpuLeastLoaded {
+    fn last_chosen(&self) -> Option<&str> {
+        GpuLeastLoaded::last_chosen(self)
+    }
+
+    fn restore_last_chosen(&mut self, node: Option<String>) {
+        GpuLeastLoaded::restore_last_chosen(self, node);
+    }
+}
+
+impl<P: RemembersLastChosen> PersistLastChosen<P> {
     /// Loads the remembered node into `profile` (a failed read is logged and
     /// ignored: it only costs a tie-break), then starts the writer task.
     /// Must be called inside a Tokio runtime; the task ends when the
     /// returned profile is dropped.
-    pub async fn start(mut profile: GpuLeastLoaded, mut store: GpuStateStore) -> Self {
+    pub async fn start(mut profile: P, mut store: GpuStateStore) -> Self {
         match store.load().await {
             Ok(node) => {
                 tracing::info!(node = ?node, configmap = %store.name, "restored last chosen GPU node");
@@ -156,7 +181,7 @@ impl PersistLastChosen {
     }
 
     /// The wrapped profile.
-    pub fn inner(&self) -> &GpuLeastLoaded {
+    pub fn inner(&self) -> &P {
         &self.inner
     }
 
@@ -170,17 +195,6 @@ impl PersistLastChosen {
             changed
         });
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(inner) = cur {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        cur = inner.source();
-    }
-    s
 }
 
 /// Writes each new value; on failure waits and retries the newest value.
@@ -205,7 +219,7 @@ async fn write_loop(mut store: GpuStateStore, mut rx: watch::Receiver<Option<Str
     }
 }
 
-impl Profile for PersistLastChosen {
+impl<P: RemembersLastChosen> Profile for PersistLastChosen<P> {
     fn name(&self) -> &'static str {
         self.inner.name()
     }
@@ -231,6 +245,10 @@ impl Profile for PersistLastChosen {
     fn bind_failed(&mut self, binding: &Binding) {
         self.inner.bind_failed(binding);
     }
+
+    fn config_warnings(&self, cluster: &Cluster) -> Vec<String> {
+        self.inner.config_warnings(cluster)
+    }
 }
 
 #[cfg(test)]
@@ -248,12 +266,9 @@ mod tests {
     async fn load_missing_then_save_on_change_only() {
         let (client, mut mock) = ApiMock::new();
         let server = tokio::spawn(async move {
-            let r = mock.next().await;
-            assert_eq!(r.method, "GET");
-            assert_eq!(
-                r.path,
-                "/api/v1/namespaces/posture-farm/configmaps/posture-farm-gpu-state"
-            );
+            let r = mock
+                .expect_get("/api/v1/namespaces/posture-farm/configmaps/posture-farm-gpu-state")
+                .await;
             r.respond(
                 404,
                 status_json(
@@ -263,12 +278,9 @@ mod tests {
                 ),
             );
 
-            let r = mock.next().await;
-            assert_eq!(r.method, "PATCH");
-            assert_eq!(
-                r.path,
-                "/api/v1/namespaces/posture-farm/configmaps/posture-farm-gpu-state"
-            );
+            let r = mock
+                .expect_patch("/api/v1/namespaces/posture-farm/configmaps/posture-farm-gpu-state")
+                .await;
             assert_eq!(r.query, "&force=true&fieldManager=posture-farm");
             assert_eq!(r.content_type, "application/apply-patch+yaml");
             assert_eq!(r.body["data"], json!({"lastChosenNode": "agx"}));
@@ -381,5 +393,59 @@ mod tests {
         assert_eq!(store.load().await.unwrap().as_deref(), Some("xavier"));
         assert!(!store.save_if_changed(Some("xavier")).await.unwrap());
         server.await.unwrap();
+    }
+
+    /// A profile whose configuration is wrong for the cluster, to see its
+    /// warning through the wrapper.
+    struct Misconfigured {
+        last: Option<String>,
+    }
+
+    impl Profile for Misconfigured {
+        fn name(&self) -> &'static str {
+            "misconfigured"
+        }
+        fn schedule(
+            &mut self,
+            _cluster: &Cluster,
+            _unit: &[&PodInfo],
+            ctx: &SchedulingContext<'_>,
+        ) -> Decision {
+            Decision::Wait {
+                retry_at: ctx.now,
+                message: "never".into(),
+            }
+        }
+        fn config_warnings(&self, _cluster: &Cluster) -> Vec<String> {
+            vec!["node order names node ghost, which does not exist".into()]
+        }
+    }
+
+    impl RemembersLastChosen for Misconfigured {
+        fn last_chosen(&self) -> Option<&str> {
+            self.last.as_deref()
+        }
+        fn restore_last_chosen(&mut self, node: Option<String>) {
+            self.last = node;
+        }
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_forwards_config_warnings() {
+        let (client, mut mock) = ApiMock::new();
+        let server = tokio::spawn(async move {
+            mock.expect_get(&format!(
+                "/api/v1/namespaces/posture-farm/configmaps/{DEFAULT_CONFIGMAP}"
+            ))
+            .await
+            .respond(404, status_json(404, "NotFound", "not found"));
+        });
+        let store = GpuStateStore::new(client, "posture-farm", DEFAULT_CONFIGMAP);
+        let p = PersistLastChosen::start(Misconfigured { last: None }, store).await;
+        server.await.unwrap();
+        assert_eq!(
+            p.config_warnings(&Cluster::new()),
+            ["node order names node ghost, which does not exist"]
+        );
     }
 }

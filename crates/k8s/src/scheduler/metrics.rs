@@ -12,6 +12,7 @@ use prometheus_client::registry::Registry;
 /// Label: profile and result of a scheduling attempt.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct AttemptLabels {
+    /// `round-robin`, `gpu-least-loaded` or `priority`.
     pub profile: String,
     /// `scheduled`, `unschedulable`, `error`, `preempting`, `waiting`.
     pub result: String,
@@ -27,12 +28,14 @@ pub struct QueueLabels {
 /// Label: a reason.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabels {
+    /// Why (a filter reason, `BindError`, …).
     pub reason: String,
 }
 
 /// Label: a result.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabels {
+    /// What came of it.
     pub result: String,
 }
 

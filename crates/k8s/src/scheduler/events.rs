@@ -18,7 +18,7 @@ use posture_core::PodKey;
 use serde_json::json;
 use tokio::sync::mpsc;
 
-use crate::metrics::SchedulerMetrics;
+use super::metrics::SchedulerMetrics;
 
 /// How many reports may wait for the worker. Sized for a burst of 10,000
 /// pods failing at once being summarised rather than buffered without end.
@@ -27,7 +27,9 @@ pub const REPORT_QUEUE: usize = 4096;
 /// A pod as Events refer to it.
 #[derive(Clone, Debug)]
 pub struct PodRef {
+    /// Namespace and name.
     pub key: PodKey,
+    /// `metadata.uid` (empty when unknown).
     pub uid: String,
 }
 
@@ -48,24 +50,37 @@ impl PodRef {
 #[derive(Clone, Debug)]
 pub enum Report {
     /// `Normal Scheduled "Successfully assigned ns/pod to node"`.
-    Scheduled { pod: PodRef, node: String },
+    Scheduled {
+        /// The bound pod.
+        pod: PodRef,
+        /// Where it was bound.
+        node: String,
+    },
     /// `Warning FailedScheduling <message>` and PodScheduled=False/Unschedulable.
     FailedScheduling {
+        /// The pod that did not fit.
         pod: PodRef,
+        /// Why (`0/5 nodes are available: …`).
         message: String,
         /// Also patch the PodScheduled condition (skipped when unchanged).
         set_condition: bool,
     },
     /// `Normal Preempted "Preempted by ns/pod on node X"` on the victim.
     Preempted {
+        /// The evicted pod.
         victim: PodRef,
+        /// The pod the room was made for.
         preemptor: PodKey,
+        /// The node.
         node: String,
     },
     /// Any other warning about a pod (e.g. a malformed annotation).
     Warning {
+        /// The pod.
         pod: PodRef,
+        /// Event reason (`InvalidPriority`).
         reason: String,
+        /// Event note.
         message: String,
     },
 }
@@ -272,9 +287,7 @@ mod tests {
             pod: pod(),
             node: "agx".into(),
         });
-        let req = mock.next().await;
-        assert_eq!(req.method, "POST");
-        assert_eq!(req.path, "/apis/events.k8s.io/v1/namespaces/default/events");
+        let req = mock.expect_event("default").await;
         assert_eq!(req.body["reason"], "Scheduled");
         assert_eq!(req.body["type"], "Normal");
         assert_eq!(
@@ -307,12 +320,7 @@ mod tests {
         assert_eq!(req.body["note"], message);
         let body = req.body.clone();
         req.respond(201, body);
-        let req = mock.next().await;
-        assert_eq!(req.method, "PATCH");
-        assert_eq!(
-            req.path,
-            "/api/v1/namespaces/default/pods/posture-pi1-x/status"
-        );
+        let req = mock.expect_patch_status("default", "posture-pi1-x").await;
         assert_eq!(req.content_type, "application/strategic-merge-patch+json");
         let cond = &req.body["status"]["conditions"][0];
         assert_eq!(cond["type"], "PodScheduled");

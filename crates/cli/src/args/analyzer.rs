@@ -1,0 +1,230 @@
+//! Analyzer flag groups: the MQTT connection ([`MqttArgs`], for `analyze`
+//! and `publish`) and the pipeline ([`PipelineArgs`], for `analyze` and
+//! `local`), with what those commands print about a frame and the outputs.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use posture_analyzer::store::DbTarget;
+use posture_analyzer::{
+    Analyzer, AnalyzerConfig, Database, Limits, Metrics, MqttConfig, MqttTls, Outcome, Store,
+    Thresholds,
+};
+use prometheus_client::registry::Registry;
+
+use super::DbArgs;
+
+/// Connection to the MQTT broker (shared by `analyze` and `publish`).
+#[derive(Clone, Debug, clap::Args)]
+pub struct MqttArgs {
+    /// MQTT broker host.
+    #[arg(long = "mqtt-broker", env = "MQTT_BROKER", default_value = "localhost")]
+    pub broker: String,
+    /// MQTT broker port (1883 plain, 8883 usual for TLS).
+    #[arg(long = "mqtt-port", env = "MQTT_PORT", default_value_t = 1883)]
+    pub port: u16,
+    /// MQTT user name (optional).
+    #[arg(long = "mqtt-username", env = "MQTT_USERNAME")]
+    pub username: Option<String>,
+    /// MQTT password (optional).
+    #[arg(long = "mqtt-password", env = "MQTT_PASSWORD", hide_env_values = true)]
+    pub password: Option<String>,
+    /// Connect to the broker with TLS (rustls).
+    #[arg(long = "mqtt-tls", env = "MQTT_TLS")]
+    pub tls: bool,
+    /// PEM file of CAs trusted for the broker's TLS certificate.
+    #[arg(
+        long = "mqtt-ca",
+        env = "MQTT_CA_FILE",
+        default_value = "/etc/ssl/certs/ca-certificates.crt"
+    )]
+    pub ca_file: PathBuf,
+    /// MQTT client id. Keep it stable: the broker keeps the persistent
+    /// session (and frames queued while away) under it. Default:
+    /// posture-analyzer-<camera> for `analyze` (the same wherever the pod
+    /// runs; two analyzers of one camera must not share it), a fresh
+    /// posture-camera-<pid> for `publish`.
+    #[arg(long = "mqtt-client-id", env = "MQTT_CLIENT_ID")]
+    pub client_id: Option<String>,
+}
+
+impl MqttArgs {
+    /// The library's connection config with `default_client_id` unless one was given.
+    pub fn config(&self, default_client_id: String) -> MqttConfig {
+        let mut cfg = MqttConfig::new(
+            self.broker.clone(),
+            self.port,
+            self.client_id.clone().unwrap_or(default_client_id),
+        );
+        cfg.username = self.username.clone();
+        cfg.password = self.password.clone();
+        cfg.tls = self.tls.then(|| MqttTls {
+            ca_file: self.ca_file.clone(),
+        });
+        cfg
+    }
+}
+
+/// Pipeline settings: model, thresholds, limits, outputs, database.
+#[derive(Clone, Debug, clap::Args)]
+pub struct PipelineArgs {
+    /// Directory for outputs: analyzed_images/, <camera>_results.csv, dead_letter/, spool/.
+    #[arg(long = "out-dir", env = "OUTPUT_DIR", default_value = ".")]
+    pub out_dir: PathBuf,
+    /// Models directory made by `posture-farm setup`.
+    #[arg(
+        long = "models-dir",
+        env = "POSTURE_MODELS_DIR",
+        default_value = "models"
+    )]
+    pub models_dir: PathBuf,
+    /// Inference threads (1 = one core per analyzer).
+    #[arg(long = "pose-threads", env = "POSE_THREADS", default_value_t = 1)]
+    pub pose_threads: usize,
+    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "neck-threshold",
+        env = "NECK_THRESHOLD",
+        default_value_t = 40.0
+    )]
+    pub neck_threshold: f32,
+    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "torso-threshold",
+        env = "TORSO_THRESHOLD",
+        default_value_t = 10.0
+    )]
+    pub torso_threshold: f32,
+    /// Largest accepted payload in bytes (larger ones are dead-lettered).
+    #[arg(long = "max-payload-bytes", env = "MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_payload_bytes: usize,
+    /// Largest accepted image in pixels, checked from the header before decoding.
+    #[arg(long = "max-pixels", env = "MAX_PIXELS", default_value_t = 40_000_000)]
+    pub max_pixels: u64,
+    /// TrueType font for the text on annotated images (default: DejaVu Sans from /usr/share/fonts).
+    #[arg(long = "font", env = "ANNOTATION_FONT")]
+    pub font: Option<PathBuf>,
+    /// Value of the processed_by column (default: the host name). In Kubernetes set
+    /// NODE_NAME from the downward API (spec.nodeName).
+    #[arg(long = "node-name", env = "NODE_NAME")]
+    pub node_name: Option<String>,
+    /// Spool file for rows while the database is unreachable (default <out-dir>/spool/posture_log.jsonl).
+    #[arg(long = "spool-path", env = "SPOOL_PATH")]
+    pub spool_path: Option<PathBuf>,
+    /// The results database (`--database-url`, `--sqlite-path`, legacy `DB_*`).
+    #[command(flatten)]
+    pub db: DbArgs,
+}
+
+impl PipelineArgs {
+    /// Where rows go.
+    pub fn db_target(&self) -> anyhow::Result<DbTarget> {
+        self.db.target()
+    }
+
+    /// Loads the model, opens the database and spool, registers metrics
+    /// under `posture_analyzer_` in `registry`, and returns the analyzer.
+    pub async fn build(&self, registry: &mut Registry) -> anyhow::Result<Analyzer> {
+        anyhow::ensure!(
+            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
+            "thresholds must be positive degrees"
+        );
+        let model = load_model(&self.models_dir, self.pose_threads)?;
+        let target = self.db_target()?;
+        let db = Database::open(&target)
+            .await
+            .with_context(|| format!("opening the database {}", target.describe()))?;
+        let metrics = Metrics::register(registry.sub_registry_with_prefix("posture_analyzer"));
+        let spool = self
+            .spool_path
+            .clone()
+            .unwrap_or_else(|| self.out_dir.join("spool").join("posture_log.jsonl"));
+        let store =
+            Store::new(db, &spool, metrics.spool_depth.clone()).context("opening the spool")?;
+        let mut cfg = AnalyzerConfig::new(
+            self.out_dir.clone(),
+            posture_analyzer::node_name(self.node_name.as_deref()),
+        );
+        cfg.limits = Limits {
+            max_payload_bytes: self.max_payload_bytes,
+            max_pixels: self.max_pixels,
+        };
+        cfg.thresholds = Thresholds {
+            neck_deg: self.neck_threshold,
+            torso_deg: self.torso_threshold,
+        };
+        cfg.font = self.font.clone();
+        tracing::info!(
+            out_dir = %cfg.out_dir.display(),
+            database = %target.describe(),
+            spool = %spool.display(),
+            node = %cfg.node_name,
+            neck_threshold = cfg.thresholds.neck_deg,
+            torso_threshold = cfg.thresholds.torso_deg,
+            "analyzer configured"
+        );
+        Ok(Analyzer::new(cfg, model, store, metrics))
+    }
+}
+
+/// Loads BlazePose, or says how to get it.
+pub fn load_model(
+    models_dir: &Path,
+    threads: usize,
+) -> anyhow::Result<Box<dyn posture_analyzer::PoseModel>> {
+    if posture_analyzer::posture_pose::check_models_dir(models_dir).is_err() {
+        anyhow::bail!(
+            "the pose model is not in {} — run `posture-farm setup` (or scripts/setup-models.sh), or point --models-dir / POSTURE_MODELS_DIR at it",
+            models_dir.display()
+        );
+    }
+    let est = posture_analyzer::load_blazepose(models_dir, threads.max(1))
+        .with_context(|| format!("loading the pose model from {}", models_dir.display()))?;
+    Ok(Box::new(est))
+}
+
+/// One human-readable line per frame.
+pub fn summary_line(source: &str, o: &Outcome) -> String {
+    match o {
+        Outcome::Analyzed { row, .. } => {
+            let angle = |a: Option<f64>| {
+                a.map(|v| format!("{v:5.1}°"))
+                    .unwrap_or_else(|| "    – ".into())
+            };
+            format!(
+                "{:<28} {:<20} neck {} torso {}  → {}",
+                source,
+                row.posture_status,
+                angle(row.neck_angle),
+                angle(row.body_angle),
+                row.filename
+            )
+        }
+        Outcome::Rejected { reason, kept } => {
+            format!("{source:<28} REJECTED ({reason}) → {}", kept.display())
+        }
+    }
+}
+
+/// Prints where a camera's outputs are.
+pub async fn print_locations(analyzer: &mut Analyzer, camera: &str) {
+    let out = analyzer.config().out_dir.clone();
+    println!(
+        "annotated images: {}",
+        Analyzer::images_dir(&out, camera).display()
+    );
+    println!(
+        "CSV:              {}",
+        Analyzer::csv_path(&out, camera).display()
+    );
+    println!(
+        "database:         {} (table posture_log)",
+        analyzer.store().database().target()
+    );
+    if analyzer.store().spool_depth() > 0 {
+        println!(
+            "spooled rows waiting for the database: {}",
+            analyzer.store().spool_depth()
+        );
+    }
+}

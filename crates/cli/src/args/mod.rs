@@ -1,0 +1,35 @@
+//! Shared flag groups: every `cmd/*` module depends on this module and the
+//! library crates only, never on another subcommand.
+//!
+//! ```text
+//!  gpu::GpuSourceArgs ──► gpu · scheduler · place · label-nodes · balance · scaler · up · status
+//!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
+//!  balancer::BalancerArgs ► balance · scaler --with-balancer
+//!  analyzer::MqttArgs ───► analyze · publish
+//!  analyzer::PipelineArgs ► analyze · local (its database flags: dashboard::DbArgs)
+//!  dashboard::DbArgs, ViewArgs ► dashboard · report; start_local ► local
+//! ```
+
+mod analyzer;
+mod balancer;
+mod dashboard;
+mod gpu;
+
+pub use analyzer::{MqttArgs, PipelineArgs, print_locations, summary_line};
+pub use balancer::BalancerArgs;
+pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
+pub use gpu::{GpuProfileArgs, GpuSourceArgs};
+
+/// `seed`, or one drawn from the clock when none was given (`--seed`
+/// unset): the edge may draw entropy, the policy may not. Callers log the
+/// seed, so a run can be replayed with `--seed`.
+pub fn seed_or_clock(seed: Option<u64>) -> u64 {
+    seed.unwrap_or_else(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        // Truncation is fine: any 64 bits of the clock make a usable seed.
+        (nanos as u64) ^ u64::from(std::process::id()).rotate_left(32)
+    })
+}

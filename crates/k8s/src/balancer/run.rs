@@ -1,0 +1,355 @@
+//! The balancer's loop: sample GPU usage into a window, decide on its
+//! averages with [`posture_core::balance::plan_moves`], act through the
+//! [`Mover`], report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use posture_core::balance::{
+    BalanceParams, BalancePlan, Move, Outcome, WorkloadKey, estimate_loads, plan_moves,
+};
+use posture_core::error_chain;
+use posture_core::model::Millis;
+use rand::SeedableRng as _;
+use rand::rngs::StdRng;
+
+use super::BalanceError;
+use super::discover::{Scope, Unfinished, discover};
+use super::metrics::{BalanceMetrics, MoveResult};
+use super::mover::Mover;
+
+/// One balancing decision and what came of it.
+#[derive(Debug)]
+pub struct LoopReport {
+    /// The pure plan (outcome, moves, stuck nodes, projected usage).
+    pub plan: BalancePlan,
+    /// Interrupted moves found and (unless dry-run) completed, with results.
+    pub finished: Vec<(Unfinished, Result<(), BalanceError>)>,
+    /// Result of each planned move, in plan order (empty in dry-run).
+    pub applied: Vec<(Move, Result<(), BalanceError>)>,
+}
+
+/// The balancer's per-window step: read the workloads, decide with the pure
+/// policy, act. Keeps only the moves it made itself (in case a restart-safe
+/// annotation has not been read back yet); everything else is recomputed
+/// from the cluster each time.
+pub struct Balancer {
+    /// Carries out the moves.
+    pub mover: Mover,
+    /// Which workloads are considered.
+    pub scope: Scope,
+    /// Threshold and cool-down of the pure policy.
+    pub params: BalanceParams,
+    /// Fixed per-workload load estimate (percentage points); `None` splits
+    /// each node's average evenly over its workloads.
+    pub workload_load: Option<f64>,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+    local_moves: BTreeMap<WorkloadKey, Millis>,
+}
+
+impl Balancer {
+    /// A balancer acting through `mover` on `scope`.
+    pub fn new(mover: Mover, scope: Scope, params: BalanceParams) -> Self {
+        Self {
+            mover,
+            scope,
+            params,
+            workload_load: None,
+            dry_run: false,
+            local_moves: BTreeMap::new(),
+        }
+    }
+
+    /// One loop on the per-node `averages` of the last window, at `now`
+    /// (epoch ms). An error means the workloads could not be read: nothing
+    /// was decided; the caller retries next window.
+    pub async fn run_once<R: rand::Rng + ?Sized>(
+        &mut self,
+        averages: &BTreeMap<String, f64>,
+        now: Millis,
+        rng: &mut R,
+    ) -> Result<LoopReport, BalanceError> {
+        let discovery = discover(&self.mover.client, &self.scope).await?;
+        let mut finished = Vec::new();
+        for unfinished in &discovery.unfinished {
+            let result = if self.dry_run {
+                Ok(())
+            } else {
+                self.mover.finish(unfinished).await
+            };
+            finished.push((unfinished.clone(), result));
+        }
+        let workloads = estimate_loads(averages, &discovery.placements, self.workload_load);
+        let mut moved_at = discovery.moved_at;
+        for (k, at) in &self.local_moves {
+            let e = moved_at.entry(k.clone()).or_insert(*at);
+            *e = (*e).max(*at);
+        }
+        let plan = plan_moves(averages, &workloads, &moved_at, now, self.params, rng);
+        let mut applied = Vec::new();
+        if !self.dry_run {
+            let at = Timestamp::from_millisecond(now).unwrap_or_else(|_| Timestamp::now());
+            for m in &plan.moves {
+                let result = self.mover.apply(m, at).await;
+                if result.is_ok() {
+                    self.local_moves.insert(m.workload.clone(), now);
+                }
+                applied.push((m.clone(), result));
+            }
+        }
+        let cooldown = self.params.cooldown;
+        self.local_moves
+            .retain(|_, at| now.saturating_sub(*at) < cooldown);
+        Ok(LoopReport {
+            plan,
+            finished,
+            applied,
+        })
+    }
+}
+
+/// What the balancing loop reports to its caller (logs, metrics, the
+/// `--dry-run` printout).
+#[derive(Debug)]
+pub enum LoopEvent<'a> {
+    /// A decision was made on these window averages.
+    Decided {
+        /// Per-node average usage over the window.
+        averages: &'a BTreeMap<String, f64>,
+        /// The plan and what came of it.
+        report: &'a LoopReport,
+    },
+    /// The workloads could not be read; the decision is skipped until the
+    /// next full window.
+    ReadFailed(&'a BalanceError),
+}
+
+/// Timing of the balancing loop.
+#[derive(Clone, Copy, Debug)]
+pub struct LoopTiming {
+    /// How often the usage is sampled into the window (5 s by default).
+    pub sample_interval: Duration,
+    /// Length of the window; one decision per window (30 s by default).
+    pub window: Duration,
+    /// Stop after the first decision.
+    pub once: bool,
+}
+
+/// The balancer's loop: sample `usage` every `sample_interval`; when the
+/// window is full, decide on its averages and act; then start a fresh
+/// window, so the next decision only sees usage measured after the moves.
+/// `clock` gives epoch milliseconds (wall clock in production, tokio's
+/// clock in tests). Returns when `shutdown` resolves (or after one decision
+/// with `once`). Read failures are reported and retried next window, so the
+/// loop survives API server restarts.
+pub async fn run_loop<R, F, C>(
+    balancer: &mut Balancer,
+    mut usage: tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
+    timing: LoopTiming,
+    rng: &mut R,
+    mut clock: C,
+    shutdown: impl std::future::Future<Output = ()>,
+    mut on_event: F,
+) where
+    R: rand::Rng + ?Sized,
+    F: FnMut(LoopEvent<'_>),
+    C: FnMut() -> Millis,
+{
+    let window_ms = Millis::try_from(timing.window.as_millis()).unwrap_or(Millis::MAX);
+    let interval_ms = Millis::try_from(timing.sample_interval.as_millis()).unwrap_or(Millis::MAX);
+    let mut window = posture_core::balance::UsageWindow::new(window_ms);
+    let mut tick = tokio::time::interval(timing.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = &mut shutdown => return,
+        }
+        let now = clock();
+        let mut snapshot = usage.borrow_and_update().clone();
+        // Stamp with our clock: the window is about when we observed.
+        snapshot.taken_at = now;
+        window.record(&snapshot);
+        if !window.is_full(now, interval_ms) {
+            continue;
+        }
+        let averages = window.averages(now);
+        window.clear();
+        match balancer.run_once(&averages, now, rng).await {
+            Ok(report) => on_event(LoopEvent::Decided {
+                averages: &averages,
+                report: &report,
+            }),
+            Err(err) => on_event(LoopEvent::ReadFailed(&err)),
+        }
+        if timing.once {
+            return;
+        }
+    }
+}
+
+/// Everything [`run_balancer`] needs to know, resolved by the caller from
+/// its flags (`posture-farm balance`, `scaler --with-balancer`).
+#[derive(Clone, Debug)]
+pub struct BalancerConfig {
+    /// Threshold and cool-down of the pure policy.
+    pub params: BalanceParams,
+    /// Seed of the destination tie-break (the caller draws one when none
+    /// was given, and it is logged so a run can be replayed).
+    pub seed: u64,
+    /// Which workloads are considered.
+    pub scope: Scope,
+    /// Node label the written affinity matches (`gpu-node`).
+    pub affinity_label: String,
+    /// Fixed per-workload load estimate; `None` splits each node's average.
+    pub workload_load: Option<f64>,
+    /// Decide, log and print; change nothing.
+    pub dry_run: bool,
+    /// Sampling, window and one-shot settings.
+    pub timing: LoopTiming,
+    /// Reporting instance for Events (the pod name).
+    pub instance: Option<String>,
+}
+
+/// The balancing loop as a component: sample every `sample_interval`; once
+/// a full window is observed, read the workloads, decide, act (or print
+/// with `dry_run`), then start a fresh window. Survives API server and
+/// Prometheus outages (a failed read skips that decision). `ready` is
+/// called once the loop starts; returns when `shutdown` resolves or after
+/// one decision with `timing.once`. `clock` gives epoch milliseconds (the
+/// wall clock in production).
+pub async fn run_balancer(
+    client: kube::Client,
+    cfg: BalancerConfig,
+    usage: tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
+    metrics: BalanceMetrics,
+    clock: impl FnMut() -> Millis,
+    ready: impl FnOnce(),
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let mut rng = StdRng::seed_from_u64(cfg.seed);
+    let mover = Mover::new(client, cfg.affinity_label.clone(), cfg.instance.clone());
+    let mut balancer = Balancer::new(mover, cfg.scope.clone(), cfg.params);
+    balancer.dry_run = cfg.dry_run;
+    balancer.workload_load = cfg.workload_load;
+    tracing::info!(
+        seed = cfg.seed,
+        threshold = cfg.params.threshold,
+        window = ?cfg.timing.window,
+        sample_interval = ?cfg.timing.sample_interval,
+        cooldown = ?Duration::from_millis(u64::try_from(cfg.params.cooldown).unwrap_or(0)),
+        dry_run = cfg.dry_run,
+        namespace = %cfg.scope.namespace,
+        selector = %cfg.scope.selector,
+        "balancer started"
+    );
+    ready();
+    let (dry_run, threshold) = (cfg.dry_run, cfg.params.threshold);
+    run_loop(
+        &mut balancer,
+        usage,
+        cfg.timing,
+        &mut rng,
+        clock,
+        shutdown,
+        |event| report(dry_run, threshold, &metrics, event),
+    )
+    .await;
+}
+
+/// Logs, counts and (with `dry_run`) prints what one loop did.
+fn report(dry_run: bool, threshold: f64, metrics: &BalanceMetrics, event: LoopEvent<'_>) {
+    let (averages, report) = match event {
+        LoopEvent::Decided { averages, report } => (averages, report),
+        LoopEvent::ReadFailed(err) => {
+            metrics.discovery_failed();
+            tracing::warn!(
+                error = error_chain(err),
+                "could not read posture workloads; retrying next window"
+            );
+            return;
+        }
+    };
+    for (unfinished, result) in &report.finished {
+        if dry_run {
+            println!(
+                "would finish the move of {} to {}: delete jobs {:?}",
+                unfinished.workload, unfinished.to, unfinished.jobs
+            );
+        } else if let Err(err) = result {
+            tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
+        }
+    }
+    let plan = &report.plan;
+    metrics.observe(plan, averages);
+    log_plan(plan, averages, threshold);
+    if dry_run {
+        print!("{}", render_plan(plan, averages, threshold));
+        for m in &plan.moves {
+            metrics.moved(m.workload.kind, MoveResult::DryRun);
+        }
+    }
+    for (m, result) in &report.applied {
+        match result {
+            Ok(()) => metrics.moved(m.workload.kind, MoveResult::Applied),
+            Err(err) => {
+                metrics.moved(m.workload.kind, MoveResult::Failed);
+                tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = error_chain(err), "move failed; it is re-planned next window");
+            }
+        }
+    }
+}
+
+fn log_plan(plan: &BalancePlan, averages: &BTreeMap<String, f64>, threshold: f64) {
+    match plan.outcome {
+        Outcome::NoData => {
+            tracing::warn!("no fresh GPU usage for any node in the window; nothing to decide")
+        }
+        Outcome::Stable => {
+            tracing::info!(
+                ?averages,
+                threshold,
+                "stable: every node at or under the threshold"
+            )
+        }
+        Outcome::AllOverloaded => tracing::warn!(
+            ?averages,
+            threshold,
+            "every node is overloaded: nowhere to move to, nothing moves"
+        ),
+        Outcome::Rebalancing => {
+            for m in &plan.moves {
+                tracing::info!(workload = %m.workload, from = %m.from, to = %m.to, load = m.load,
+                    from_usage = m.from_usage, to_before = m.to_usage_before, to_after = m.to_usage_after, "planned move");
+            }
+            for (node, reason) in &plan.stuck {
+                tracing::info!(%node, reason = reason.as_str(), "overloaded node left as is");
+            }
+        }
+    }
+}
+
+/// The `--dry-run` printout: one line per node, then one per move.
+pub fn render_plan(plan: &BalancePlan, averages: &BTreeMap<String, f64>, threshold: f64) -> String {
+    let mut out = format!(
+        "outcome: {} (threshold {threshold}%)\n",
+        plan.outcome.as_str()
+    );
+    for (node, avg) in averages {
+        let state = if *avg > threshold { "overloaded" } else { "ok" };
+        out.push_str(&format!("  node {node:<24} avg {avg:6.1}%  {state}\n"));
+    }
+    for m in &plan.moves {
+        out.push_str(&format!(
+            "would move {} from {} ({:.1}%) to {} ({:.1}% -> {:.1}%)\n",
+            m.workload, m.from, m.from_usage, m.to, m.to_usage_before, m.to_usage_after
+        ));
+    }
+    for (node, reason) in &plan.stuck {
+        out.push_str(&format!("no move off {node}: {}\n", reason.as_str()));
+    }
+    out
+}

@@ -1,0 +1,32 @@
+//! The scheduler wing: the loop that carries out
+//! [`posture_core::Profile`] decisions, and everything it needs around it.
+//!
+//! ```text
+//!  watch (nodes, pods, PodGroups) ─► convert ─► runtime (Cluster + Queue ─► Profile) ─► actuator
+//!                                                  │                                   ├► binder   (pods/binding)
+//!                                                  └► events (Scheduled, FailedScheduling) └► preempt (Eviction API, nominatedNodeName)
+//! ```
+//!
+//! Rooms: [`runtime`] (the loop only), [`config`] ([`PodScope`],
+//! [`RuntimeConfig`]), [`watch`] (the streams), [`actuator`] ([`Actuator`],
+//! [`KubeActuator`], [`EvictResult`]); beside them [`binder`], [`events`],
+//! [`preempt`], [`podgroup`], [`convert`] (API objects → core model),
+//! [`gpu_state`] (the GPU profile's last choice in a ConfigMap) and
+//! [`metrics`].
+
+pub mod actuator;
+pub mod binder;
+pub mod config;
+pub mod convert;
+pub mod events;
+pub mod gpu_state;
+pub mod metrics;
+pub mod podgroup;
+pub mod preempt;
+pub mod runtime;
+pub mod watch;
+
+pub use actuator::{Actuator, EvictResult, KubeActuator};
+pub use config::{PodScope, RuntimeConfig};
+pub use runtime::Scheduler;
+pub use watch::{EventStream, podgroup_stream, watch_streams};

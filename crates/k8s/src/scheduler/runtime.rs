@@ -1,0 +1,668 @@
+//! The scheduling loop: one task that owns the cluster index and the queue,
+//! fed by watch streams, deciding through a [`Profile`] and carrying out the
+//! decisions through an [`Actuator`].
+//!
+//! ```text
+//!  node watch ─┐                        ┌─► Actuator::bind      (≤ bind_concurrency in flight)
+//!  pod watch ──┼─► Cluster + Queue ─► Profile::schedule ─► Decision ─┼─► Actuator::evict / nominate
+//!  GPU watch ──┘         ▲                                   └─► Reports (Events, PodScheduled)
+//!                        └──────────── results (bound / 409 skip / retry with backoff) ◄──┘
+//! ```
+//!
+//! Level-triggered and restart-safe: on start the watches list every node
+//! and pending pod; pods already bound are not in the pending selection; a
+//! pod someone else binds first answers 409 and is skipped. A pending pod is
+//! never dropped: it stays queued (active or backoff) until it is bound or
+//! deleted, and every failed attempt leaves an Event.
+
+use std::collections::{HashMap, HashSet};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use futures::stream::{FuturesUnordered, SelectAll};
+use futures::{Stream, StreamExt};
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use posture_core::filter::{FilterReason, FilterSummary};
+use posture_core::gpu::GpuSnapshot;
+use posture_core::queue::SchedulingQueue;
+use posture_core::{
+    Binding, Cluster, Decision, Eviction, Millis, Nomination, PodInfo, PodKey, Profile,
+    SchedulingContext, error_chain,
+};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use tokio::sync::watch;
+
+use super::actuator::{Actuator, EvictResult};
+use super::binder::BindOutcome;
+use super::config::RuntimeConfig;
+use super::events::{PodRef, Report, Reports};
+use super::metrics::SchedulerMetrics;
+use super::watch::EventStream;
+
+/// Converts tokio's clock into the core's [`Millis`], so paused test time
+/// and wall time agree.
+#[derive(Clone, Copy, Debug)]
+struct Clock {
+    base_ms: Millis,
+    base: tokio::time::Instant,
+}
+
+impl Clock {
+    fn new() -> Self {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as Millis)
+            .unwrap_or(0);
+        Self {
+            base_ms,
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.base_ms + self.base.elapsed().as_millis() as Millis
+    }
+
+    fn instant_at(&self, at: Millis) -> tokio::time::Instant {
+        self.base + Duration::from_millis((at - self.base_ms).max(0) as u64)
+    }
+}
+
+/// Most units decided before the loop looks at events again, so a long
+/// queue does not starve watch processing.
+const DECISIONS_PER_TURN: usize = 256;
+
+/// What one in-flight operation reports back.
+enum Done {
+    Bind {
+        binding: Binding,
+        /// The pod's UID when the bind was issued (the pod may leave the
+        /// watched selection before the answer arrives).
+        uid: String,
+        created_at: Millis,
+        outcome: BindOutcome,
+    },
+    Preempt {
+        unit: Vec<PodKey>,
+        evictions: Vec<(Eviction, EvictResult)>,
+        nominations_failed: Vec<String>,
+    },
+}
+
+/// One scheduling unit (a pod, or a gang) as the decision saw it.
+struct Unit {
+    /// Whether the unit is a gang (several pods, or a pod with a group).
+    is_gang: bool,
+    /// Each member's key, UID and creation time.
+    pods: Vec<(PodKey, String, Millis)>,
+    /// When the decision was made.
+    now: Millis,
+}
+
+/// Tagged pod event (which pod stream it came from).
+type PodStreamEvent = (usize, Result<WatchEvent<Pod>, watcher::Error>);
+
+/// The loop. Create with [`Scheduler::new`], run with [`Scheduler::run`].
+pub struct Scheduler {
+    cfg: RuntimeConfig,
+    profile: Box<dyn Profile>,
+    actuator: Arc<dyn Actuator>,
+    reports: Reports,
+    metrics: Arc<SchedulerMetrics>,
+    gpu: Option<watch::Receiver<GpuSnapshot>>,
+    podgroups: Option<EventStream<kube::api::DynamicObject>>,
+    ready: Option<Box<dyn Fn(bool) + Send>>,
+
+    clock: Clock,
+    rng: StdRng,
+    cluster: Cluster,
+    queue: SchedulingQueue,
+    /// Pods with a bind in flight → node assumed.
+    in_flight: HashMap<PodKey, String>,
+    /// Preemptors waiting for their victims.
+    preempting: HashSet<PodKey>,
+    ops: FuturesUnordered<BoxFuture<'static, Done>>,
+    binds_in_flight: usize,
+    /// Last FailedScheduling message per pod (condition patched on change).
+    last_failure: HashMap<PodKey, String>,
+    warned_uids: HashSet<String>,
+    warned_config: HashSet<String>,
+    nodes_synced: bool,
+    pods_synced: Vec<bool>,
+    init_seen_nodes: HashSet<String>,
+    init_seen_pods: Vec<HashSet<PodKey>>,
+}
+
+impl Scheduler {
+    /// Builds a loop around a profile.
+    pub fn new(
+        cfg: RuntimeConfig,
+        profile: Box<dyn Profile>,
+        actuator: Arc<dyn Actuator>,
+        reports: Reports,
+        metrics: Arc<SchedulerMetrics>,
+    ) -> Self {
+        let rng = StdRng::seed_from_u64(cfg.seed);
+        let queue = SchedulingQueue::new(cfg.backoff);
+        Self {
+            cfg,
+            profile,
+            actuator,
+            reports,
+            metrics,
+            gpu: None,
+            podgroups: None,
+            ready: None,
+            clock: Clock::new(),
+            rng,
+            cluster: Cluster::new(),
+            queue,
+            in_flight: HashMap::new(),
+            preempting: HashSet::new(),
+            ops: FuturesUnordered::new(),
+            binds_in_flight: 0,
+            last_failure: HashMap::new(),
+            warned_uids: HashSet::new(),
+            warned_config: HashSet::new(),
+            nodes_synced: false,
+            pods_synced: Vec::new(),
+            init_seen_nodes: HashSet::new(),
+            init_seen_pods: Vec::new(),
+        }
+    }
+
+    /// Feeds GPU snapshots to the profile (`ctx.gpu`).
+    pub fn with_gpu(mut self, gpu: watch::Receiver<GpuSnapshot>) -> Self {
+        self.gpu = Some(gpu);
+        self
+    }
+
+    /// Feeds scheduler-plugins PodGroup objects (their `minMember` sizes gangs).
+    pub fn with_podgroups(mut self, events: EventStream<kube::api::DynamicObject>) -> Self {
+        self.podgroups = Some(events);
+        self
+    }
+
+    /// Called with `true` once the caches are synced (for `/readyz`).
+    pub fn on_ready(mut self, ready: impl Fn(bool) + Send + 'static) -> Self {
+        self.ready = Some(Box::new(ready));
+        self
+    }
+
+    /// Runs until `shutdown` resolves. In-flight binds are finished first.
+    pub async fn run(
+        mut self,
+        nodes: EventStream<Node>,
+        pods: Vec<EventStream<Pod>>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) {
+        self.pods_synced = vec![false; pods.len()];
+        self.init_seen_pods = vec![HashSet::new(); pods.len()];
+        let mut pod_events: SelectAll<Pin<Box<dyn Stream<Item = PodStreamEvent> + Send>>> =
+            SelectAll::new();
+        for (i, s) in pods.into_iter().enumerate() {
+            pod_events.push(Box::pin(s.map(move |e| (i, e))));
+        }
+        let mut nodes = nodes;
+        let mut gpu = self.gpu.clone();
+        let mut podgroups = self
+            .podgroups
+            .take()
+            .unwrap_or_else(|| futures::stream::pending().boxed());
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        tracing::info!(
+            profile = self.profile.name(),
+            scheduler = %self.cfg.scheduler_name,
+            namespace = self.cfg.namespace.as_deref().unwrap_or("<all>"),
+            "scheduler starting"
+        );
+        loop {
+            self.schedule_some();
+            self.publish_gauges();
+            let wake = self
+                .queue
+                .next_retry_at()
+                .map(|at| self.clock.instant_at(at))
+                .unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                biased;
+                _ = &mut shutdown => break,
+                Some(done) = self.ops.next(), if !self.ops.is_empty() => self.on_done(done),
+                Some((i, ev)) = pod_events.next() => self.on_pod_event(i, ev),
+                Some(ev) = nodes.next() => self.on_node_event(ev),
+                Some(ev) = podgroups.next() => self.on_podgroup_event(ev),
+                changed = async {
+                    match gpu.as_mut() {
+                        Some(g) => g.changed().await,
+                        None => std::future::pending().await,
+                    }
+                } => {
+                    if changed.is_err() {
+                        tracing::warn!("GPU usage source stopped; keeping the last snapshot");
+                        gpu = None;
+                    } else {
+                        // New usage data may let waiting pods fit.
+                        self.queue.move_all_to_active();
+                    }
+                }
+                _ = tokio::time::sleep_until(wake) => {
+                    self.queue.promote_due(self.clock.now());
+                }
+                _ = tick.tick() => self.publish_node_gauges(),
+            }
+        }
+        tracing::info!(
+            in_flight = self.ops.len(),
+            "shutting down: finishing in-flight requests"
+        );
+        while let Some(done) = self.ops.next().await {
+            self.on_done(done);
+        }
+    }
+
+    fn synced(&self) -> bool {
+        self.nodes_synced && self.pods_synced.iter().all(|s| *s)
+    }
+
+    fn schedule_some(&mut self) {
+        if !self.synced() {
+            return;
+        }
+        self.queue.promote_due(self.clock.now());
+        let mut decided = 0;
+        while decided < DECISIONS_PER_TURN && self.binds_in_flight < self.cfg.bind_concurrency {
+            let Some(key) = self.queue.pop() else { break };
+            decided += 1;
+            self.schedule_unit(key);
+        }
+    }
+
+    fn unit_for(&mut self, key: &PodKey) -> Vec<PodKey> {
+        let Some(pod) = self.cluster.pod(key) else {
+            return Vec::new();
+        };
+        match (&pod.group, self.profile.gang_aware()) {
+            (Some(group), true) => {
+                let members: Vec<PodKey> = self
+                    .cluster
+                    .pending_group_members(&key.namespace, &group.name)
+                    .into_iter()
+                    .filter(|p| !self.in_flight.contains_key(&p.key))
+                    .map(|p| p.key.clone())
+                    .collect();
+                for m in &members {
+                    self.queue.take(m);
+                }
+                if members.contains(key) {
+                    members
+                } else {
+                    vec![key.clone()]
+                }
+            }
+            _ => vec![key.clone()],
+        }
+    }
+
+    fn schedule_unit(&mut self, key: PodKey) {
+        let unit_keys = self.unit_for(&key);
+        let unit: Vec<&PodInfo> = unit_keys
+            .iter()
+            .filter_map(|k| self.cluster.pod(k))
+            .filter(|p| p.is_pending())
+            .collect();
+        if unit.is_empty() {
+            // Bound or deleted meanwhile.
+            self.queue.remove(&key);
+            return;
+        }
+        let now = self.clock.now();
+        let snapshot = self.gpu.as_ref().map(|g| g.borrow().clone());
+        let ctx = SchedulingContext {
+            now,
+            gpu: snapshot.as_ref(),
+        };
+        let started = std::time::Instant::now();
+        let decision = self.profile.schedule(&self.cluster, &unit, &ctx);
+        self.metrics
+            .attempt_duration
+            .observe(started.elapsed().as_secs_f64());
+        let unit = Unit {
+            is_gang: unit.len() > 1 || unit.first().is_some_and(|p| p.group.is_some()),
+            pods: unit
+                .iter()
+                .map(|p| (p.key.clone(), p.uid.clone(), p.created_at))
+                .collect(),
+            now,
+        };
+        match decision {
+            Decision::Bind(bindings) => self.decided_bind(&unit, bindings),
+            Decision::Preempt {
+                evictions,
+                nominations,
+                message,
+            } => self.decided_preempt(&unit, evictions, nominations, &message),
+            Decision::Unschedulable { message, summary } => {
+                self.decided_unschedulable(&unit, &message, &summary)
+            }
+            Decision::Wait { retry_at, message } => {
+                self.metrics.attempt(self.profile.name(), "waiting");
+                for (k, _, _) in &unit.pods {
+                    tracing::debug!(pod = %k, %message, "waiting");
+                    self.queue.defer(k, retry_at);
+                }
+            }
+        }
+    }
+
+    /// `Decision::Bind`: issue the binds; members the decision left out go
+    /// back to the queue.
+    fn decided_bind(&mut self, unit: &Unit, bindings: Vec<Binding>) {
+        self.metrics.attempt(self.profile.name(), "scheduled");
+        if unit.is_gang && self.profile.gang_aware() {
+            self.metrics.gang("success");
+        }
+        let bound: HashSet<PodKey> = bindings.iter().map(|b| b.pod.clone()).collect();
+        for binding in bindings {
+            let (uid, created_at) = unit
+                .pods
+                .iter()
+                .find(|(k, _, _)| *k == binding.pod)
+                .map(|(_, u, c)| (u.clone(), *c))
+                .unwrap_or_else(|| (String::new(), unit.now));
+            self.issue_bind(binding, uid, created_at);
+        }
+        // Members the decision left out were taken off the queue with
+        // the unit: put them back, so no pending pod is ever dropped.
+        for (k, _, _) in unit.pods.iter().filter(|(k, _, _)| !bound.contains(k)) {
+            self.queue.backoff(k, unit.now, &mut self.rng);
+        }
+    }
+
+    /// `Decision::Preempt`: hold the nominated nodes, then nominate and
+    /// evict in the background; the unit waits for its victims.
+    fn decided_preempt(
+        &mut self,
+        unit: &Unit,
+        evictions: Vec<Eviction>,
+        nominations: Vec<Nomination>,
+        message: &str,
+    ) {
+        let profile = self.profile.name();
+        let already_leaving = !evictions.is_empty()
+            && evictions
+                .iter()
+                .all(|e| self.cluster.pod(&e.pod).is_none_or(|p| p.terminating));
+        let keys: Vec<PodKey> = unit.pods.iter().map(|(k, _, _)| k.clone()).collect();
+        let retry_at = unit.now + self.cfg.preemption_wait.as_millis() as Millis;
+        if already_leaving {
+            // The victims are on their way out: wait for their deletion.
+            self.metrics.attempt(profile, "waiting");
+            for k in &keys {
+                self.queue.defer(k, retry_at);
+            }
+            return;
+        }
+        self.metrics.attempt(profile, "preempting");
+        self.metrics.preemptions.inc();
+        tracing::info!(unit = ?keys, victims = evictions.len(), %message, "preempting");
+        for k in &keys {
+            self.preempting.insert(k.clone());
+            self.queue.defer(k, retry_at);
+        }
+        // Hold the nominated nodes for the unit at once, before the API
+        // confirms, so no lower-priority pod takes them meanwhile.
+        for n in &nominations {
+            self.cluster.set_nominated(&n.pod, Some(&n.node));
+        }
+        let actuator = self.actuator.clone();
+        self.ops.push(Box::pin(async move {
+            let mut nominations_failed = Vec::new();
+            for n in &nominations {
+                if let Err(err) = actuator.nominate(n).await {
+                    nominations_failed.push(format!("{}: {}", n.pod, error_chain(&err)));
+                }
+            }
+            let results =
+                futures::future::join_all(evictions.iter().map(|e| actuator.evict(e))).await;
+            Done::Preempt {
+                unit: keys,
+                evictions: evictions.into_iter().zip(results).collect(),
+                nominations_failed,
+            }
+        }));
+    }
+
+    /// `Decision::Unschedulable`: back off every member and explain why.
+    fn decided_unschedulable(&mut self, unit: &Unit, message: &str, summary: &FilterSummary) {
+        self.metrics.attempt(self.profile.name(), "unschedulable");
+        if unit.is_gang && self.profile.gang_aware() {
+            self.metrics.gang("failure");
+        }
+        let reason = summary.dominant().map_or("NoNodes", FilterReason::label);
+        self.metrics.failure(reason);
+        for (k, uid, _) in &unit.pods {
+            let retry_at = self.queue.backoff(k, unit.now, &mut self.rng);
+            tracing::debug!(pod = %k, %message, retry_in_ms = retry_at - unit.now, "unschedulable");
+            self.report_failure(k, uid, message);
+        }
+    }
+
+    fn report_failure(&mut self, key: &PodKey, uid: &str, message: &str) {
+        let changed = self.last_failure.get(key).map(String::as_str) != Some(message);
+        if changed {
+            self.last_failure.insert(key.clone(), message.to_string());
+        }
+        self.reports.send(Report::FailedScheduling {
+            pod: PodRef {
+                key: key.clone(),
+                uid: uid.to_string(),
+            },
+            message: message.to_string(),
+            set_condition: changed,
+        });
+    }
+
+    fn issue_bind(&mut self, binding: Binding, uid: String, created_at: Millis) {
+        self.cluster.assume(&binding.pod, &binding.node);
+        self.in_flight
+            .insert(binding.pod.clone(), binding.node.clone());
+        self.binds_in_flight += 1;
+        let fut = self.actuator.bind(&binding);
+        self.ops.push(Box::pin(async move {
+            let outcome = fut.await;
+            Done::Bind {
+                binding,
+                uid,
+                created_at,
+                outcome,
+            }
+        }));
+    }
+
+    fn on_done(&mut self, done: Done) {
+        match done {
+            Done::Bind {
+                binding,
+                uid,
+                created_at,
+                outcome,
+            } => self.bind_done(binding, uid, created_at, outcome),
+            Done::Preempt {
+                unit,
+                evictions,
+                nominations_failed,
+            } => self.preempt_done(&unit, evictions, &nominations_failed),
+        }
+    }
+
+    /// What a bind answered: bound, someone else's, gone, or retry.
+    fn bind_done(
+        &mut self,
+        binding: Binding,
+        uid: String,
+        created_at: Millis,
+        outcome: BindOutcome,
+    ) {
+        let now = self.clock.now();
+        self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
+        self.in_flight.remove(&binding.pod);
+        self.metrics.bind(outcome.label());
+        match outcome {
+            BindOutcome::Bound => {
+                tracing::info!(pod = %binding.pod, node = %binding.node, "bound");
+                self.queue.done(&binding.pod);
+                self.last_failure.remove(&binding.pod);
+                self.preempting.remove(&binding.pod);
+                if created_at > 0 {
+                    self.metrics
+                        .e2e_duration
+                        .observe(((now - created_at).max(0) as f64) / 1000.0);
+                }
+                self.profile.bound(&binding, now);
+                self.reports.send(Report::Scheduled {
+                    pod: PodRef {
+                        key: binding.pod.clone(),
+                        uid,
+                    },
+                    node: binding.node,
+                });
+            }
+            BindOutcome::AlreadyBound(msg) => {
+                tracing::info!(pod = %binding.pod, %msg, "already bound by someone else; skipped");
+                self.queue.remove(&binding.pod);
+                self.cluster.forget(&binding.pod);
+            }
+            BindOutcome::PodGone => {
+                tracing::info!(pod = %binding.pod, "pod deleted before binding; skipped");
+                self.queue.remove(&binding.pod);
+                self.cluster.remove_pod(&binding.pod);
+            }
+            BindOutcome::Failed(err) => {
+                tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
+                self.cluster.forget(&binding.pod);
+                self.profile.bind_failed(&binding);
+                self.metrics.failure("BindError");
+                if self.queue.contains(&binding.pod) {
+                    self.queue.backoff(&binding.pod, now, &mut self.rng);
+                }
+                let message = format!("Binding rejected: {err}");
+                self.report_failure(&binding.pod, &uid, &message);
+            }
+        }
+    }
+
+    /// What the evictions answered: victims reported, refusals make the unit
+    /// back off and plan again.
+    fn preempt_done(
+        &mut self,
+        unit: &[PodKey],
+        evictions: Vec<(Eviction, EvictResult)>,
+        nominations_failed: &[String],
+    ) {
+        let now = self.clock.now();
+        for failed in nominations_failed {
+            tracing::warn!(%failed, "could not set nominatedNodeName");
+        }
+        let mut refused = Vec::new();
+        for (eviction, result) in evictions {
+            let reason = match result {
+                EvictResult::Evicted => {
+                    self.metrics.preemption_victims.inc();
+                    let uid = self.uid_of(&eviction.pod);
+                    self.reports.send(Report::Preempted {
+                        victim: PodRef {
+                            key: eviction.pod.clone(),
+                            uid,
+                        },
+                        preemptor: eviction.preemptor.clone(),
+                        node: eviction.node.clone(),
+                    });
+                    continue;
+                }
+                EvictResult::Gone => continue,
+                EvictResult::Refused(reason) => reason,
+                EvictResult::Failed(err) => error_chain(&err),
+            };
+            // The next plan must pick other victims (or none).
+            self.cluster.refuse_eviction(
+                &eviction.pod,
+                now + self.cfg.preemption_wait.as_millis() as Millis,
+            );
+            refused.push(format!("{}: {reason}", eviction.pod));
+        }
+        if refused.is_empty() {
+            return;
+        }
+        let message = format!(
+            "preemption could not evict every victim ({}); backing off",
+            refused.join("; ")
+        );
+        tracing::warn!(unit = ?unit, %message);
+        self.metrics.failure("EvictionRefused");
+        for k in unit {
+            self.preempting.remove(k);
+            self.cluster.set_nominated(k, None);
+            if self.queue.contains(k) {
+                self.queue.backoff(k, now, &mut self.rng);
+                let uid = self.uid_of(k);
+                self.report_failure(k, &uid, &message);
+            }
+        }
+    }
+
+    /// The UID of a pod in the index, or empty when it left.
+    fn uid_of(&self, key: &PodKey) -> String {
+        self.cluster
+            .pod(key)
+            .map(|p| p.uid.clone())
+            .unwrap_or_default()
+    }
+
+    fn publish_gauges(&self) {
+        self.metrics.queue_depth("active", self.queue.active_len());
+        self.metrics
+            .queue_depth("backoff", self.queue.backoff_len());
+        self.metrics.queue_depth("in_flight", self.binds_in_flight);
+    }
+
+    fn publish_node_gauges(&self) {
+        let (mut ready, mut not_ready, mut cordoned, mut used) = (0i64, 0i64, 0i64, 0i64);
+        for n in self.cluster.nodes() {
+            if !n.info.ready {
+                not_ready += 1;
+            } else if n.info.unschedulable {
+                cordoned += 1;
+            } else {
+                ready += 1;
+                if !n.ours.is_empty() {
+                    used += 1;
+                }
+            }
+        }
+        for (state, v) in [
+            ("ready", ready),
+            ("not_ready", not_ready),
+            ("cordoned", cordoned),
+        ] {
+            self.metrics
+                .nodes
+                .get_or_create(&super::metrics::ReasonLabels {
+                    reason: state.into(),
+                })
+                .set(v);
+        }
+        let permille = if ready > 0 { used * 1000 / ready } else { 0 };
+        self.metrics.node_utilization_permille.set(permille);
+    }
+}
+
+mod feed;
+
+#[cfg(test)]
+mod tests;

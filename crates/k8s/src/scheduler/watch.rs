@@ -1,0 +1,78 @@
+//! The watch streams that feed the loop: nodes, our pods (one or two
+//! streams, by [`PodScope`]) and, where the CRD exists, PodGroups.
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event as WatchEvent};
+use kube::{Api, Client};
+
+use super::config::{PodScope, RuntimeConfig};
+
+/// A stream of watch events.
+pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, watcher::Error>>;
+
+/// The watch streams for a configuration: nodes, and one or two pod streams.
+pub fn watch_streams(
+    client: &Client,
+    cfg: &RuntimeConfig,
+) -> (EventStream<Node>, Vec<EventStream<Pod>>) {
+    let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let pods_api = match &cfg.namespace {
+        Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+        None => Api::<Pod>::all(client.clone()),
+    };
+    let mut fields = format!("spec.schedulerName={}", cfg.scheduler_name);
+    if cfg.scope == PodScope::Pending {
+        // Unassigned and not finished: the selection kube-scheduler watches.
+        fields.push_str(",spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed");
+    }
+    let mut ours = watcher::Config::default().fields(&fields);
+    if let Some(sel) = cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
+        ours = ours.labels(sel);
+    }
+    let mut pods = vec![watcher(pods_api, ours)];
+    if cfg.scope == PodScope::OursAndAllBound {
+        let bound = watcher::Config::default()
+            .fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
+        pods.push(watcher(Api::<Pod>::all(client.clone()), bound));
+    }
+    (nodes, pods)
+}
+
+/// A watch of scheduler-plugins PodGroups (`scheduling.x-k8s.io`), for
+/// clusters where that CRD is installed.
+pub fn podgroup_stream(
+    client: &Client,
+    namespace: Option<&str>,
+) -> EventStream<kube::api::DynamicObject> {
+    let ar = super::podgroup::api_resource();
+    let api: Api<kube::api::DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+        None => Api::all_with(client.clone(), &ar),
+    };
+    watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed()
+}
+
+fn watcher<K>(api: Api<K>, cfg: watcher::Config) -> EventStream<K>
+where
+    K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    K::DynamicType: Default,
+{
+    // Managed fields are large and never read: drop them to save memory
+    // at 10,000 pods. `default_backoff` retries the watch forever when the
+    // API server goes away, so the loop survives API server restarts.
+    watcher::watcher(api, cfg)
+        .default_backoff()
+        .map(|ev| {
+            ev.map(|e| {
+                e.modify(|o| {
+                    o.meta_mut().managed_fields = None;
+                })
+            })
+        })
+        .boxed()
+}
