@@ -82,7 +82,7 @@ fn card_image(out: &mut String, card: &Card, clock: &Clock, href: &str) {
     let Some(img) = &card.image else {
         let _ = write!(
             out,
-            r#"<a class="shot placeholder" href="{href}" role="img" aria-label="No annotated image kept for {cam}"><span>No image kept</span><small>older images are removed by retention</small></a>"#,
+            r#"<a class="shot placeholder" href="{href}" role="img" aria-label="No annotated image kept for {cam}"><span>No image kept</span><small>none stored, or removed by retention</small></a>"#,
             cam = esc(&s.camera)
         );
         return;

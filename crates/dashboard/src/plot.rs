@@ -27,6 +27,8 @@ pub const NECK_COLOR: &str = "#0b5cad";
 /// Torso series colour (dark orange; 5.3:1 on white).
 pub const TORSO_COLOR: &str = "#b34d00";
 const GOOD_FILL: &str = "#1a7f37";
+/// The narrowest shading band, in plot units (about a pixel per unit).
+const MIN_SHADE_PX: f64 = 4.0;
 const BAD_FILL: &str = "#cf222e";
 
 /// How a point's stretch of time is shaded.
@@ -274,11 +276,16 @@ fn shading(out: &mut String, plot: &Plot, s: &Scale) {
         // The first and last points reach half a typical gap outwards.
         let left = p.half_width.max(prev.unwrap_or(gap / 2.0).min(cap));
         let right = p.half_width.max(next.unwrap_or(gap / 2.0).min(cap));
-        let (x0, x1) = (s.x(t - left), s.x(t + right));
+        let (mut x0, mut x1) = (s.x(t - left), s.x(t + right));
+        // Frames close together still show their verdict.
+        if x1 - x0 < MIN_SHADE_PX {
+            let mid = (x0 + x1) / 2.0;
+            (x0, x1) = (mid - MIN_SHADE_PX / 2.0, mid + MIN_SHADE_PX / 2.0);
+        }
         let _ = write!(
             out,
             r#"<rect class="{class}" x="{x0:.1}" y="{TOP}" width="{:.1}" height="{}" fill="{fill}" fill-opacity="{:.3}"/>"#,
-            (x1 - x0).max(1.0),
+            x1 - x0,
             H - TOP - BOTTOM,
             0.08 + 0.12 * share,
         );
