@@ -107,71 +107,46 @@ impl Seeder {
 
     /// Inserts `frames` (and their images), one transaction per batch.
     pub async fn insert(&self, frames: &[SeedFrame]) -> Result<(), SeedError> {
+        // One body for both backends; PostgreSQL casts the time text.
+        macro_rules! batch {
+            ($pool:expr, $cast:expr, $chunk:expr) => {{
+                let mut tx = $pool.begin().await?;
+                let mut q = QueryBuilder::new(LOG_INSERT);
+                q.push_values($chunk, |mut b, f| {
+                    b.push_bind(&f.camera)
+                        .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
+                        .push_bind(f.received.to_string())
+                        .push_unseparated($cast)
+                        .push_bind(analyzed(f).to_string())
+                        .push_unseparated($cast)
+                        .push_bind(f.neck)
+                        .push_bind(f.torso)
+                        .push_bind(&f.status)
+                        .push_bind(f.neck.is_some())
+                        .push_bind("seed")
+                        .push_bind(&f.frame_id);
+                });
+                q.build().execute(&mut *tx).await?;
+                let imgs: Vec<&SeedFrame> = $chunk.iter().filter(|f| f.jpeg.is_some()).collect();
+                if !imgs.is_empty() {
+                    let mut q = QueryBuilder::new(IMAGE_INSERT);
+                    q.push_values(imgs, |mut b, f| {
+                        b.push_bind(&f.frame_id)
+                            .push_bind(&f.camera)
+                            .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
+                            .push_bind(analyzed(f).to_string())
+                            .push_unseparated($cast)
+                            .push_bind(f.jpeg.clone().unwrap_or_default());
+                    });
+                    q.build().execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            }};
+        }
         for chunk in frames.chunks(BATCH) {
             match &self.pool {
-                Pool::Sqlite(p) => {
-                    let mut tx = p.begin().await?;
-                    let mut q = QueryBuilder::new(LOG_INSERT);
-                    q.push_values(chunk, |mut b, f| {
-                        b.push_bind(&f.camera)
-                            .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                            .push_bind(f.received.to_string())
-                            .push_bind(analyzed(f).to_string())
-                            .push_bind(f.neck)
-                            .push_bind(f.torso)
-                            .push_bind(&f.status)
-                            .push_bind(f.neck.is_some())
-                            .push_bind("seed")
-                            .push_bind(&f.frame_id);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                    let imgs: Vec<&SeedFrame> = chunk.iter().filter(|f| f.jpeg.is_some()).collect();
-                    if !imgs.is_empty() {
-                        let mut q = QueryBuilder::new(IMAGE_INSERT);
-                        q.push_values(imgs, |mut b, f| {
-                            b.push_bind(&f.frame_id)
-                                .push_bind(&f.camera)
-                                .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                                .push_bind(analyzed(f).to_string())
-                                .push_bind(f.jpeg.clone().unwrap_or_default());
-                        });
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                }
-                Pool::Postgres(p) => {
-                    let mut tx = p.begin().await?;
-                    let mut q = QueryBuilder::new(LOG_INSERT);
-                    q.push_values(chunk, |mut b, f| {
-                        b.push_bind(&f.camera)
-                            .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                            .push_bind(f.received.to_string())
-                            .push_unseparated("::timestamptz")
-                            .push_bind(analyzed(f).to_string())
-                            .push_unseparated("::timestamptz")
-                            .push_bind(f.neck)
-                            .push_bind(f.torso)
-                            .push_bind(&f.status)
-                            .push_bind(f.neck.is_some())
-                            .push_bind("seed")
-                            .push_bind(&f.frame_id);
-                    });
-                    q.build().execute(&mut *tx).await?;
-                    let imgs: Vec<&SeedFrame> = chunk.iter().filter(|f| f.jpeg.is_some()).collect();
-                    if !imgs.is_empty() {
-                        let mut q = QueryBuilder::new(IMAGE_INSERT);
-                        q.push_values(imgs, |mut b, f| {
-                            b.push_bind(&f.frame_id)
-                                .push_bind(&f.camera)
-                                .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                                .push_bind(analyzed(f).to_string())
-                                .push_unseparated("::timestamptz")
-                                .push_bind(f.jpeg.clone().unwrap_or_default());
-                        });
-                        q.build().execute(&mut *tx).await?;
-                    }
-                    tx.commit().await?;
-                }
+                Pool::Sqlite(p) => batch!(p, "", chunk),
+                Pool::Postgres(p) => batch!(p, "::timestamptz", chunk),
             }
         }
         Ok(())

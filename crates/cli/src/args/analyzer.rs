@@ -65,6 +65,40 @@ impl MqttArgs {
     }
 }
 
+/// The verdict's thresholds (the analyzer judges with them; the dashboard
+/// and the report draw them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ThresholdArgs {
+    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "neck-threshold",
+        env = "NECK_THRESHOLD",
+        default_value_t = 40.0
+    )]
+    pub neck_threshold: f32,
+    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "torso-threshold",
+        env = "TORSO_THRESHOLD",
+        default_value_t = 10.0
+    )]
+    pub torso_threshold: f32,
+}
+
+impl ThresholdArgs {
+    /// The thresholds, checked.
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        anyhow::ensure!(
+            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
+            "thresholds must be positive degrees"
+        );
+        Ok(Thresholds {
+            neck_deg: self.neck_threshold,
+            torso_deg: self.torso_threshold,
+        })
+    }
+}
+
 /// Pipeline settings: model, thresholds, limits, outputs, database.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PipelineArgs {
@@ -81,20 +115,9 @@ pub struct PipelineArgs {
     /// Inference threads (1 = one core per analyzer).
     #[arg(long = "pose-threads", env = "POSE_THREADS", default_value_t = 1)]
     pub pose_threads: usize,
-    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "neck-threshold",
-        env = "NECK_THRESHOLD",
-        default_value_t = 40.0
-    )]
-    pub neck_threshold: f32,
-    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "torso-threshold",
-        env = "TORSO_THRESHOLD",
-        default_value_t = 10.0
-    )]
-    pub torso_threshold: f32,
+    /// The Good/Bad thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Largest accepted payload in bytes (larger ones are dead-lettered).
     #[arg(long = "max-payload-bytes", env = "MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_payload_bytes: usize,
@@ -125,10 +148,7 @@ impl PipelineArgs {
     /// Loads the model, opens the database and spool, registers metrics
     /// under `posture_analyzer_` in `registry`, and returns the analyzer.
     pub async fn build(&self, registry: &mut Registry) -> anyhow::Result<Analyzer> {
-        anyhow::ensure!(
-            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
-            "thresholds must be positive degrees"
-        );
+        let thresholds = self.thresholds.thresholds()?;
         let model = load_model(&self.models_dir, self.pose_threads)?;
         let target = self.db_target()?;
         let db = Database::open(&target)
@@ -149,10 +169,7 @@ impl PipelineArgs {
             max_payload_bytes: self.max_payload_bytes,
             max_pixels: self.max_pixels,
         };
-        cfg.thresholds = Thresholds {
-            neck_deg: self.neck_threshold,
-            torso_deg: self.torso_threshold,
-        };
+        cfg.thresholds = thresholds;
         cfg.font = self.font.clone();
         tracing::info!(
             out_dir = %cfg.out_dir.display(),

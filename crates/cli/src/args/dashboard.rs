@@ -10,6 +10,7 @@ use posture_analyzer::store::{DbTarget, LegacyDbVars};
 use posture_core::posture::Thresholds;
 use posture_dashboard::{Clock, Dashboard, Farm, KubeSource, LiveConfig, ReadOnlyDb, Settings};
 
+use super::ThresholdArgs;
 use crate::admin::Shutdown;
 
 /// The results database, as the analyzer names it (same flags and
@@ -66,20 +67,9 @@ impl DbArgs {
 /// How results are shown (shared with `report`).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ViewArgs {
-    /// Neck threshold line on plots, degrees (the analyzers' NECK_THRESHOLD).
-    #[arg(
-        long = "neck-threshold",
-        env = "NECK_THRESHOLD",
-        default_value_t = 40.0
-    )]
-    pub neck_threshold: f32,
-    /// Torso threshold line on plots, degrees (the analyzers' TORSO_THRESHOLD).
-    #[arg(
-        long = "torso-threshold",
-        env = "TORSO_THRESHOLD",
-        default_value_t = 10.0
-    )]
-    pub torso_threshold: f32,
+    /// Threshold lines on plots (the analyzers' NECK_THRESHOLD and TORSO_THRESHOLD).
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Time zone of every time shown (IANA name such as Europe/Paris, or
     /// UTC); default: this machine's.
     #[arg(long = "time-zone", env = "DASHBOARD_TIME_ZONE")]
@@ -89,14 +79,7 @@ pub struct ViewArgs {
 impl ViewArgs {
     /// The thresholds.
     pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
-        anyhow::ensure!(
-            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
-            "thresholds must be positive degrees"
-        );
-        Ok(Thresholds {
-            neck_deg: self.neck_threshold,
-            torso_deg: self.torso_threshold,
-        })
+        self.thresholds.thresholds()
     }
 
     /// The clock.

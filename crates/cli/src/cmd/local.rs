@@ -148,10 +148,7 @@ async fn start_dashboard(args: &LocalArgs, shutdown: &Shutdown) -> anyhow::Resul
     if args.no_dashboard {
         return Ok(None);
     }
-    let thresholds = posture_analyzer::Thresholds {
-        neck_deg: args.pipeline.neck_threshold,
-        torso_deg: args.pipeline.torso_threshold,
-    };
+    let thresholds = args.pipeline.thresholds.thresholds()?;
     let target = args.pipeline.db_target()?;
     let url =
         crate::args::start_local(args.dashboard_listen, &target, thresholds, shutdown.clone())
