@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::deadletter::DeadLetterMetrics;
 use crate::payload::RejectReason;
 
 /// Label set naming a camera.
@@ -48,6 +49,8 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Rows waiting in the spool for the database.
     pub spool_depth: Gauge,
+    /// The dead-letter folder's size and removals.
+    pub dead_letter: DeadLetterMetrics,
 }
 
 impl Default for Metrics {
@@ -62,6 +65,7 @@ impl Default for Metrics {
                 0.005, 2.0, 12,
             )),
             spool_depth: Gauge::default(),
+            dead_letter: DeadLetterMetrics::default(),
         }
     }
 }
@@ -100,6 +104,21 @@ impl Metrics {
             "spool_depth",
             "Rows waiting in the local spool for the database",
             m.spool_depth.clone(),
+        );
+        registry.register(
+            "dead_letters_removed",
+            "Dead letters removed, oldest first, to keep the folder within its bounds",
+            m.dead_letter.removed.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Letters in the dead-letter folder",
+            m.dead_letter.letters.clone(),
+        );
+        registry.register(
+            "dead_letter_bytes",
+            "Bytes in the dead-letter folder (payloads and sidecars)",
+            m.dead_letter.bytes.clone(),
         );
         // Every reason shows up as 0 before it first happens.
         for r in RejectReason::ALL {
@@ -150,6 +169,9 @@ mod tests {
             "posture_analyzer_frames_failed_total{reason=\"too_many_pixels\"} 0",
             "posture_analyzer_analysis_duration_seconds_count 1",
             "posture_analyzer_spool_depth 3",
+            "posture_analyzer_dead_letters_removed_total 0",
+            "posture_analyzer_dead_letters 0",
+            "posture_analyzer_dead_letter_bytes 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

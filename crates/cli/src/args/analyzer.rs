@@ -118,9 +118,28 @@ pub struct PipelineArgs {
     /// The Good/Bad thresholds.
     #[command(flatten)]
     pub thresholds: ThresholdArgs,
-    /// Largest accepted payload in bytes (larger ones are dead-lettered).
+    /// Largest accepted payload in bytes. Over MQTT 5 the broker is told
+    /// (Maximum Packet Size = this + 68 KiB for topic and headers) and
+    /// discards larger messages; what arrives over it is dead-lettered (first
+    /// 64 KiB only). Files longer than this are not read.
     #[arg(long = "max-payload-bytes", env = "MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// Most letters (payload + .json sidecar) kept in <out-dir>/dead_letter/;
+    /// the oldest are removed first.
+    #[arg(
+        long = "dead-letter-max-letters",
+        env = "DEAD_LETTER_MAX_LETTERS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dead_letter_max_letters: u64,
+    /// Most bytes kept in <out-dir>/dead_letter/; the oldest letters are removed first.
+    #[arg(
+        long = "dead-letter-max-bytes",
+        env = "DEAD_LETTER_MAX_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub dead_letter_max_bytes: u64,
     /// Largest accepted image in pixels, checked from the header before decoding.
     #[arg(long = "max-pixels", env = "MAX_PIXELS", default_value_t = 40_000_000)]
     pub max_pixels: u64,
@@ -171,6 +190,10 @@ impl PipelineArgs {
         };
         cfg.thresholds = thresholds;
         cfg.font = self.font.clone();
+        cfg.dead_letter = posture_analyzer::deadletter::DeadLetterLimits {
+            max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
+            max_bytes: self.dead_letter_max_bytes,
+        };
         tracing::info!(
             out_dir = %cfg.out_dir.display(),
             database = %target.describe(),

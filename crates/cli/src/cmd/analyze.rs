@@ -30,6 +30,11 @@ pub struct AnalyzeArgs {
         default_value = "0.0.0.0:9102"
     )]
     pub admin_addr: SocketAddr,
+    /// MQTT protocol of the subscription: 5 (the broker discards messages
+    /// over --max-payload-bytes) or 3.1.1 (for brokers without MQTT 5: set
+    /// the broker's message_size_limit, or large messages reach the analyzer).
+    #[arg(long = "mqtt-protocol", env = "MQTT_PROTOCOL", default_value = "5")]
+    pub mqtt_protocol: posture_analyzer::MqttProtocol,
     #[command(flatten)]
     pub mqtt: MqttArgs,
     #[command(flatten)]
@@ -80,7 +85,8 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("-")
     });
-    let mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    let mut mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    mqtt.protocol = args.mqtt_protocol;
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
@@ -134,6 +140,31 @@ mod tests {
         let cfg = a.mqtt.config("default-id".into());
         assert_eq!((cfg.port, cfg.client_id.as_str()), (1883, "default-id"));
         assert!(cfg.tls.is_none());
+    }
+
+    #[test]
+    fn mqtt_protocol_and_dead_letter_bounds() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V5);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 1000);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 256 << 20);
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--mqtt-protocol",
+            "3.1.1",
+            "--dead-letter-max-letters",
+            "10",
+            "--dead-letter-max-bytes",
+            "1000000",
+        ]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V311);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 10);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 1_000_000);
+        let zero = ["posture-farm", "analyze", "--dead-letter-max-letters", "0"];
+        assert!(Cli::try_parse_from(zero).is_err());
+        let bad = ["posture-farm", "analyze", "--mqtt-protocol", "6"];
+        assert!(Cli::try_parse_from(bad).is_err());
     }
 
     #[test]
