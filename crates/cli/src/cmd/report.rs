@@ -80,3 +80,62 @@ pub async fn run(args: ReportArgs) -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use clap::Parser as _;
+
+    use crate::cmd::{Cli, Command};
+
+    #[test]
+    fn dashboard_and_report_flags_parse() {
+        let argv = [
+            "posture-farm",
+            "dashboard",
+            "--listen",
+            "0.0.0.0:9000",
+            "--no-gpu",
+            "--no-kubernetes",
+            "--database-url",
+            "sqlite:/tmp/x.db",
+            "--neck-threshold",
+            "35",
+            "--time-zone",
+            "UTC",
+            "--silent-after",
+            "5m",
+        ];
+        let Command::Dashboard(d) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not the dashboard");
+        };
+        assert_eq!(d.listen.to_string(), "0.0.0.0:9000");
+        assert!(d.no_gpu && d.no_kubernetes);
+        assert_eq!(d.silent_after, Duration::from_secs(300));
+        assert_eq!(d.db.target().unwrap().describe(), "sqlite:/tmp/x.db");
+        assert_eq!(d.view.thresholds().unwrap().neck_deg, 35.0);
+        assert_eq!(d.view.clock().unwrap().zone_name(), "UTC");
+        let argv = [
+            "posture-farm",
+            "report",
+            "-o",
+            "r.html",
+            "--since",
+            "7d",
+            "--camera",
+            "pi1,pi2",
+            "--no-images",
+        ];
+        let Command::Report(r) = Cli::try_parse_from(argv).unwrap().command else {
+            panic!("not the report");
+        };
+        assert_eq!(r.cameras, ["pi1", "pi2"]);
+        assert_eq!((r.since.as_str(), r.no_images), ("7d", true));
+        let bad = ["posture-farm", "dashboard", "--time-zone", "Mars/Olympus"];
+        let Command::Dashboard(d) = Cli::try_parse_from(bad).unwrap().command else {
+            panic!("not the dashboard");
+        };
+        assert!(d.view.clock().is_err());
+    }
+}
