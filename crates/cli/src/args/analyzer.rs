@@ -8,12 +8,14 @@ use std::time::Duration;
 use anyhow::Context as _;
 use posture_analyzer::outputs::Outputs;
 use posture_analyzer::retention::{self, Retention};
-use posture_analyzer::store::{DbTarget, LegacyDbVars};
+use posture_analyzer::store::DbTarget;
 use posture_analyzer::{
     Analyzer, AnalyzerConfig, Database, Limits, Metrics, MqttConfig, MqttTls, Outcome, Store,
     Thresholds,
 };
 use prometheus_client::registry::Registry;
+
+use super::DbArgs;
 
 /// Connection to the MQTT broker (shared by `analyze` and `publish`).
 #[derive(Clone, Debug, clap::Args)]
@@ -66,6 +68,40 @@ impl MqttArgs {
     }
 }
 
+/// The verdict's thresholds (the analyzer judges with them; the dashboard
+/// and the report draw them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ThresholdArgs {
+    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "neck-threshold",
+        env = "NECK_THRESHOLD",
+        default_value_t = 40.0
+    )]
+    pub neck_threshold: f32,
+    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "torso-threshold",
+        env = "TORSO_THRESHOLD",
+        default_value_t = 10.0
+    )]
+    pub torso_threshold: f32,
+}
+
+impl ThresholdArgs {
+    /// The thresholds, checked.
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        anyhow::ensure!(
+            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
+            "thresholds must be positive degrees"
+        );
+        Ok(Thresholds {
+            neck_deg: self.neck_threshold,
+            torso_deg: self.torso_threshold,
+        })
+    }
+}
+
 /// Pipeline settings: model, thresholds, limits, outputs, database.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PipelineArgs {
@@ -94,20 +130,9 @@ pub struct PipelineArgs {
     /// tracking for MQTT cameras, static for --files and `local`'s samples.
     #[arg(long = "pose-mode", env = "POSE_MODE")]
     pub pose_mode: Option<posture_pose::Mode>,
-    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "neck-threshold",
-        env = "NECK_THRESHOLD",
-        default_value_t = 40.0
-    )]
-    pub neck_threshold: f32,
-    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "torso-threshold",
-        env = "TORSO_THRESHOLD",
-        default_value_t = 10.0
-    )]
-    pub torso_threshold: f32,
+    /// The Good/Bad thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Largest accepted payload in bytes. Over MQTT 5 the broker is told
     /// (Maximum Packet Size = this + 68 KiB for topic and headers) and
     /// discards larger messages; what arrives over it is dead-lettered (first
@@ -158,69 +183,9 @@ pub struct PipelineArgs {
     /// JPEG quality (1–100) of annotated images.
     #[arg(long = "jpeg-quality", env = "JPEG_QUALITY", default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
     pub jpeg_quality: u8,
+    /// The results database (`--database-url`, `--sqlite-path`, legacy `DB_*`).
     #[command(flatten)]
     pub db: DbArgs,
-}
-
-/// Which database rows (and images) go to: shared by `analyze`, `local` and
-/// `results export`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct DbArgs {
-    /// Database URL: postgres://user:pass@host:5432/db or sqlite:path. Wins over DB_*.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// SQLite file used when no PostgreSQL is configured.
-    #[arg(
-        long = "sqlite-path",
-        env = "SQLITE_PATH",
-        default_value = "posture.db"
-    )]
-    pub sqlite_path: PathBuf,
-    /// Legacy: `true` turns PostgreSQL on with the DB_* settings below.
-    #[arg(long = "db-enabled", env = "DB_ENABLED")]
-    pub db_enabled: Option<String>,
-    /// Legacy: PostgreSQL host.
-    #[arg(long = "db-host", env = "DB_HOST")]
-    pub db_host: Option<String>,
-    /// Legacy: PostgreSQL port (default 5432).
-    #[arg(long = "db-port", env = "DB_PORT")]
-    pub db_port: Option<u16>,
-    /// Legacy: PostgreSQL database (default postgres).
-    #[arg(long = "db-name", env = "DB_NAME")]
-    pub db_name: Option<String>,
-    /// Legacy: PostgreSQL user (default postgres).
-    #[arg(long = "db-user", env = "DB_USER")]
-    pub db_user: Option<String>,
-    /// Legacy: PostgreSQL password.
-    #[arg(long = "db-password", env = "DB_PASSWORD", hide_env_values = true)]
-    pub db_password: Option<String>,
-    /// Legacy: PostgreSQL TLS mode (disable, allow, prefer, require, verify-ca,
-    /// verify-full). With DATABASE_URL put `?sslmode=…` in the URL instead.
-    #[arg(long = "db-sslmode", env = "DB_SSLMODE")]
-    pub db_sslmode: Option<String>,
-    /// Legacy: PEM file of CAs trusted for the PostgreSQL server's certificate
-    /// (verify-ca/verify-full; default: the system roots). With DATABASE_URL
-    /// use `?sslrootcert=…`.
-    #[arg(long = "db-sslrootcert", env = "DB_SSLROOTCERT")]
-    pub db_sslrootcert: Option<PathBuf>,
-}
-
-impl DbArgs {
-    /// Where rows go.
-    pub fn db_target(&self) -> anyhow::Result<DbTarget> {
-        let legacy = LegacyDbVars {
-            enabled: self.db_enabled.clone(),
-            host: self.db_host.clone(),
-            port: self.db_port,
-            name: self.db_name.clone(),
-            user: self.db_user.clone(),
-            password: self.db_password.clone(),
-            sslmode: self.db_sslmode.clone(),
-            sslrootcert: self.db_sslrootcert.clone(),
-        };
-        DbTarget::resolve(self.database_url.as_deref(), &legacy, &self.sqlite_path)
-            .context("choosing the database")
-    }
 }
 
 impl PipelineArgs {
@@ -248,16 +213,13 @@ impl PipelineArgs {
 
     /// Where rows go.
     pub fn db_target(&self) -> anyhow::Result<DbTarget> {
-        self.db.db_target()
+        self.db.target()
     }
 
     /// Loads the model, opens the database and spool, registers metrics
     /// under `posture_analyzer_` in `registry`, and returns the analyzer.
     pub async fn build(&self, registry: &mut Registry) -> anyhow::Result<Analyzer> {
-        anyhow::ensure!(
-            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
-            "thresholds must be positive degrees"
-        );
+        let thresholds = self.thresholds.thresholds()?;
         let model = load_model(&posture_pose::PoseConfig {
             models_dir: self.models_dir.clone(),
             threads: self.pose_threads.max(1),
@@ -284,10 +246,7 @@ impl PipelineArgs {
             max_payload_bytes: self.max_payload_bytes,
             max_pixels: self.max_pixels,
         };
-        cfg.thresholds = Thresholds {
-            neck_deg: self.neck_threshold,
-            torso_deg: self.torso_threshold,
-        };
+        cfg.thresholds = thresholds;
         cfg.font = self.font.clone();
         cfg.dead_letter = posture_analyzer::deadletter::DeadLetterLimits {
             max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),

@@ -152,8 +152,8 @@ mod tests {
         let a = analyze(&["--topic", "images/pi1", "--topic", "images/pi2,images/pi3"]);
         assert_eq!(a.topics, ["images/pi1", "images/pi2", "images/pi3"]);
         assert!(a.files.is_empty());
-        assert_eq!(a.pipeline.neck_threshold, 40.0);
-        assert_eq!(a.pipeline.torso_threshold, 10.0);
+        assert_eq!(a.pipeline.thresholds.neck_threshold, 40.0);
+        assert_eq!(a.pipeline.thresholds.torso_threshold, 10.0);
         let cfg = a.mqtt.config("default-id".into());
         assert_eq!((cfg.port, cfg.client_id.as_str()), (1883, "default-id"));
         assert!(cfg.tls.is_none());
@@ -196,7 +196,7 @@ mod tests {
             "desk",
         ]);
         assert_eq!(a.files.len(), 2);
-        assert_eq!(a.pipeline.neck_threshold, 35.0);
+        assert_eq!(a.pipeline.thresholds.neck_threshold, 35.0);
         assert_eq!(a.camera_id.as_deref(), Some("desk"));
     }
 

@@ -51,7 +51,7 @@ pub async fn run(command: ResultsCommand) -> anyhow::Result<()> {
 }
 
 async fn run_export(args: ExportArgs) -> anyhow::Result<()> {
-    let target = args.db.db_target()?;
+    let target = args.db.target()?;
     let mut db = Database::open(&target)
         .await
         .with_context(|| format!("opening the database {}", target.describe()))?;
@@ -113,7 +113,7 @@ mod tests {
         assert_eq!(a.cameras, ["pi1", "pi2"]);
         assert_eq!(a.format, posture_analyzer::export::ExportFormat::Jsonl);
         assert!(a.since.is_some() && a.until.is_none() && !a.no_images);
-        assert_eq!(a.db.db_target().unwrap().describe(), "sqlite:/data/p.db");
+        assert_eq!(a.db.target().unwrap().describe(), "sqlite:/data/p.db");
         assert!(
             Cli::try_parse_from(["posture-farm", "results", "export", "--format", "xml"]).is_err()
         );
