@@ -15,7 +15,9 @@ mod balancer;
 mod dashboard;
 mod gpu;
 
-pub use analyzer::{MqttArgs, PipelineArgs, ThresholdArgs, print_locations, summary_line};
+pub use analyzer::{
+    MqttArgs, PipelineArgs, ThresholdArgs, load_model, print_locations, summary_line,
+};
 pub use balancer::BalancerArgs;
 pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
