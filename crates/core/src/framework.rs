@@ -29,6 +29,10 @@ pub struct SchedulingContext<'a> {
 pub struct Binding {
     /// The pod to bind.
     pub pod: PodKey,
+    /// The `metadata.uid` of the pod the decision was made for: sent in the
+    /// Binding so the API server refuses it (409) when a pod of the same
+    /// name was recreated meanwhile, as kube-scheduler does.
+    pub uid: String,
     /// The node to bind it to.
     pub node: String,
 }
@@ -38,6 +42,9 @@ pub struct Binding {
 pub struct Eviction {
     /// The victim.
     pub pod: PodKey,
+    /// The victim's `metadata.uid`: sent as `deleteOptions.preconditions.uid`,
+    /// so a pod recreated under the victim's name is never evicted instead.
+    pub uid: String,
     /// The node it runs on.
     pub node: String,
     /// The pod the room is made for.

@@ -252,6 +252,7 @@ impl Profile for GpuLeastLoaded {
                     taken.push((node.clone(), pod.requests.clone()));
                     bindings.push(Binding {
                         pod: pod.key.clone(),
+                        uid: pod.uid.clone(),
                         node,
                     });
                 }
@@ -464,6 +465,7 @@ mod tests {
                 d,
                 Decision::Bind(vec![Binding {
                     pod: PodKey::new("default", "p"),
+                    uid: mk_pod("p").uid,
                     node: "c".into()
                 }])
             );

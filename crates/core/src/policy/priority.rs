@@ -563,6 +563,7 @@ impl<'c> Plan<'c> {
             .add(&pod.requests);
         self.bindings.push(Binding {
             pod: pod.key.clone(),
+            uid: pod.uid.clone(),
             node,
         });
     }
@@ -572,6 +573,11 @@ impl<'c> Plan<'c> {
             self.victims.insert(victim.clone());
             self.evictions.push(Eviction {
                 pod: victim.clone(),
+                uid: self
+                    .cluster
+                    .pod(victim)
+                    .map(|p| p.uid.clone())
+                    .unwrap_or_default(),
                 node: candidate.node.clone(),
                 preemptor: preemptor.key.clone(),
             });

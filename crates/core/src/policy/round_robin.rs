@@ -135,6 +135,7 @@ impl Profile for RoundRobin {
             match self.pick(cluster, pod) {
                 Ok(node) => bindings.push(Binding {
                     pod: pod.key.clone(),
+                    uid: pod.uid.clone(),
                     node,
                 }),
                 Err(summary) => {
@@ -217,6 +218,7 @@ mod tests {
         let first = rr.pick(&c, &mk_pod("p")).unwrap();
         rr.bind_failed(&Binding {
             pod: PodKey::new("default", "p"),
+            uid: String::new(),
             node: first.clone(),
         });
         assert_eq!(rr.pick(&c, &mk_pod("p")).unwrap(), first);
@@ -314,7 +316,7 @@ mod tests {
                     Ok(node) => {
                         prop_assert!(eligible.contains(&node), "chose ineligible {node}");
                         if failures.get(i).copied().unwrap_or(false) {
-                            rr.bind_failed(&Binding { pod: pod.key.clone(), node });
+                            rr.bind_failed(&Binding { pod: pod.key.clone(), uid: pod.uid.clone(), node });
                         } else {
                             *counts.entry(node).or_default() += 1;
                             bound += 1;

@@ -103,6 +103,16 @@ struct Unit {
     now: Millis,
 }
 
+/// The key of a bind in flight: the pod's UID (its namespace/name only when
+/// it has none, which API objects always have).
+fn flight_key(key: &PodKey, uid: &str) -> String {
+    if uid.is_empty() {
+        key.to_string()
+    } else {
+        uid.to_string()
+    }
+}
+
 /// Tagged pod event (which pod stream it came from).
 type PodStreamEvent = (usize, Result<WatchEvent<Pod>, watcher::Error>);
 
@@ -121,8 +131,10 @@ pub struct Scheduler {
     rng: StdRng,
     cluster: Cluster,
     queue: SchedulingQueue,
-    /// Pods with a bind in flight → node assumed.
-    in_flight: HashMap<PodKey, String>,
+    /// Binds in flight by pod UID → (pod, node assumed). Keyed by UID, not
+    /// name: a pod deleted and recreated under the same name mid-bind is a
+    /// different pod, decided on its own (issue 11.6).
+    in_flight: HashMap<String, (PodKey, String)>,
     /// Preemptors waiting for their victims.
     preempting: HashSet<PodKey>,
     ops: FuturesUnordered<BoxFuture<'static, Done>>,
@@ -293,7 +305,7 @@ impl Scheduler {
                     .cluster
                     .pending_group_members(&key.namespace, &group.name)
                     .into_iter()
-                    .filter(|p| !self.in_flight.contains_key(&p.key))
+                    .filter(|p| !self.in_flight.contains_key(&flight_key(&p.key, &p.uid)))
                     .map(|p| p.key.clone())
                     .collect();
                 for m in &members {
@@ -470,8 +482,10 @@ impl Scheduler {
 
     fn issue_bind(&mut self, binding: Binding, uid: String, created_at: Millis) {
         self.cluster.assume(&binding.pod, &binding.node);
-        self.in_flight
-            .insert(binding.pod.clone(), binding.node.clone());
+        self.in_flight.insert(
+            flight_key(&binding.pod, &uid),
+            (binding.pod.clone(), binding.node.clone()),
+        );
         self.binds_in_flight += 1;
         let fut = self.actuator.bind(&binding);
         self.ops.push(Box::pin(async move {
@@ -511,8 +525,15 @@ impl Scheduler {
     ) {
         let now = self.clock.now();
         self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
-        self.in_flight.remove(&binding.pod);
+        self.in_flight.remove(&flight_key(&binding.pod, &uid));
         self.metrics.bind(outcome.label());
+        if self.cluster.pod(&binding.pod).is_some_and(|p| p.uid != uid) {
+            // The pod was deleted and recreated under the same name while
+            // this bind was in flight: the answer is about the old pod. The
+            // new one is queued on its own and must not be touched.
+            tracing::info!(pod = %binding.pod, old_uid = %uid, outcome = outcome.label(), "bind answer for a replaced pod; ignored");
+            return;
+        }
         match outcome {
             BindOutcome::Bound => {
                 tracing::info!(pod = %binding.pod, node = %binding.node, "bound");

@@ -6,7 +6,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use posture_core::PodKey;
 
-use super::Scheduler;
+use super::{Scheduler, flight_key};
 use crate::scheduler::config::PodScope;
 use crate::scheduler::convert;
 use crate::scheduler::events::{PodRef, Report};
@@ -122,7 +122,7 @@ impl Scheduler {
                     .cluster
                     .pods()
                     .filter(|p| if stream == 0 { p.ours } else { !p.ours })
-                    .filter(|p| !seen.contains(&p.key) && !self.in_flight.contains_key(&p.key))
+                    .filter(|p| !seen.contains(&p.key) && !self.in_flight.contains_key(&flight_key(&p.key, &p.uid)))
                     .map(|p| p.key.clone())
                     .collect();
                 for k in stale {
@@ -136,7 +136,15 @@ impl Scheduler {
             }
             WatchEvent::Delete(pod) => {
                 let info = convert::pod_info(&pod, &self.cfg.scheduler_name);
-                self.forget_pod(&info.key);
+                // A Delete for an older pod of the same name leaves the
+                // current one alone.
+                let replaced = self
+                    .cluster
+                    .pod(&info.key)
+                    .is_some_and(|p| !info.uid.is_empty() && p.uid != info.uid);
+                if !replaced {
+                    self.forget_pod(&info.key);
+                }
             }
         }
     }
@@ -168,9 +176,10 @@ impl Scheduler {
             return Some(key);
         }
         if info.node_name.is_none()
-            && let Some(node) = self.in_flight.get(&key)
+            && let Some((_, node)) = self.in_flight.get(&flight_key(&key, &info.uid))
         {
-            // An event older than our bind: keep the assumption.
+            // An event older than our bind: keep the assumption. Only for
+            // the same pod (UID): a pod recreated under the same name is new.
             info.node_name = Some(node.clone());
         }
         if info.ours
@@ -188,12 +197,13 @@ impl Scheduler {
         }
         let pending_ours = info.ours && info.is_pending();
         let (priority, created_at) = (info.priority, info.created_at);
+        let in_flight = self.in_flight.contains_key(&flight_key(&key, &info.uid));
         // A terminating pod stays in the index (holding its node) until its
         // Delete event arrives.
         self.cluster.upsert_pod(info);
         if pending_ours {
             self.queue.add(key.clone(), priority, created_at);
-        } else if !self.in_flight.contains_key(&key) {
+        } else if !in_flight {
             self.queue.remove(&key);
         }
         Some(key)

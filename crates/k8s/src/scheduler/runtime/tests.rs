@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 fn node(name: &str, ready: bool, cordoned: bool) -> Node {
     serde_json::from_value(json!({
-        "metadata": {"name": name},
+        "metadata": {"name": name, "labels": {"kubernetes.io/hostname": name}},
         "spec": {"unschedulable": cordoned},
         "status": {
             "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
@@ -57,6 +57,19 @@ impl Actuator for FakeActuator {
             .and_then(|q| q.pop_front())
             .unwrap_or("bound");
         Box::pin(async move {
+            if let Some(rest) = next.strip_prefix("slow-") {
+                // An API call that takes a while: the watch moves on meanwhile.
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                return match rest {
+                    "gone" => BindOutcome::PodGone,
+                    "error" => BindOutcome::Failed(kube::Error::Api(
+                        kube::core::Status::failure("etcdserver: request timed out", "InternalError")
+                            .with_code(500)
+                            .boxed(),
+                    )),
+                    _ => BindOutcome::Bound,
+                };
+            }
             match next {
                 "conflict" => BindOutcome::AlreadyBound("already assigned".into()),
                 "error" => BindOutcome::Failed(kube::Error::Api(
@@ -670,4 +683,58 @@ async fn recorded_exchange_bind_retry_and_events() {
     let _ = stop_tx.send(());
     task.await.unwrap();
     reporter.abort();
+}
+
+/// Issue 11.6: a pod deleted and recreated under the same name while its
+/// bind is in flight. The new pod is evaluated on its own (its nodeSelector
+/// is honoured, it is not taken for the old one's assumption) and bound with
+/// its own UID; the API's refusal of the old bind (UID precondition) drops
+/// nothing.
+#[tokio::test(start_paused = true)]
+async fn a_pod_recreated_mid_bind_is_evaluated_and_bound_on_its_own() {
+    let h = Harness::start(vec![]);
+    h.actuator
+        .script
+        .lock()
+        .unwrap()
+        .insert("web-0".into(), VecDeque::from(["slow-gone"]));
+    h.init_nodes(vec![node("a", true, false), node("b", true, false)]);
+    h.init_pods(vec![pod("web-0")]);
+    h.settle().await;
+    assert_eq!(h.bound_nodes(), ["a"], "first incarnation decided, bind in flight");
+    let mut recreated = pod("web-0");
+    recreated.metadata.uid = Some("uid-web-0-v2".into());
+    recreated.spec.as_mut().unwrap().node_selector =
+        Some([("kubernetes.io/hostname".to_string(), "b".to_string())].into());
+    h.pods.unbounded_send(Ok(WatchEvent::Delete(pod("web-0")))).unwrap();
+    h.pods
+        .unbounded_send(Ok(WatchEvent::Apply(recreated)))
+        .unwrap();
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    h.settle().await;
+    let binds: Vec<(String, String)> = h
+        .actuator
+        .binds
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|b| (b.uid.clone(), b.node.clone()))
+        .collect();
+    assert_eq!(
+        binds,
+        [
+            ("uid-web-0".to_string(), "a".to_string()),
+            ("uid-web-0-v2".to_string(), "b".to_string())
+        ]
+    );
+    let reports = h.stop().await;
+    let scheduled: Vec<String> = reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::Scheduled { pod, node } => Some(format!("{}@{node}", pod.uid)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(scheduled, ["uid-web-0-v2@b"]);
 }
