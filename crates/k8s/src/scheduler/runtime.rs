@@ -137,6 +137,9 @@ pub struct Scheduler {
     in_flight: HashMap<String, (PodKey, String)>,
     /// Preemptors waiting for their victims.
     preempting: HashSet<PodKey>,
+    /// Gang members whose bind failed: their node stays assumed (reserved)
+    /// and the same binding is retried after backoff (issue 11.7).
+    reserved: HashMap<PodKey, Binding>,
     ops: FuturesUnordered<BoxFuture<'static, Done>>,
     binds_in_flight: usize,
     /// Last FailedScheduling message per pod (condition patched on change).
@@ -175,6 +178,7 @@ impl Scheduler {
             queue,
             in_flight: HashMap::new(),
             preempting: HashSet::new(),
+            reserved: HashMap::new(),
             ops: FuturesUnordered::new(),
             binds_in_flight: 0,
             last_failure: HashMap::new(),
@@ -322,6 +326,11 @@ impl Scheduler {
     }
 
     fn schedule_unit(&mut self, key: PodKey) {
+        if let Some(binding) = self.reserved.remove(&key)
+            && self.retry_reserved(binding)
+        {
+            return;
+        }
         let unit_keys = self.unit_for(&key);
         let unit: Vec<&PodInfo> = unit_keys
             .iter()
@@ -329,8 +338,15 @@ impl Scheduler {
             .filter(|p| p.is_pending())
             .collect();
         if unit.is_empty() {
-            // Bound or deleted meanwhile.
-            self.queue.remove(&key);
+            // Bound or deleted meanwhile, or its bind is in flight (then the
+            // bind's answer decides what becomes of it: keep it queued).
+            let in_flight = self
+                .cluster
+                .pod(&key)
+                .is_some_and(|p| self.in_flight.contains_key(&flight_key(&key, &p.uid)));
+            if !in_flight {
+                self.queue.remove(&key);
+            }
             return;
         }
         let now = self.clock.now();
@@ -564,18 +580,72 @@ impl Scheduler {
                 self.queue.remove(&binding.pod);
                 self.cluster.remove_pod(&binding.pod);
             }
-            BindOutcome::Failed(err) => {
-                tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
+            BindOutcome::Failed(err) => self.bind_failed(binding, &uid, &err, now),
+        }
+    }
+
+    /// A bind failed (not 409/404): retry with backoff. A gang member keeps
+    /// its node reserved and is retried there, so the gang stays whole
+    /// (issue 11.7); any other pod is decided again.
+    fn bind_failed(&mut self, binding: Binding, uid: &str, err: &kube::Error, now: Millis) {
+        tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
+        self.metrics.failure("BindError");
+        let Some(pod) = self.cluster.pod(&binding.pod) else {
+            return;
+        };
+        let (priority, created_at) = (pod.priority, pod.created_at);
+        let group = pod
+            .group
+            .as_ref()
+            .filter(|_| self.profile.gang_aware())
+            .map(|g| g.name.clone());
+        let mut message = format!("Binding rejected: {err}");
+        match group {
+            Some(group) => {
+                // The assumption stays: nothing else is placed on the node.
+                let ns = &binding.pod.namespace;
+                let bound = self.cluster.bound_group_members(ns, &group);
+                message.push_str(&format!(
+                    "; retrying on its reserved node {} (pod group {ns}/{group}: {} member(s) bound or binding)",
+                    binding.node,
+                    bound.saturating_sub(1)
+                ));
+                self.reserved.insert(binding.pod.clone(), binding.clone());
+            }
+            None => {
                 self.cluster.forget(&binding.pod);
                 self.profile.bind_failed(&binding);
-                self.metrics.failure("BindError");
-                if self.queue.contains(&binding.pod) {
-                    self.queue.backoff(&binding.pod, now, &mut self.rng);
-                }
-                let message = format!("Binding rejected: {err}");
-                self.report_failure(&binding.pod, &uid, &message);
             }
         }
+        // Queued again even if a backoff timer fired meanwhile and dropped it.
+        if !self.queue.contains(&binding.pod) {
+            self.queue.add(binding.pod.clone(), priority, created_at);
+            self.queue.take(&binding.pod);
+        }
+        self.queue.backoff(&binding.pod, now, &mut self.rng);
+        self.report_failure(&binding.pod, uid, &message);
+    }
+
+    /// Re-issues the bind of a gang member on its reserved node. `false`
+    /// when the reservation no longer holds (the node is gone): the member
+    /// is then decided again like any pending pod.
+    fn retry_reserved(&mut self, binding: Binding) -> bool {
+        let Some(pod) = self
+            .cluster
+            .pod(&binding.pod)
+            .filter(|p| p.uid == binding.uid)
+        else {
+            return false;
+        };
+        let created_at = pod.created_at;
+        if self.cluster.node(&binding.node).is_none() {
+            tracing::info!(pod = %binding.pod, node = %binding.node, "reserved node is gone; deciding again");
+            self.cluster.forget(&binding.pod);
+            return false;
+        }
+        let uid = binding.uid.clone();
+        self.issue_bind(binding, uid, created_at);
+        true
     }
 
     /// What the evictions answered: victims reported, refusals make the unit

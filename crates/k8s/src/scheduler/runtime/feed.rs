@@ -152,6 +152,7 @@ impl Scheduler {
     /// Removes a pod that was deleted or left the watched selection.
     fn forget_pod(&mut self, key: &PodKey) {
         self.queue.remove(key);
+        self.reserved.remove(key);
         self.last_failure.remove(key);
         self.preempting.remove(key);
         if let Some(old) = self.cluster.remove_pod(key)
@@ -175,12 +176,22 @@ impl Scheduler {
             self.forget_pod(&key);
             return Some(key);
         }
+        let reserved = self
+            .reserved
+            .get(&key)
+            .filter(|b| b.uid == info.uid)
+            .map(|b| b.node.clone());
         if info.node_name.is_none()
-            && let Some((_, node)) = self.in_flight.get(&flight_key(&key, &info.uid))
+            && let Some(node) = self
+                .in_flight
+                .get(&flight_key(&key, &info.uid))
+                .map(|(_, n)| n.clone())
+                .or(reserved.clone())
         {
-            // An event older than our bind: keep the assumption. Only for
-            // the same pod (UID): a pod recreated under the same name is new.
-            info.node_name = Some(node.clone());
+            // An event older than our bind (or a gang member retrying on its
+            // reserved node): keep the assumption. Only for the same pod
+            // (UID): a pod recreated under the same name is new.
+            info.node_name = Some(node);
         }
         if info.ours
             && let Some(err) = &info.priority_error
@@ -197,7 +208,8 @@ impl Scheduler {
         }
         let pending_ours = info.ours && info.is_pending();
         let (priority, created_at) = (info.priority, info.created_at);
-        let in_flight = self.in_flight.contains_key(&flight_key(&key, &info.uid));
+        let in_flight =
+            self.in_flight.contains_key(&flight_key(&key, &info.uid)) || reserved.is_some();
         // A terminating pod stays in the index (holding its node) until its
         // Delete event arrives.
         self.cluster.upsert_pod(info);
