@@ -16,9 +16,13 @@
 //! ```
 //!
 //! Semantics:
-//! - **Priority** is [`PodInfo::priority`] (the `priority` annotation, else
-//!   `spec.priority`, else 0; a malformed annotation counts as 0). The queue
+//! - **Priority** is [`PodInfo::priority`] (`spec.priority` from the
+//!   PriorityClass, else 0; the `priority` annotation only in namespaces the
+//!   operator allows, see [`crate::model::effective_priority`]). The queue
 //!   hands out the highest priority first, then the oldest.
+//! - **Ours** ([`crate::model::Ownership`]): our scheduler name, namespace
+//!   and label selector. Other pods bound to a node are capacity only: never
+//!   victims.
 //! - **Capacity** ([`CapacityMode`]): one pod of this scheduler per node (the
 //!   default), or resource fit (the pod's requests against allocatable minus
 //!   what every bound pod requests).

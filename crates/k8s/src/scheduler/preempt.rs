@@ -92,15 +92,15 @@ pub fn eviction_object(e: &Eviction) -> EvictionBody {
             namespace: Some(e.pod.namespace.clone()),
             ..Default::default()
         },
-        delete_options: Some(e.uid.clone()).filter(|u| !u.is_empty()).map(|uid| {
-            DeleteOptions {
+        delete_options: Some(e.uid.clone())
+            .filter(|u| !u.is_empty())
+            .map(|uid| DeleteOptions {
                 preconditions: Some(Preconditions {
                     uid: Some(uid),
                     resource_version: None,
                 }),
                 ..Default::default()
-            }
-        }),
+            }),
     }
 }
 

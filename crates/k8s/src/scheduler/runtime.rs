@@ -27,6 +27,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use posture_core::filter::{FilterReason, FilterSummary};
 use posture_core::gpu::GpuSnapshot;
+use posture_core::model::{LabelRequirement, LabelSelector, Ownership};
 use posture_core::queue::SchedulingQueue;
 use posture_core::{
     Binding, Cluster, Decision, Eviction, Millis, Nomination, PodInfo, PodKey, Profile,
@@ -39,6 +40,7 @@ use tokio::sync::watch;
 use super::actuator::{Actuator, EvictResult};
 use super::binder::BindOutcome;
 use super::config::RuntimeConfig;
+use super::convert::PodReader;
 use super::events::{PodRef, Report, Reports};
 use super::metrics::SchedulerMetrics;
 use super::watch::EventStream;
@@ -119,6 +121,8 @@ type PodStreamEvent = (usize, Result<WatchEvent<Pod>, watcher::Error>);
 /// The loop. Create with [`Scheduler::new`], run with [`Scheduler::run`].
 pub struct Scheduler {
     cfg: RuntimeConfig,
+    /// Which pods are ours and how their priority is read.
+    reader: PodReader,
     profile: Box<dyn Profile>,
     actuator: Arc<dyn Actuator>,
     reports: Reports,
@@ -163,8 +167,24 @@ impl Scheduler {
     ) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
         let queue = SchedulingQueue::new(cfg.backoff);
+        let reader = cfg.reader().unwrap_or_else(|err| {
+            // The CLI validates the selector first; a library caller that
+            // passes a bad one gets no pod taken as ours rather than all.
+            tracing::error!(%err, "no pod is taken as ours");
+            PodReader {
+                ownership: Ownership {
+                    scheduler_name: cfg.scheduler_name.clone(),
+                    namespace: cfg.namespace.clone(),
+                    selector: LabelSelector {
+                        requirements: vec![LabelRequirement::In(String::new(), Vec::new())],
+                    },
+                },
+                ..PodReader::default()
+            }
+        });
         Self {
             cfg,
+            reader,
             profile,
             actuator,
             reports,

@@ -7,7 +7,6 @@ use kube::runtime::watcher::{self, Event as WatchEvent};
 use posture_core::PodKey;
 
 use super::{Scheduler, flight_key};
-use crate::scheduler::config::PodScope;
 use crate::scheduler::convert;
 use crate::scheduler::events::{PodRef, Report};
 
@@ -118,11 +117,17 @@ impl Scheduler {
             }
             WatchEvent::InitDone => {
                 let seen = std::mem::take(&mut self.init_seen_pods[stream]);
+                // One stream shows every pod the loop knows; with two, the
+                // first shows ours and the second the others.
+                let single = self.init_seen_pods.len() == 1;
                 let stale: Vec<PodKey> = self
                     .cluster
                     .pods()
-                    .filter(|p| if stream == 0 { p.ours } else { !p.ours })
-                    .filter(|p| !seen.contains(&p.key) && !self.in_flight.contains_key(&flight_key(&p.key, &p.uid)))
+                    .filter(|p| single || if stream == 0 { p.ours } else { !p.ours })
+                    .filter(|p| {
+                        !seen.contains(&p.key)
+                            && !self.in_flight.contains_key(&flight_key(&p.key, &p.uid))
+                    })
                     .map(|p| p.key.clone())
                     .collect();
                 for k in stale {
@@ -135,7 +140,7 @@ impl Scheduler {
                 self.apply_pod(&pod);
             }
             WatchEvent::Delete(pod) => {
-                let info = convert::pod_info(&pod, &self.cfg.scheduler_name);
+                let info = convert::pod_info(&pod, &self.reader);
                 // A Delete for an older pod of the same name leaves the
                 // current one alone.
                 let replaced = self
@@ -155,19 +160,30 @@ impl Scheduler {
         self.reserved.remove(key);
         self.last_failure.remove(key);
         self.preempting.remove(key);
-        if let Some(old) = self.cluster.remove_pod(key)
-            && old.node_name.is_some()
-            && self.cfg.scope != PodScope::Pending
-        {
-            // Capacity freed (a victim gone, a pod finished): retry waiting pods.
-            self.queue.move_all_to_active();
+        if let Some(old) = self.cluster.remove_pod(key) {
+            // Its warning was given; a pod recreated under this name has a
+            // new UID and gets its own.
+            self.warned_uids.remove(&old.uid);
+            if old.node_name.is_some() {
+                // Capacity freed (a victim gone, a pod finished): retry
+                // waiting pods.
+                self.queue.move_all_to_active();
+            }
         }
     }
 
     /// Updates the index from a pod; returns its key.
     fn apply_pod(&mut self, pod: &Pod) -> Option<PodKey> {
-        let mut info = convert::pod_info(pod, &self.cfg.scheduler_name);
+        let mut info = convert::pod_info(pod, &self.reader);
         let key = info.key.clone();
+        if !info.ours && info.node_name.is_none() {
+            // Another scheduler's (or out of our scope) and not bound: it
+            // takes no room anywhere yet. Not kept, to keep the index small.
+            if self.cluster.pod(&key).is_some_and(|p| p.uid == info.uid) {
+                self.forget_pod(&key);
+            }
+            return Some(key);
+        }
         let terminal = matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
             Some("Succeeded") | Some("Failed")
@@ -194,7 +210,7 @@ impl Scheduler {
             info.node_name = Some(node);
         }
         if info.ours
-            && let Some(err) = &info.priority_error
+            && let Some(warning) = &info.priority_warning
             && self.warned_uids.insert(info.uid.clone())
         {
             self.reports.send(Report::Warning {
@@ -202,8 +218,8 @@ impl Scheduler {
                     key: key.clone(),
                     uid: info.uid.clone(),
                 },
-                reason: "InvalidPriority".into(),
-                message: err.clone(),
+                reason: warning.reason.into(),
+                message: warning.message.clone(),
             });
         }
         let pending_ours = info.ours && info.is_pending();

@@ -72,9 +72,12 @@ impl Actuator for FakeActuator {
                 return record(match rest {
                     "gone" => BindOutcome::PodGone,
                     "error" => BindOutcome::Failed(kube::Error::Api(
-                        kube::core::Status::failure("etcdserver: request timed out", "InternalError")
-                            .with_code(500)
-                            .boxed(),
+                        kube::core::Status::failure(
+                            "etcdserver: request timed out",
+                            "InternalError",
+                        )
+                        .with_code(500)
+                        .boxed(),
                     )),
                     _ => BindOutcome::Bound,
                 });
@@ -198,16 +201,39 @@ impl Harness {
 
 fn prio_pod(name: &str, priority: i32, node: Option<&str>, group: Option<(&str, u32)>) -> Pod {
     let mut annotations = serde_json::Map::new();
-    annotations.insert("priority".into(), json!(priority.to_string()));
     if let Some((g, n)) = group {
         annotations.insert("pod-group".into(), json!(g));
         annotations.insert("pod-group-min-member".into(), json!(n.to_string()));
     }
+    // The priority comes from a PriorityClass: the API server copies its
+    // value into spec.priority.
     serde_json::from_value(json!({
         "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
             "creationTimestamp": "2026-11-23T10:00:00Z", "annotations": annotations},
-        "spec": {"schedulerName": "posture-priority", "nodeName": node,
+        "spec": {"schedulerName": "posture-priority", "nodeName": node, "priority": priority,
             "containers": [{"name": "c", "image": "i"}]},
+        "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}
+    }))
+    .unwrap()
+}
+
+/// A pod from its parts: namespace, scheduler, node (bound when set), CPU
+/// request in millicores, labels and annotations.
+fn any_pod(
+    name: &str,
+    namespace: &str,
+    scheduler: &str,
+    node: Option<&str>,
+    cpu_millis: u32,
+    labels: serde_json::Value,
+    annotations: serde_json::Value,
+) -> Pod {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": namespace, "uid": format!("uid-{namespace}-{name}"),
+            "creationTimestamp": "2026-11-23T10:00:00Z", "labels": labels, "annotations": annotations},
+        "spec": {"schedulerName": scheduler, "nodeName": node,
+            "containers": [{"name": "c", "image": "i",
+                "resources": {"requests": {"cpu": format!("{cpu_millis}m")}}}]},
         "status": {"phase": if node.is_some() { "Running" } else { "Pending" }}
     }))
     .unwrap()
@@ -524,11 +550,11 @@ async fn configured_order_is_followed() {
     let _ = h.stop().await;
 }
 
-/// The pod watch asks the API server for exactly our pending pods.
-#[tokio::test]
-async fn pod_watch_uses_field_and_label_selectors() {
+/// The first list request of the pod watch for `cfg`: its path and query.
+async fn first_pod_list(cfg: RuntimeConfig) -> (String, std::collections::HashMap<String, String>) {
     let (client, mut mock) = ApiMock::new();
-    let (_nodes, mut pods) = watch_streams(&client, &RuntimeConfig::default());
+    let (_nodes, mut pods) = watch_streams(&client, &cfg);
+    assert_eq!(pods.len(), 1, "one pod stream");
     let mut stream = pods.remove(0);
     // The first event (Init) comes before any request; the list follows.
     let poll = tokio::spawn(async move {
@@ -539,24 +565,49 @@ async fn pod_watch_uses_field_and_label_selectors() {
             second.is_some_and(|e| e.is_ok()),
         )
     });
-    let req = mock.expect_get("/api/v1/namespaces/default/pods").await;
-    let query: std::collections::HashMap<String, String> =
-        url_pairs(&req.query).into_iter().collect();
-    assert_eq!(
-        query.get("fieldSelector").map(String::as_str),
-        Some(
-            "spec.schedulerName=rr-scheduler,spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed"
-        )
-    );
-    assert_eq!(
-        query.get("labelSelector").map(String::as_str),
-        Some("app=posture")
+    let req = mock.next().await;
+    assert_eq!(req.method, "GET");
+    let (path, query) = (
+        req.path.clone(),
+        url_pairs(&req.query).into_iter().collect(),
     );
     req.respond(
         200,
         json!({"apiVersion": "v1", "kind": "PodList", "metadata": {"resourceVersion": "1"}, "items": []}),
     );
     assert_eq!(poll.await.unwrap(), (true, true));
+    (path, query)
+}
+
+/// Round-robin, GPU and resource-fit watch every unfinished pod in the
+/// cluster (what is bound anywhere takes room); one-per-node only ours.
+#[tokio::test]
+async fn pod_watch_uses_field_and_label_selectors() {
+    let (path, query) = first_pod_list(RuntimeConfig::default()).await;
+    assert_eq!(path, "/api/v1/pods");
+    assert_eq!(
+        query.get("fieldSelector").map(String::as_str),
+        Some("status.phase!=Succeeded,status.phase!=Failed")
+    );
+    assert_eq!(
+        query.get("labelSelector"),
+        None,
+        "ours are picked in-process"
+    );
+    let ours = RuntimeConfig {
+        scope: PodScope::Ours,
+        ..RuntimeConfig::default()
+    };
+    let (path, query) = first_pod_list(ours).await;
+    assert_eq!(path, "/api/v1/namespaces/default/pods");
+    assert_eq!(
+        query.get("fieldSelector").map(String::as_str),
+        Some("spec.schedulerName=rr-scheduler")
+    );
+    assert_eq!(
+        query.get("labelSelector").map(String::as_str),
+        Some("app=posture")
+    );
 }
 
 fn url_pairs(query: &str) -> Vec<(String, String)> {
@@ -710,12 +761,18 @@ async fn a_pod_recreated_mid_bind_is_evaluated_and_bound_on_its_own() {
     h.init_nodes(vec![node("a", true, false), node("b", true, false)]);
     h.init_pods(vec![pod("web-0")]);
     h.settle().await;
-    assert_eq!(h.bound_nodes(), ["a"], "first incarnation decided, bind in flight");
+    assert_eq!(
+        h.bound_nodes(),
+        ["a"],
+        "first incarnation decided, bind in flight"
+    );
     let mut recreated = pod("web-0");
     recreated.metadata.uid = Some("uid-web-0-v2".into());
     recreated.spec.as_mut().unwrap().node_selector =
         Some([("kubernetes.io/hostname".to_string(), "b".to_string())].into());
-    h.pods.unbounded_send(Ok(WatchEvent::Delete(pod("web-0")))).unwrap();
+    h.pods
+        .unbounded_send(Ok(WatchEvent::Delete(pod("web-0"))))
+        .unwrap();
     h.pods
         .unbounded_send(Ok(WatchEvent::Apply(recreated)))
         .unwrap();
@@ -792,7 +849,10 @@ async fn a_gang_member_whose_bind_fails_is_retried_on_its_reserved_node() {
         .unbounded_send(Ok(WatchEvent::Apply(prio_pod("other", 50, None, None))))
         .unwrap();
     h.settle().await;
-    assert!(binds_of(&h, "other").is_empty(), "the reserved node is not free");
+    assert!(
+        binds_of(&h, "other").is_empty(),
+        "the reserved node is not free"
+    );
     tokio::time::sleep(Duration::from_secs(3)).await;
     h.settle().await;
     assert_eq!(binds_of(&h, "trio-1"), [first[0].clone(), first[0].clone()]);
@@ -803,8 +863,10 @@ async fn a_gang_member_whose_bind_fails_is_retried_on_its_reserved_node() {
     assert!(binds_of(&h, "other").is_empty());
     let reports = h.stop().await;
     assert!(
-        reports.iter().any(|r| matches!(r, Report::FailedScheduling { pod, message, .. }
-            if pod.key.name == "trio-1" && message.contains("reserved"))),
+        reports.iter().any(
+            |r| matches!(r, Report::FailedScheduling { pod, message, .. }
+            if pod.key.name == "trio-1" && message.contains("reserved"))
+        ),
         "the retry on the reserved node is explained: {reports:?}"
     );
 }
@@ -824,7 +886,12 @@ async fn a_member_whose_backoff_fires_mid_bind_stays_queued() {
     // just before that retry fires; both binds then take 1 s.
     tokio::time::sleep(Duration::from_millis(4600)).await;
     h.pods
-        .unbounded_send(Ok(WatchEvent::Apply(prio_pod("duo-1", 50, None, Some(("duo", 2))))))
+        .unbounded_send(Ok(WatchEvent::Apply(prio_pod(
+            "duo-1",
+            50,
+            None,
+            Some(("duo", 2)),
+        ))))
         .unwrap();
     h.settle().await;
     assert_eq!(binds_of(&h, "duo-0").len(), 1);
@@ -896,5 +963,181 @@ mod gang_properties {
                 prop_assert!(!bound.is_empty(), "a gang fits, so one is bound");
             }
         }
+    }
+}
+
+fn failures(reports: &[Report]) -> Vec<String> {
+    reports
+        .iter()
+        .filter_map(|r| match r {
+            Report::FailedScheduling { pod, message, .. } => {
+                Some(format!("{}: {message}", pod.key.name))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 11.8: a 4-CPU node already runs eight 500m pods (another
+/// scheduler's, another namespace). A ninth 500m pod of ours does not land
+/// there (the kubelet would reject it, OutOfcpu); it binds at once when one
+/// of them finishes.
+#[tokio::test(start_paused = true)]
+async fn a_full_node_is_not_handed_a_ninth_pod() {
+    use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+    let now = Clock::new().now();
+    let (_tx, rx) = watch::channel(GpuSnapshot::from_fresh(now, &[("full", 10.0)]));
+    let profiles: Vec<(Box<dyn Profile>, Option<watch::Receiver<GpuSnapshot>>)> = vec![
+        (Box::new(RoundRobin::new(vec![])), None),
+        (
+            Box::new(GpuLeastLoaded::new(GpuLeastLoadedConfig::default())),
+            Some(rx),
+        ),
+    ];
+    for (profile, gpu) in profiles {
+        let name = profile.name();
+        let h = Harness::start_full(profile, RuntimeConfig::default(), gpu);
+        h.init_nodes(vec![node("full", true, false)]);
+        let others: Vec<Pod> = (0..8)
+            .map(|i| {
+                any_pod(
+                    &format!("web-{i}"),
+                    "shop",
+                    "default-scheduler",
+                    Some("full"),
+                    500,
+                    json!({}),
+                    json!({}),
+                )
+            })
+            .collect();
+        let mut all = others.clone();
+        let mut ninth = pod("ninth");
+        ninth.spec.as_mut().unwrap().containers[0].resources =
+            serde_json::from_value(json!({"requests": {"cpu": "500m"}})).unwrap();
+        all.push(ninth);
+        h.init_pods(all);
+        h.settle().await;
+        assert!(h.bound_nodes().is_empty(), "{name}: the node is full");
+        h.pods
+            .unbounded_send(Ok(WatchEvent::Delete(others[0].clone())))
+            .unwrap();
+        h.settle().await;
+        assert_eq!(h.bound_nodes(), ["full"], "{name}: room again");
+        let reports = h.stop().await;
+        assert_eq!(
+            failures(&reports)[0],
+            "ninth: 0/1 nodes are available: 1 Insufficient cpu.",
+            "{name}"
+        );
+    }
+}
+
+fn fit_harness(annotation_namespaces: &[&str]) -> Harness {
+    use posture_core::policy::priority::{CapacityMode, PriorityConfig, PriorityProfile};
+    let cfg = RuntimeConfig {
+        scheduler_name: "posture-priority".into(),
+        scope: PodScope::All,
+        priority_annotation_namespaces: annotation_namespaces
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        ..RuntimeConfig::default()
+    };
+    Harness::start_with(
+        Box::new(PriorityProfile::new(PriorityConfig {
+            capacity: CapacityMode::ResourceFit,
+            ..PriorityConfig::default()
+        })),
+        cfg,
+    )
+}
+
+/// Issue 11.9: in resource-fit mode a pod with our scheduler name but
+/// outside our namespace or label selector is capacity only: a
+/// higher-priority pod of ours never evicts it.
+#[tokio::test(start_paused = true)]
+async fn pods_outside_our_scope_are_never_victims() {
+    let h = fit_harness(&[]);
+    h.init_nodes(vec![node("n1", true, false)]);
+    let mut foreign = any_pod(
+        "lab",
+        "research",
+        "posture-priority",
+        Some("n1"),
+        3000,
+        json!({"app": "posture"}),
+        json!({}),
+    );
+    foreign.spec.as_mut().unwrap().priority = Some(1);
+    let mut unlabelled = any_pod(
+        "side",
+        "default",
+        "posture-priority",
+        Some("n1"),
+        500,
+        json!({}),
+        json!({}),
+    );
+    unlabelled.spec.as_mut().unwrap().priority = Some(1);
+    let mut high = any_pod(
+        "high",
+        "default",
+        "posture-priority",
+        None,
+        1000,
+        json!({"app": "posture"}),
+        json!({}),
+    );
+    high.spec.as_mut().unwrap().priority = Some(100);
+    h.init_pods(vec![foreign, unlabelled, high]);
+    h.settle().await;
+    assert!(
+        h.actuator.evictions.lock().unwrap().is_empty(),
+        "not ours: not victims"
+    );
+    assert!(h.bound_nodes().is_empty());
+    let reports = h.stop().await;
+    assert_eq!(
+        failures(&reports)[0],
+        "high: 0/1 nodes are available: 1 Insufficient cpu. preemption: no node where evicting pods of lower priority makes room."
+    );
+}
+
+/// Issue 11.10: the `priority` annotation is honoured only in namespaces
+/// the operator allows; elsewhere spec.priority (the PriorityClass) counts
+/// and a Warning Event says the annotation was ignored.
+#[tokio::test(start_paused = true)]
+async fn the_priority_annotation_is_a_privilege() {
+    for (allowed, expect_eviction) in [(&[][..], false), (&["default"][..], true)] {
+        let h = fit_harness(allowed);
+        h.init_nodes(vec![node("n1", true, false)]);
+        let mut running = any_pod(
+            "running",
+            "default",
+            "posture-priority",
+            Some("n1"),
+            4000,
+            json!({"app": "posture"}),
+            json!({}),
+        );
+        running.spec.as_mut().unwrap().priority = Some(100);
+        let claimer = any_pod(
+            "claimer",
+            "default",
+            "posture-priority",
+            None,
+            1000,
+            json!({"app": "posture"}),
+            json!({"priority": "2147483647"}),
+        );
+        h.init_pods(vec![running, claimer]);
+        h.settle().await;
+        let evicted = h.actuator.evictions.lock().unwrap().len();
+        assert_eq!(evicted > 0, expect_eviction, "allowed in {allowed:?}");
+        let reports = h.stop().await;
+        let ignored = reports.iter().any(|r| matches!(r,
+            Report::Warning { pod, reason, .. } if pod.key.name == "claimer" && reason == "PriorityAnnotationIgnored"));
+        assert_eq!(ignored, !expect_eviction, "{reports:?}");
     }
 }
