@@ -195,6 +195,12 @@ impl Cluster {
             .copied()
     }
 
+    /// Namespaces and names of the PodGroup objects whose `minMember` is
+    /// recorded (to purge those a re-list no longer shows).
+    pub fn group_min_member_keys(&self) -> Vec<(String, String)> {
+        self.group_min_members.keys().cloned().collect()
+    }
+
     /// Records a PodGroup object's `minMember` (`None`: the object was
     /// deleted), as its watch reports it.
     pub fn set_group_min_member(&mut self, namespace: &str, group: &str, min_member: Option<u32>) {

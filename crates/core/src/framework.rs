@@ -118,6 +118,14 @@ pub trait Profile: Send {
     /// A binding this profile decided failed (not a 409 "already bound").
     fn bind_failed(&mut self, _binding: &Binding) {}
 
+    /// Whether a new GPU usage snapshot may let a waiting pod fit where the
+    /// previous one did not (a node became eligible), so waiting pods are
+    /// retried at once; otherwise their backoff stands. Profiles that do
+    /// not look at GPU usage never gain anything from a new snapshot.
+    fn gpu_may_fit_more(&self, _before: Option<&GpuSnapshot>, _after: &GpuSnapshot) -> bool {
+        false
+    }
+
     /// Problems with the profile's configuration against the current
     /// cluster (e.g. an ordered node that does not exist), for the runtime
     /// to log once each.

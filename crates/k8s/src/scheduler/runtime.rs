@@ -93,6 +93,11 @@ enum Done {
         evictions: Vec<(Eviction, EvictResult)>,
         nominations_failed: Vec<String>,
     },
+    /// A nomination cleared through the API (a preemption abandoned).
+    Cleared {
+        pod: PodKey,
+        result: Result<(), crate::scheduler::preempt::PreemptError>,
+    },
 }
 
 /// One scheduling unit (a pod, or a gang) as the decision saw it.
@@ -149,6 +154,10 @@ pub struct Scheduler {
     /// Last FailedScheduling message per pod (condition patched on change).
     last_failure: HashMap<PodKey, String>,
     warned_uids: HashSet<String>,
+    /// The GPU snapshot waiting pods were last judged against.
+    last_gpu: Option<GpuSnapshot>,
+    /// PodGroups seen since the PodGroup watch's last (re-)list began.
+    init_seen_groups: HashSet<(String, String)>,
     warned_config: HashSet<String>,
     nodes_synced: bool,
     pods_synced: Vec<bool>,
@@ -203,6 +212,8 @@ impl Scheduler {
             binds_in_flight: 0,
             last_failure: HashMap::new(),
             warned_uids: HashSet::new(),
+            last_gpu: None,
+            init_seen_groups: HashSet::new(),
             warned_config: HashSet::new(),
             nodes_synced: false,
             pods_synced: Vec::new(),
@@ -213,6 +224,7 @@ impl Scheduler {
 
     /// Feeds GPU snapshots to the profile (`ctx.gpu`).
     pub fn with_gpu(mut self, gpu: watch::Receiver<GpuSnapshot>) -> Self {
+        self.last_gpu = Some(gpu.borrow().clone());
         self.gpu = Some(gpu);
         self
     }
@@ -282,9 +294,9 @@ impl Scheduler {
                     if changed.is_err() {
                         tracing::warn!("GPU usage source stopped; keeping the last snapshot");
                         gpu = None;
-                    } else {
-                        // New usage data may let waiting pods fit.
-                        self.queue.move_all_to_active();
+                    } else if let Some(g) = gpu.as_ref() {
+                        let after = g.borrow().clone();
+                        self.gpu_changed(after);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -370,13 +382,16 @@ impl Scheduler {
             return;
         }
         let now = self.clock.now();
-        let snapshot = self.gpu.as_ref().map(|g| g.borrow().clone());
+        // Borrowed, not cloned: a snapshot of 5,000 nodes per decision
+        // would cost more than the decision. No await while it is held.
+        let snapshot = self.gpu.as_ref().map(|g| g.borrow());
         let ctx = SchedulingContext {
             now,
-            gpu: snapshot.as_ref(),
+            gpu: snapshot.as_deref(),
         };
         let started = std::time::Instant::now();
         let decision = self.profile.schedule(&self.cluster, &unit, &ctx);
+        drop(snapshot);
         self.metrics
             .attempt_duration
             .observe(started.elapsed().as_secs_f64());
@@ -495,6 +510,8 @@ impl Scheduler {
         let reason = summary.dominant().map_or("NoNodes", FilterReason::label);
         self.metrics.failure(reason);
         for (k, uid, _) in &unit.pods {
+            // No placement, so no node is held for it any more.
+            self.clear_nomination(k);
             let retry_at = self.queue.backoff(k, unit.now, &mut self.rng);
             tracing::debug!(pod = %k, %message, retry_in_ms = retry_at - unit.now, "unschedulable");
             self.report_failure(k, uid, message);
@@ -548,7 +565,46 @@ impl Scheduler {
                 evictions,
                 nominations_failed,
             } => self.preempt_done(&unit, evictions, &nominations_failed),
+            Done::Cleared { pod, result } => {
+                if let Err(err) = result {
+                    tracing::warn!(%pod, err = %error_chain(&err), "could not clear nominatedNodeName");
+                }
+            }
         }
+    }
+
+    /// A new GPU snapshot: waiting pods are retried at once only when a node
+    /// turned eligible; otherwise their backoff stands (issue 11.12).
+    fn gpu_changed(&mut self, after: GpuSnapshot) {
+        if self
+            .profile
+            .gpu_may_fit_more(self.last_gpu.as_ref(), &after)
+        {
+            self.queue.move_all_to_active();
+        }
+        self.last_gpu = Some(after);
+    }
+
+    /// Gives up a pod's nominated node, in the index and through the API
+    /// (`status.nominatedNodeName: null`), so no node stays held for a
+    /// preemption that will not happen.
+    fn clear_nomination(&mut self, key: &PodKey) {
+        if self
+            .cluster
+            .pod(key)
+            .is_none_or(|p| p.nominated_node.is_none())
+        {
+            return;
+        }
+        self.cluster.set_nominated(key, None);
+        let fut = self.actuator.clear_nomination(key);
+        let pod = key.clone();
+        self.ops.push(Box::pin(async move {
+            Done::Cleared {
+                pod,
+                result: fut.await,
+            }
+        }));
     }
 
     /// What a bind answered: bound, someone else's, gone, or retry.
@@ -718,7 +774,7 @@ impl Scheduler {
         self.metrics.failure("EvictionRefused");
         for k in unit {
             self.preempting.remove(k);
-            self.cluster.set_nominated(k, None);
+            self.clear_nomination(k);
             if self.queue.contains(k) {
                 self.queue.backoff(k, now, &mut self.rng);
                 let uid = self.uid_of(k);

@@ -69,6 +69,9 @@ impl Scheduler {
     ) {
         match ev {
             Ok(WatchEvent::Apply(obj)) | Ok(WatchEvent::InitApply(obj)) => {
+                if let (Some(ns), Some(name)) = (&obj.metadata.namespace, &obj.metadata.name) {
+                    self.init_seen_groups.insert((ns.clone(), name.clone()));
+                }
                 crate::scheduler::podgroup::apply_event(&mut self.cluster, &obj, false);
                 // A gang's size may have changed: let waiting members try again.
                 self.queue.move_all_to_active();
@@ -76,7 +79,22 @@ impl Scheduler {
             Ok(WatchEvent::Delete(obj)) => {
                 crate::scheduler::podgroup::apply_event(&mut self.cluster, &obj, true)
             }
-            Ok(WatchEvent::Init) | Ok(WatchEvent::InitDone) => {}
+            Ok(WatchEvent::Init) => self.init_seen_groups.clear(),
+            Ok(WatchEvent::InitDone) => {
+                // A re-list: PodGroups deleted while the watch was down are
+                // gone from it, so their sizes go too (issue 11.12).
+                let seen = std::mem::take(&mut self.init_seen_groups);
+                let mut purged = 0;
+                for (ns, name) in self.cluster.group_min_member_keys() {
+                    if !seen.contains(&(ns.clone(), name.clone())) {
+                        self.cluster.set_group_min_member(&ns, &name, None);
+                        purged += 1;
+                    }
+                }
+                if purged > 0 {
+                    self.queue.move_all_to_active();
+                }
+            }
             Err(err) => tracing::warn!(%err, "PodGroup watch error; retrying"),
         }
     }

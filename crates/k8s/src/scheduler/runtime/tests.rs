@@ -45,6 +45,10 @@ struct FakeActuator {
     bound: Arc<Mutex<Vec<Binding>>>,
     evictions: Mutex<Vec<Eviction>>,
     nominations: Mutex<Vec<Nomination>>,
+    /// Pods whose nomination was cleared through the API.
+    cleared: Mutex<Vec<PodKey>>,
+    /// Victims whose eviction a PodDisruptionBudget refuses.
+    refuse_evictions: Mutex<HashSet<String>>,
     script: Mutex<HashMap<String, VecDeque<&'static str>>>,
 }
 
@@ -95,7 +99,20 @@ impl Actuator for FakeActuator {
     }
     fn evict(&self, e: &Eviction) -> BoxFuture<'static, EvictResult> {
         self.evictions.lock().unwrap().push(e.clone());
-        Box::pin(async { EvictResult::Evicted })
+        let refused = self.refuse_evictions.lock().unwrap().contains(&e.pod.name);
+        Box::pin(async move {
+            if refused {
+                EvictResult::Refused(
+                    "Cannot evict pod as it would violate the pod's disruption budget.".into(),
+                )
+            } else {
+                EvictResult::Evicted
+            }
+        })
+    }
+    fn clear_nomination(&self, pod: &PodKey) -> BoxFuture<'static, Result<(), PreemptError>> {
+        self.cleared.lock().unwrap().push(pod.clone());
+        Box::pin(async { Ok(()) })
     }
     fn nominate(&self, n: &Nomination) -> BoxFuture<'static, Result<(), PreemptError>> {
         self.nominations.lock().unwrap().push(n.clone());
@@ -126,6 +143,15 @@ impl Harness {
         cfg: RuntimeConfig,
         gpu: Option<watch::Receiver<GpuSnapshot>>,
     ) -> Self {
+        Self::start_all(profile, cfg, gpu, None)
+    }
+
+    fn start_all(
+        profile: Box<dyn Profile>,
+        cfg: RuntimeConfig,
+        gpu: Option<watch::Receiver<GpuSnapshot>>,
+        podgroups: Option<EventStream<kube::api::DynamicObject>>,
+    ) -> Self {
         let (ntx, nrx) = fmpsc::unbounded();
         let (ptx, prx) = fmpsc::unbounded();
         let actuator = Arc::new(FakeActuator::default());
@@ -134,6 +160,10 @@ impl Harness {
         let sched = Scheduler::new(cfg, profile, actuator.clone(), reports, metrics);
         let sched = match gpu {
             Some(rx) => sched.with_gpu(rx),
+            None => sched,
+        };
+        let sched = match podgroups {
+            Some(events) => sched.with_podgroups(events),
             None => sched,
         };
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -1140,4 +1170,161 @@ async fn the_priority_annotation_is_a_privilege() {
             Report::Warning { pod, reason, .. } if pod.key.name == "claimer" && reason == "PriorityAnnotationIgnored"));
         assert_eq!(ignored, !expect_eviction, "{reports:?}");
     }
+}
+
+/// Issue 11.12: GPU polls that change readings but not which nodes are
+/// eligible leave a waiting pod's backoff alone; a node turning eligible
+/// retries it at once.
+#[tokio::test(start_paused = true)]
+async fn gpu_polls_requeue_only_when_eligibility_changes() {
+    use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+    let clock = Clock::new();
+    let (tx, rx) = watch::channel(GpuSnapshot::from_fresh(clock.now(), &[("agx", 70.0)]));
+    let h = Harness::start_full(
+        Box::new(GpuLeastLoaded::new(GpuLeastLoadedConfig::default())),
+        RuntimeConfig::default(),
+        Some(rx),
+    );
+    h.init_nodes(vec![node("agx", true, false)]);
+    h.init_pods(vec![pod("p")]);
+    h.settle().await;
+    for usage in [68.0, 66.0, 64.0, 69.0] {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        tx.send(GpuSnapshot::from_fresh(clock.now(), &[("agx", usage)]))
+            .unwrap();
+        h.settle().await;
+    }
+    assert!(h.bound_nodes().is_empty());
+    tx.send(GpuSnapshot::from_fresh(clock.now(), &[("agx", 20.0)]))
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.bound_nodes(), ["agx"], "eligible now: retried at once");
+    let reports = h.stop().await;
+    assert_eq!(
+        failures(&reports).len(),
+        1,
+        "one attempt while nothing changed: {reports:?}"
+    );
+}
+
+/// Issue 11.12: when a preemption is abandoned (the eviction refused), the
+/// preemptor's nominatedNodeName is cleared through the API too.
+#[tokio::test(start_paused = true)]
+async fn an_abandoned_preemption_clears_the_nomination_through_the_api() {
+    let h = priority_harness();
+    h.actuator
+        .refuse_evictions
+        .lock()
+        .unwrap()
+        .insert("low".into());
+    h.init_nodes(vec![node("n1", true, false)]);
+    h.init_pods(vec![prio_pod("low", 10, Some("n1"), None)]);
+    h.settle().await;
+    h.pods
+        .unbounded_send(Ok(WatchEvent::Apply(prio_pod("high", 100, None, None))))
+        .unwrap();
+    h.settle().await;
+    assert_eq!(h.actuator.nominations.lock().unwrap().len(), 1);
+    assert_eq!(
+        h.actuator.cleared.lock().unwrap().clone(),
+        [PodKey::new("default", "high")]
+    );
+    let _ = h.stop().await;
+}
+
+fn podgroup(name: &str, min_member: u32) -> kube::api::DynamicObject {
+    serde_json::from_value(json!({
+        "apiVersion": "scheduling.x-k8s.io/v1alpha1", "kind": "PodGroup",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"minMember": min_member}
+    }))
+    .unwrap()
+}
+
+/// Issue 11.12: a PodGroup deleted while its watch was down is purged on
+/// the re-list, so its gang no longer waits for a size that is gone.
+#[tokio::test(start_paused = true)]
+async fn podgroup_sizes_are_purged_on_relist() {
+    use posture_core::policy::priority::{PriorityConfig, PriorityProfile};
+    let (gtx, grx) = fmpsc::unbounded();
+    let cfg = RuntimeConfig {
+        scheduler_name: "posture-priority".into(),
+        label_selector: None,
+        scope: PodScope::Ours,
+        ..RuntimeConfig::default()
+    };
+    let h = Harness::start_all(
+        Box::new(PriorityProfile::new(PriorityConfig::default())),
+        cfg,
+        None,
+        Some(grx.boxed()),
+    );
+    for ev in [
+        WatchEvent::Init,
+        WatchEvent::InitApply(podgroup("trio", 3)),
+        WatchEvent::InitDone,
+    ] {
+        gtx.unbounded_send(Ok(ev)).unwrap();
+    }
+    h.settle().await;
+    h.init_nodes(vec![node("n1", true, false), node("n2", true, false)]);
+    h.init_pods(
+        (0..2)
+            .map(|i| {
+                any_pod(
+                    &format!("trio-{i}"),
+                    "default",
+                    "posture-priority",
+                    None,
+                    100,
+                    json!({}),
+                    json!({"pod-group": "trio"}),
+                )
+            })
+            .collect(),
+    );
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    h.settle().await;
+    assert!(h.bound_nodes().is_empty(), "waits for minMember 3");
+    // The watch restarts; the PodGroup was deleted meanwhile.
+    for ev in [WatchEvent::Init, WatchEvent::InitDone] {
+        gtx.unbounded_send(Ok(ev)).unwrap();
+    }
+    h.settle().await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    h.settle().await;
+    assert_eq!(h.bound_nodes().len(), 2, "sized by the settle delay now");
+    let _ = h.stop().await;
+}
+
+/// Issue 11.12: the set of pods already warned about is pruned when they go.
+#[tokio::test(start_paused = true)]
+async fn warned_pods_are_forgotten_when_they_go() {
+    let metrics = Arc::new(SchedulerMetrics::default());
+    let (reports, mut rx) = Reports::channel(metrics.clone());
+    let mut s = Scheduler::new(
+        RuntimeConfig::default(),
+        Box::new(RoundRobin::new(vec![])),
+        Arc::new(FakeActuator::default()),
+        reports,
+        metrics,
+    );
+    s.pods_synced = vec![false];
+    s.init_seen_pods = vec![HashSet::new()];
+    let claimer = any_pod(
+        "p",
+        "default",
+        "rr-scheduler",
+        None,
+        0,
+        json!({"app": "posture"}),
+        json!({"priority": "9"}),
+    );
+    s.on_pod_event(0, Ok(WatchEvent::Apply(claimer.clone())));
+    s.on_pod_event(0, Ok(WatchEvent::Apply(claimer.clone())));
+    assert_eq!(s.warned_uids.len(), 1);
+    assert!(matches!(rx.try_recv(), Ok(Report::Warning { .. })));
+    assert!(rx.try_recv().is_err(), "warned once");
+    s.on_pod_event(0, Ok(WatchEvent::Delete(claimer)));
+    assert!(s.warned_uids.is_empty());
 }
