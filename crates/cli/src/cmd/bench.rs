@@ -1,5 +1,6 @@
 //! `posture-farm bench …`: benchmarks that print tables.
 
+pub mod bind_latency;
 pub mod pose;
 pub mod scheduler;
 
@@ -10,6 +11,8 @@ pub enum BenchCommand {
     Pose(pose::BenchPoseArgs),
     /// Scheduling decisions/s and p50/p99 decision latency on a large synthetic cluster.
     Scheduler(scheduler::BenchSchedulerArgs),
+    /// Pod creation → bind p50/p99 at an arrival rate, on the real loop against a modelled API server.
+    BindLatency(bind_latency::BenchBindLatencyArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -17,5 +20,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Pose(a) => pose::run(a).await,
         BenchCommand::Scheduler(a) => scheduler::run(a).await,
+        BenchCommand::BindLatency(a) => bind_latency::run(a).await,
     }
 }

@@ -267,8 +267,16 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let instance = std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok());
+    // Events and condition patches on their own client (connection pool),
+    // so they never hold a connection a bind could use.
+    let events_client = kube::Client::try_from(
+        kube::Config::infer()
+            .await
+            .context("reading the Kubernetes client configuration")?,
+    )
+    .context("building the Events client")?;
     let (reports, reporter) = spawn_reporter(
-        client.clone(),
+        events_client,
         &cfg.scheduler_name,
         instance,
         metrics.clone(),

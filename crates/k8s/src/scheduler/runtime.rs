@@ -154,6 +154,9 @@ pub struct Scheduler {
     /// Last FailedScheduling message per pod (condition patched on change).
     last_failure: HashMap<PodKey, String>,
     warned_uids: HashSet<String>,
+    /// When each pending pod of ours was first seen (by flight key), for
+    /// the millisecond-resolution scheduling SLI.
+    first_seen: HashMap<String, Millis>,
     /// The GPU snapshot waiting pods were last judged against.
     last_gpu: Option<GpuSnapshot>,
     /// PodGroups seen since the PodGroup watch's last (re-)list began.
@@ -212,6 +215,7 @@ impl Scheduler {
             binds_in_flight: 0,
             last_failure: HashMap::new(),
             warned_uids: HashSet::new(),
+            first_seen: HashMap::new(),
             last_gpu: None,
             init_seen_groups: HashSet::new(),
             warned_config: HashSet::new(),
@@ -636,6 +640,11 @@ impl Scheduler {
                     self.metrics
                         .e2e_duration
                         .observe(((now - created_at).max(0) as f64) / 1000.0);
+                }
+                if let Some(seen) = self.first_seen.remove(&flight_key(&binding.pod, &uid)) {
+                    self.metrics
+                        .sli_duration
+                        .observe(((now - seen).max(0) as f64) / 1000.0);
                 }
                 self.profile.bound(&binding, now);
                 self.reports.send(Report::Scheduled {

@@ -179,6 +179,7 @@ impl Scheduler {
         self.last_failure.remove(key);
         self.preempting.remove(key);
         if let Some(old) = self.cluster.remove_pod(key) {
+            self.first_seen.remove(&flight_key(key, &old.uid));
             // Its warning was given; a pod recreated under this name has a
             // new UID and gets its own.
             self.warned_uids.remove(&old.uid);
@@ -241,13 +242,15 @@ impl Scheduler {
             });
         }
         let pending_ours = info.ours && info.is_pending();
-        let (priority, created_at) = (info.priority, info.created_at);
+        let (priority, created_at, uid) = (info.priority, info.created_at, info.uid.clone());
         let in_flight =
             self.in_flight.contains_key(&flight_key(&key, &info.uid)) || reserved.is_some();
         // A terminating pod stays in the index (holding its node) until its
         // Delete event arrives.
         self.cluster.upsert_pod(info);
         if pending_ours {
+            let now = self.clock.now();
+            self.first_seen.entry(flight_key(&key, &uid)).or_insert(now);
             self.queue.add(key.clone(), priority, created_at);
         } else if !in_flight {
             self.queue.remove(&key);
