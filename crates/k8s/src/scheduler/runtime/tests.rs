@@ -1017,7 +1017,8 @@ async fn a_full_node_is_not_handed_a_ninth_pod() {
     use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
     let now = Clock::new().now();
     let (_tx, rx) = watch::channel(GpuSnapshot::from_fresh(now, &[("full", 10.0)]));
-    let profiles: Vec<(Box<dyn Profile>, Option<watch::Receiver<GpuSnapshot>>)> = vec![
+    type WithGpu = (Box<dyn Profile>, Option<watch::Receiver<GpuSnapshot>>);
+    let profiles: Vec<WithGpu> = vec![
         (Box::new(RoundRobin::new(vec![])), None),
         (
             Box::new(GpuLeastLoaded::new(GpuLeastLoadedConfig::default())),
