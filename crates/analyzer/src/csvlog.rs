@@ -4,8 +4,8 @@
 //! Every append happens under an exclusive advisory lock (`flock`), after
 //! catching up with lines other writers appended since we last looked, so
 //! the header is written exactly once and a frame id already present is not
-//! written again. Lines go out in a single `write` on an `O_APPEND` file and
-//! are fsynced before the frame is acknowledged.
+//! written again. The lines of a group of frames go out in a single `write`
+//! on an `O_APPEND` file and one fsync, before any of them is acknowledged.
 
 use std::collections::HashSet;
 use std::fs::File;
@@ -21,6 +21,15 @@ pub struct CsvError {
     path: PathBuf,
     #[source]
     source: std::io::Error,
+}
+
+impl Clone for CsvError {
+    fn clone(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            source: crate::fsutil::copy_io_error(&self.source),
+        }
+    }
 }
 
 impl CsvError {
@@ -73,12 +82,21 @@ impl CsvLog {
 
     /// Appends `row` unless its frame id is already in the file.
     pub fn append(&mut self, row: &PostureRow) -> Result<Appended, CsvError> {
+        let appended = self.append_many(&[row])?;
+        Ok(appended.first().copied().unwrap_or(Appended::Duplicate))
+    }
+
+    /// Appends the lines of `rows`, in order, whose frame ids are not in the
+    /// file yet (nor earlier in `rows`), in one write and one fsync: a group
+    /// of frames costs one flush. Either every new line is durable when this
+    /// returns, or (on an error) none was written.
+    pub fn append_many(&mut self, rows: &[&PostureRow]) -> Result<Vec<Appended>, CsvError> {
         let err = |source| CsvError {
             path: self.path.clone(),
             source,
         };
         self.file.lock().map_err(err)?;
-        let result = self.append_locked(row);
+        let result = self.append_locked(rows);
         // Unlock errors are harmless: closing the file releases the lock too.
         let _ = self.file.unlock();
         result.map_err(|source| CsvError {
@@ -87,7 +105,38 @@ impl CsvLog {
         })
     }
 
-    fn append_locked(&mut self, row: &PostureRow) -> std::io::Result<Appended> {
+    fn append_locked(&mut self, rows: &[&PostureRow]) -> std::io::Result<Vec<Appended>> {
+        let len = self.catch_up()?;
+        let mut out = String::new();
+        if len == 0 {
+            out.push_str(CSV_HEADER);
+            out.push('\n');
+        }
+        let mut new_ids = Vec::new();
+        let appended = rows
+            .iter()
+            .map(|row| {
+                let id = row.frame_id.as_str();
+                if self.seen.contains(id) || new_ids.contains(&id) {
+                    return Appended::Duplicate;
+                }
+                new_ids.push(id);
+                out.push_str(&row.csv_line());
+                Appended::Written
+            })
+            .collect();
+        if new_ids.is_empty() {
+            return Ok(appended);
+        }
+        crate::fsutil::append_synced(&mut self.file, out.as_bytes())?;
+        self.scanned = len + out.len() as u64;
+        self.seen.extend(new_ids.into_iter().map(str::to_string));
+        Ok(appended)
+    }
+
+    /// Reads the lines other writers appended since we last looked (their
+    /// frame ids into `seen`) and cuts a torn last line; the file's length.
+    fn catch_up(&mut self) -> std::io::Result<u64> {
         let mut len = self.file.metadata()?.len();
         if len < self.scanned {
             // Someone truncated or replaced the file: rescan from scratch.
@@ -124,19 +173,7 @@ impl CsvLog {
             }
             self.scanned += complete as u64;
         }
-        if self.seen.contains(&row.frame_id) {
-            return Ok(Appended::Duplicate);
-        }
-        let mut out = String::new();
-        if len == 0 {
-            out.push_str(CSV_HEADER);
-            out.push('\n');
-        }
-        out.push_str(&row.csv_line());
-        crate::fsutil::append_synced(&mut self.file, out.as_bytes())?;
-        self.scanned = len + out.len() as u64;
-        self.seen.insert(row.frame_id.clone());
-        Ok(Appended::Written)
+        Ok(len)
     }
 }
 

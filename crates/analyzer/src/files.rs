@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use crate::deadletter::OVERSIZED_PREFIX_BYTES;
 use crate::mqtt::RunStats;
 use crate::payload::read_file_bounded;
-use crate::pipeline::{AnalyzeError, Analyzer, Frame, Outcome};
+use crate::pipeline::{AnalyzeError, Analyzer, Frame, MAX_GROUP, Outcome};
 use crate::publish::image_files;
 
 /// A files-mode failure that stops the run (outputs could not be written).
@@ -40,6 +40,10 @@ impl FilesReport {
 /// Analyses each file (directories: their .jpg/.jpeg/.png files, sorted) as
 /// a frame of `camera`. `on_outcome` sees every analysed or rejected file;
 /// `on_unreadable` every path that could not be listed or read.
+///
+/// Files are analysed in groups of [`MAX_GROUP`] committed together (one
+/// fsync per image, folder and CSV file, one database transaction); a
+/// file's outcome is reported only once its group is durable.
 pub async fn analyze_files(
     analyzer: &mut Analyzer,
     paths: &[PathBuf],
@@ -48,6 +52,7 @@ pub async fn analyze_files(
     mut on_unreadable: impl FnMut(&PathBuf, &str),
 ) -> Result<FilesReport, FilesError> {
     let mut report = FilesReport::default();
+    let mut batch = Batch::default();
     for given in paths {
         let files = match image_files(std::slice::from_ref(given)) {
             Ok(f) => f,
@@ -78,22 +83,81 @@ pub async fn analyze_files(
                 payload,
                 received: jiff::Timestamp::now(),
             };
-            let outcome = if total > limit {
-                analyzer.reject_oversized(&frame, total)
-            } else {
-                analyzer.process(&frame).await
-            };
-            let outcome = outcome.map_err(|source| FilesError {
-                path: path.clone(),
-                source,
-            })?;
-            match &outcome {
-                Outcome::Analyzed { .. } => report.stats.analyzed += 1,
-                Outcome::Rejected { .. } => report.stats.rejected += 1,
+            batch.push(path, frame, (total > limit).then_some(total));
+            if batch.paths.len() >= MAX_GROUP {
+                batch.settle(analyzer, &mut report, &mut on_outcome).await?;
             }
-            on_outcome(&path, &outcome);
         }
     }
+    batch.settle(analyzer, &mut report, &mut on_outcome).await?;
     analyzer.flush_spool().await;
     Ok(report)
+}
+
+/// Files read and waiting to be analysed and committed together.
+#[derive(Default)]
+struct Batch {
+    /// Every file, in order.
+    paths: Vec<PathBuf>,
+    /// The frames to analyse, in order.
+    frames: Vec<Frame>,
+    /// Files over the payload limit: their position in `paths`, the frame
+    /// with their first bytes only, and their real length.
+    oversized: Vec<(usize, Frame, usize)>,
+}
+
+impl Batch {
+    /// Adds a file; `oversized` is its real length when over the limit.
+    fn push(&mut self, path: PathBuf, frame: Frame, oversized: Option<usize>) {
+        match oversized {
+            Some(total) => self.oversized.push((self.paths.len(), frame, total)),
+            None => self.frames.push(frame),
+        }
+        self.paths.push(path);
+    }
+
+    /// Analyses and commits the batch, reports each file in order, and
+    /// empties it. Every file that was recorded is reported; the first
+    /// that was not stops the run.
+    async fn settle(
+        &mut self,
+        analyzer: &mut Analyzer,
+        report: &mut FilesReport,
+        on_outcome: &mut impl FnMut(&PathBuf, &Outcome),
+    ) -> Result<(), FilesError> {
+        let Batch {
+            paths,
+            frames,
+            oversized,
+        } = std::mem::take(self);
+        let mut analysed = if frames.is_empty() {
+            Vec::new()
+        } else {
+            analyzer.process_group(&frames).await
+        }
+        .into_iter();
+        let mut oversized = oversized.into_iter().peekable();
+        let mut first_error = None;
+        for (position, path) in paths.into_iter().enumerate() {
+            let outcome = match oversized.next_if(|(p, _, _)| *p == position) {
+                Some((_, frame, total)) => analyzer.reject_oversized(&frame, total),
+                None => analysed
+                    .next()
+                    .unwrap_or_else(|| Err(AnalyzeError::Task("no result for the file".into()))),
+            };
+            match outcome {
+                Ok(outcome) => {
+                    match &outcome {
+                        Outcome::Analyzed { .. } => report.stats.analyzed += 1,
+                        Outcome::Rejected { .. } => report.stats.rejected += 1,
+                    }
+                    on_outcome(&path, &outcome);
+                }
+                Err(source) => {
+                    first_error.get_or_insert(FilesError { path, source });
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
 }

@@ -26,6 +26,17 @@ pub(crate) fn open_append(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// A copy of an I/O error (`io::Error` is not `Clone`): the OS error code
+/// when there is one, so [`crate::outputs::is_permanent`] judges the copy
+/// like the original; otherwise its kind and message. For errors that fail
+/// every frame of a group at once.
+pub(crate) fn copy_io_error(e: &io::Error) -> io::Error {
+    match e.raw_os_error() {
+        Some(code) => io::Error::from_raw_os_error(code),
+        None => io::Error::new(e.kind(), e.to_string()),
+    }
+}
+
 /// What [`append_synced`] needs from a file. A trait so tests can make a
 /// real file fail half-way through a write.
 pub(crate) trait AppendTarget {

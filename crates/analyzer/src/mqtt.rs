@@ -9,12 +9,16 @@
 //! payload that still arrives over the limit is measured before any copy
 //! and only its first bytes are dead-lettered.
 //! Acknowledgements are manual: a frame's PUBACK goes out only after its
-//! outputs are durable ([`Analyzer::process`] returned `Ok`). A frame in hand
-//! when the connection drops is not acknowledged; the broker redelivers it
-//! and its frame id makes the second pass a no-op.
+//! outputs are durable ([`Analyzer::process_group`] returned `Ok` for it).
+//! Frames already waiting in the channel when the worker takes one are
+//! committed with it as a group (one fsync per file, one transaction), and
+//! each is acknowledged only after that commit. A frame in hand when the
+//! connection drops is not acknowledged; the broker redelivers it and its
+//! frame id makes the second pass a no-op.
 //!
 //! ```text
-//!  broker ─► subscriber::Connection (poll task) ─► bounded channel ─► worker: length check ─► Analyzer::process | reject_oversized ─► client.ack
+//!  broker ─► subscriber::Connection (poll task) ─► bounded channel ─► worker: gather (≤ MAX_GROUP waiting)
+//!     ─► length check ─► Analyzer::process_group | reject_oversized ─► client.ack each, in order | retry::Parking
 //! ```
 
 use std::future::Future;
@@ -26,7 +30,7 @@ use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
 use crate::deadletter::OVERSIZED_PREFIX_BYTES;
-use crate::pipeline::{Analyzer, Frame, Outcome};
+use crate::pipeline::{AnalyzeError, Analyzer, Frame, MAX_GROUP, Outcome};
 use crate::retry::Parking;
 use crate::subscriber::{self, AckToken, Client, Connection, Message, MqttProtocol, Polled};
 
@@ -190,10 +194,15 @@ pub struct RunStats {
 }
 
 /// Subscribes to `topics` and analyses every frame until `shutdown`
-/// resolves; then finishes the frame in hand, acknowledges it and
+/// resolves; then finishes the frames in hand, acknowledges them and
 /// disconnects. `on_connection` is told when the subscription is in place
 /// (true) and when the broker connection drops (false): readiness. `on_outcome` sees each acknowledged frame.
 /// Broker outages are retried forever with backoff.
+///
+/// Frames already waiting when the analyzer takes one are analysed and
+/// committed with it as a group (at most [`MAX_GROUP`]; see
+/// [`Analyzer::process_group`]); each is acknowledged only after its
+/// group's commit.
 pub async fn run_analyzer(
     cfg: &MqttConfig,
     topics: &[String],
@@ -218,11 +227,11 @@ pub async fn run_analyzer(
     );
     // Messages between the network task and the worker. Small on purpose: the
     // backlog belongs at the broker (it survives our restarts), not in memory.
-    let (tx, mut rx) = mpsc::channel::<(Message, jiff::Timestamp)>(4);
+    let (tx, rx) = mpsc::channel::<(Message, jiff::Timestamp)>(4);
     // If this future is dropped (the task aborted), the network task goes
     // too: the connection closes without acks, like a crash, and the broker
     // redelivers the frames in hand to the next session.
-    let mut poller = AbortOnDrop(Some(tokio::spawn(poll_loop(
+    let poller = AbortOnDrop(Some(tokio::spawn(poll_loop(
         connection,
         client.clone(),
         topics.to_vec(),
@@ -231,97 +240,243 @@ pub async fn run_analyzer(
         cfg.client_id.clone(),
         cfg.protocol,
     ))));
-    tokio::pin!(shutdown);
-    let mut stats = RunStats::default();
-    let mut fatal = None;
-    let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
-    flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // Frames that failed on a transient output error wait here, per camera,
-    // so the other cameras' frames go on (crate::retry).
-    let mut parking: Parking<(AckToken, usize)> = Parking::new(PARKED_FRAMES);
-    'frames: loop {
-        let due = parking.next_due();
-        let ((token, total), frame) = tokio::select! {
-            biased;
-            () = &mut shutdown => break,
-            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
-                match parking.take_due(tokio::time::Instant::now()) {
-                    Some(p) => p,
-                    None => continue,
-                }
-            }
-            p = rx.recv(), if !parking.is_full() => match p {
-                Some((message, received)) => {
-                    let (held, frame) = frame_of(message, received, camera_override, limit);
-                    if parking.holds(&frame.camera) {
-                        // Behind the camera's waiting frame, to keep its order.
-                        parking.queue(held, frame);
-                        continue;
-                    }
-                    (held, frame)
-                }
-                None => break,
-            },
-            _ = flush_tick.tick() => {
-                analyzer.flush_spool().await;
-                continue;
-            }
-        };
-        let result = if total > limit {
-            analyzer.reject_oversized(&frame, total)
-        } else {
-            analyzer.process(&frame).await
-        };
-        let outcome = match result {
-            Ok(o) => o,
-            Err(e) if e.is_fatal() => {
-                tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
-                fatal = Some(e);
-                break 'frames;
-            }
-            Err(e) => {
-                let camera = frame.camera.clone();
-                let delay = parking.failed((token, total), frame, tokio::time::Instant::now());
-                tracing::error!(error = %crate::error_chain(&e), %camera, retry_in = ?delay, waiting = parking.len(), "frame not recorded; it stays unacknowledged and is retried while other cameras go on");
-                continue;
-            }
-        };
-        parking.succeeded(&frame.camera, tokio::time::Instant::now());
-        match &outcome {
-            Outcome::Analyzed { .. } => stats.analyzed += 1,
-            Outcome::Rejected { .. } => stats.rejected += 1,
-        }
-        if let Err(e) = client.ack(&token).await {
-            // The event loop is gone (shutting down): the broker redelivers.
-            tracing::warn!(error = %e, "could not acknowledge a frame");
-        }
-        on_outcome(&outcome);
-    }
-    if !parking.is_empty() {
-        tracing::warn!(
-            frames = parking.len(),
-            "frames waiting for a retry stay unacknowledged; the broker redelivers them"
-        );
-    }
-    tracing::info!(
-        analyzed = stats.analyzed,
-        rejected = stats.rejected,
-        "analyzer stopping"
-    );
-    drop(rx);
-    let _ = client.disconnect().await;
-    // Let the network task send the acks and the DISCONNECT.
-    if let Some(mut handle) = poller.0.take()
-        && tokio::time::timeout(Duration::from_secs(3), &mut handle)
-            .await
-            .is_err()
-    {
-        handle.abort();
-    }
-    analyzer.flush_spool().await;
+    let mut session = Session {
+        client,
+        rx,
+        parking: Parking::new(PARKED_FRAMES),
+        stats: RunStats::default(),
+        camera_override,
+        limit,
+    };
+    let fatal = session.run(analyzer, shutdown, &mut on_outcome).await;
+    let stats = session.stats.clone();
+    session.finish(analyzer, poller).await;
     match fatal {
         Some(e) => Err(MqttError::Analyzer(e)),
         None => Ok(stats),
+    }
+}
+
+/// What acknowledges a frame, and its payload's real length.
+type Ack = (AckToken, usize);
+
+/// A frame of a group: to analyse, or already decided (an oversized payload
+/// is rejected without analysis).
+enum Slot {
+    Analyse(Ack),
+    Decided(Ack, Frame, Result<Outcome, AnalyzeError>),
+}
+
+/// Frames taken together: committed as one group, acknowledged in order.
+#[derive(Default)]
+struct Group {
+    slots: Vec<Slot>,
+    /// The frames of the `Analyse` slots, in order.
+    frames: Vec<Frame>,
+    /// A frame whose retry came due (failures park it again at the front).
+    retry: bool,
+}
+
+impl Group {
+    fn len(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+/// The worker side of one subscription.
+struct Session<'a> {
+    client: Client,
+    rx: mpsc::Receiver<(Message, jiff::Timestamp)>,
+    /// Frames that failed on a transient output error wait here, per
+    /// camera, so the other cameras' frames go on (crate::retry).
+    parking: Parking<Ack>,
+    stats: RunStats,
+    camera_override: Option<&'a str>,
+    limit: usize,
+}
+
+impl Session<'_> {
+    /// Takes frames (new ones, and parked ones when their retry is due) and
+    /// processes them group by group until `shutdown` resolves, the
+    /// network task ends or the analyzer cannot go on (returned).
+    async fn run(
+        &mut self,
+        analyzer: &mut Analyzer,
+        shutdown: impl Future<Output = ()>,
+        on_outcome: &mut impl FnMut(&Outcome),
+    ) -> Option<AnalyzeError> {
+        tokio::pin!(shutdown);
+        let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
+        flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let due = self.parking.next_due();
+            let group = tokio::select! {
+                biased;
+                () = &mut shutdown => return None,
+                () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                    match self.parking.take_due(tokio::time::Instant::now()) {
+                        Some((ack, frame)) => {
+                            let mut group = Group { retry: true, ..Group::default() };
+                            self.add(analyzer, &mut group, ack, frame);
+                            group
+                        }
+                        None => continue,
+                    }
+                }
+                p = self.rx.recv(), if !self.parking.is_full() => match p {
+                    Some((message, received)) => self.gather(analyzer, message, received),
+                    None => return None,
+                },
+                _ = flush_tick.tick() => {
+                    analyzer.flush_spool().await;
+                    continue;
+                }
+            };
+            if let Some(fatal) = self.settle_group(analyzer, group, on_outcome).await {
+                return Some(fatal);
+            }
+        }
+    }
+
+    /// A group: `message` and the messages already waiting behind it, up
+    /// to [`MAX_GROUP`] and never more than the parking has room for (if
+    /// the whole group fails it is parked). No waiting for more: a group
+    /// is what has already arrived, so grouping adds no latency.
+    fn gather(
+        &mut self,
+        analyzer: &mut Analyzer,
+        message: Message,
+        received: jiff::Timestamp,
+    ) -> Group {
+        let mut group = Group::default();
+        let mut next = Some((message, received));
+        while let Some((message, received)) = next.take() {
+            let (ack, frame) = frame_of(message, received, self.camera_override, self.limit);
+            if self.parking.holds(&frame.camera) {
+                // Behind the camera's waiting frame, to keep its order.
+                self.parking.queue(ack, frame);
+            } else {
+                self.add(analyzer, &mut group, ack, frame);
+            }
+            if group.len() < MAX_GROUP && self.parking.len() + group.len() < PARKED_FRAMES {
+                next = self.rx.try_recv().ok();
+            }
+        }
+        group
+    }
+
+    /// Adds a frame to `group`: an oversized one (only its first bytes are
+    /// in memory) is rejected at once, the others are analysed with the group.
+    fn add(&self, analyzer: &mut Analyzer, group: &mut Group, ack: Ack, frame: Frame) {
+        let total = ack.1;
+        if total > self.limit {
+            let result = analyzer.reject_oversized(&frame, total);
+            group.slots.push(Slot::Decided(ack, frame, result));
+        } else {
+            group.slots.push(Slot::Analyse(ack));
+            group.frames.push(frame);
+        }
+    }
+
+    /// Analyses and commits the group, then settles each frame in order
+    /// (acknowledged, or parked for a retry); the fatal error, if any.
+    async fn settle_group(
+        &mut self,
+        analyzer: &mut Analyzer,
+        group: Group,
+        on_outcome: &mut impl FnMut(&Outcome),
+    ) -> Option<AnalyzeError> {
+        let results = if group.frames.is_empty() {
+            Vec::new()
+        } else {
+            analyzer.process_group(&group.frames).await
+        };
+        let mut results = results.into_iter();
+        let mut frames = group.frames.into_iter();
+        for slot in group.slots {
+            let (ack, frame, result) = match slot {
+                Slot::Decided(ack, frame, result) => (ack, frame, result),
+                Slot::Analyse(ack) => {
+                    let Some(frame) = frames.next() else { break };
+                    let result = results.next().unwrap_or_else(|| {
+                        Err(AnalyzeError::Task("no result for the frame".into()))
+                    });
+                    (ack, frame, result)
+                }
+            };
+            match result {
+                Ok(outcome) => self.acknowledge(ack, &frame, &outcome, on_outcome).await,
+                Err(e) if e.is_fatal() => {
+                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frames in hand stay unacknowledged for the next run");
+                    return Some(e);
+                }
+                Err(e) => self.park(ack, frame, &e, group.retry),
+            }
+        }
+        None
+    }
+
+    async fn acknowledge(
+        &mut self,
+        ack: Ack,
+        frame: &Frame,
+        outcome: &Outcome,
+        on_outcome: &mut impl FnMut(&Outcome),
+    ) {
+        self.parking
+            .succeeded(&frame.camera, tokio::time::Instant::now());
+        match outcome {
+            Outcome::Analyzed { .. } => self.stats.analyzed += 1,
+            Outcome::Rejected { .. } => self.stats.rejected += 1,
+        }
+        if let Err(e) = self.client.ack(&ack.0).await {
+            // The event loop is gone (shutting down): the broker redelivers.
+            tracing::warn!(error = %e, "could not acknowledge a frame");
+        }
+        on_outcome(outcome);
+    }
+
+    /// A frame not recorded: unacknowledged, it waits for a retry. A
+    /// retried frame goes back to the front of its camera's line; a new one
+    /// starts the line, or, if an earlier frame of its group already did,
+    /// waits behind it.
+    fn park(&mut self, ack: Ack, frame: Frame, e: &AnalyzeError, retry: bool) {
+        let camera = frame.camera.clone();
+        if !retry && self.parking.holds(&camera) {
+            self.parking.queue(ack, frame);
+            tracing::debug!(error = %crate::error_chain(e), %camera, "frame waits behind an earlier frame of its camera");
+            return;
+        }
+        let delay = self.parking.failed(ack, frame, tokio::time::Instant::now());
+        tracing::error!(error = %crate::error_chain(e), %camera, retry_in = ?delay, waiting = self.parking.len(), "frame not recorded; it stays unacknowledged and is retried while other cameras go on");
+    }
+
+    /// Stops: frames still waiting stay unacknowledged (the broker
+    /// redelivers them), the acks already given and a DISCONNECT go out,
+    /// and the spool gets a last replay.
+    async fn finish(self, analyzer: &mut Analyzer, mut poller: AbortOnDrop) {
+        if !self.parking.is_empty() {
+            tracing::warn!(
+                frames = self.parking.len(),
+                "frames waiting for a retry stay unacknowledged; the broker redelivers them"
+            );
+        }
+        tracing::info!(
+            analyzed = self.stats.analyzed,
+            rejected = self.stats.rejected,
+            "analyzer stopping"
+        );
+        drop(self.rx);
+        let _ = self.client.disconnect().await;
+        // Let the network task send the acks and the DISCONNECT.
+        if let Some(mut handle) = poller.0.take()
+            && tokio::time::timeout(Duration::from_secs(3), &mut handle)
+                .await
+                .is_err()
+        {
+            handle.abort();
+        }
+        analyzer.flush_spool().await;
     }
 }
 
@@ -334,7 +489,7 @@ fn frame_of(
     received: jiff::Timestamp,
     camera_override: Option<&str>,
     limit: usize,
-) -> ((AckToken, usize), Frame) {
+) -> (Ack, Frame) {
     let Message {
         topic,
         payload,

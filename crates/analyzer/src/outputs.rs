@@ -3,19 +3,28 @@
 //! `<camera>_results.csv`, the seeds' layout), and how a failure to write
 //! them is classified.
 //!
-//! File outputs are written on the blocking pool (they fsync). At most
+//! File outputs are written on the blocking pool (they fsync), a group of
+//! frames at a time ([`FileOutputs::write_group`]): every image file is
+//! written, then each is fsynced, renamed into place, and each touched
+//! folder fsynced once; then each camera's CSV lines go out in one append
+//! and one fsync. A frame's files are durable before the database commit
+//! that records its row, and that commit comes before its acknowledgement.
+//! At most
 //! [`MAX_OPEN_CSV`] CSV files stay open, least recently used closed first, so
 //! an analyzer of many cameras never runs out of file descriptors; a CSV
 //! handle that failed is dropped and reopened on the next try (the file may
 //! have been replaced).
 
+use std::collections::HashMap;
 use std::fmt;
+use std::fs::File;
 use std::io::{self, ErrorKind, Write};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use crate::csvlog::{Appended, CsvError, CsvLog};
 use crate::deadletter::sanitize;
+use crate::fsutil::copy_io_error;
 use crate::record::PostureRow;
 
 /// Which outputs a frame gets besides its `posture_log` row (always written).
@@ -118,6 +127,18 @@ pub enum OutputError {
     Csv(#[from] CsvError),
 }
 
+impl Clone for OutputError {
+    fn clone(&self) -> Self {
+        match self {
+            OutputError::Image { path, source } => OutputError::Image {
+                path: path.clone(),
+                source: copy_io_error(source),
+            },
+            OutputError::Csv(e) => OutputError::Csv(e.clone()),
+        }
+    }
+}
+
 impl OutputError {
     /// Whether retrying can never help (see [`is_permanent`]).
     pub fn is_permanent(&self) -> bool {
@@ -167,26 +188,55 @@ impl FileOutputs {
         self.csv.len()
     }
 
-    /// Writes the annotated image (atomically, fsynced) and appends the CSV
-    /// line (fsynced, once per frame id); returns the image's path.
-    pub fn write(
+    /// Writes the local files of a group of frames (`(row, annotated JPEG)`,
+    /// in arrival order) with one fsync per image, one per touched folder
+    /// and one per camera's CSV file; for each frame, its image's path and
+    /// whether its CSV line was new, or why it has no files.
+    ///
+    /// Images go through a temporary file and a rename, so a reader never
+    /// sees half an image, and the folder is fsynced after the renames, so
+    /// they survive a power loss. A camera's frames stay in order: once one
+    /// fails on an error that may clear, its later frames in the group are
+    /// [`NotWritten::Held`] (the caller retries them after it). A frame
+    /// whose error can never clear does not hold the others back.
+    pub fn write_group(
         &mut self,
-        row: &PostureRow,
-        jpeg: &[u8],
-    ) -> Result<(PathBuf, Appended), OutputError> {
-        let dir = Self::images_dir(&self.out, &row.pi_id);
-        let path = dir.join(&row.filename);
-        write_atomically(&dir, &path, jpeg).map_err(|source| OutputError::Image {
-            path: path.clone(),
-            source,
-        })?;
-        let appended = self.append_csv(row)?;
-        Ok((path, appended))
+        items: &[(&PostureRow, &[u8])],
+    ) -> Vec<Result<Written, NotWritten>> {
+        let mut group = Group::new(items);
+        let images = group.write_images(&self.out);
+        let images = group.sync_images(images);
+        group.sync_dirs(images);
+        for camera in group.cameras() {
+            let rows = group.live_rows(&camera);
+            if rows.is_empty() {
+                continue;
+            }
+            let lines: Vec<&PostureRow> = rows.iter().map(|&i| items[i].0).collect();
+            match self.append_csv(&camera, &lines) {
+                Ok(appended) => {
+                    for (i, a) in rows.into_iter().zip(appended) {
+                        group.done(i, a);
+                    }
+                }
+                Err(e) => {
+                    for i in rows {
+                        group.fail(i, e.clone().into());
+                    }
+                }
+            }
+        }
+        group.finish(&self.out)
     }
 
-    fn append_csv(&mut self, row: &PostureRow) -> Result<Appended, OutputError> {
+    /// Appends `rows` (all of `camera`) to its CSV file in one write and one fsync.
+    fn append_csv(
+        &mut self,
+        camera: &str,
+        rows: &[&PostureRow],
+    ) -> Result<Vec<Appended>, CsvError> {
         self.tick += 1;
-        let i = match self.csv.iter().position(|(c, _, _)| *c == row.pi_id) {
+        let i = match self.csv.iter().position(|(c, _, _)| c == camera) {
             Some(i) => i,
             None => {
                 if self.csv.len() >= self.max_open
@@ -194,34 +244,259 @@ impl FileOutputs {
                 {
                     self.csv.swap_remove(lru);
                 }
-                let log = CsvLog::open(&Self::csv_path(&self.out, &row.pi_id))?;
-                self.csv.push((row.pi_id.clone(), log, self.tick));
+                let log = CsvLog::open(&Self::csv_path(&self.out, camera))?;
+                self.csv.push((camera.to_string(), log, self.tick));
                 self.csv.len() - 1
             }
         };
         self.csv[i].2 = self.tick;
-        match self.csv[i].1.append(row) {
+        match self.csv[i].1.append_many(rows) {
             Ok(a) => Ok(a),
             Err(e) => {
                 // Reopen on the next try: the file may have been replaced.
                 self.csv.swap_remove(i);
-                Err(e.into())
+                Err(e)
             }
         }
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader never sees half an image; the file and then its directory are
-/// fsynced, so the rename itself survives a power loss.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// One frame's local files: the annotated image's path and whether its CSV
+/// line was new.
+pub type Written = (PathBuf, Appended);
+
+/// Why a frame of a group got no local files.
+#[derive(Debug)]
+pub enum NotWritten {
+    /// Writing them failed.
+    Failed(OutputError),
+    /// Not tried to the end: an earlier frame of the same camera in the
+    /// group failed on an error that may clear, and a camera's frames are
+    /// recorded in order.
+    Held,
+}
+
+/// An image written to its temporary file, not yet durable.
+struct Pending {
+    item: usize,
+    tmp: PathBuf,
+    path: PathBuf,
+    file: File,
+}
+
+/// The state of one [`FileOutputs::write_group`] call.
+struct Group<'a> {
+    items: &'a [(&'a PostureRow, &'a [u8])],
+    /// Each frame's result once known.
+    results: Vec<Option<Result<Written, NotWritten>>>,
+    /// Each frame's image path (set when its image is written).
+    paths: Vec<Option<PathBuf>>,
+    /// The same frame earlier in the group (a redelivery arriving at once):
+    /// its image is that frame's.
+    same_as: Vec<Option<usize>>,
+    /// Per camera, its first frame that failed on an error that may clear.
+    stopped: HashMap<&'a str, usize>,
+}
+
+impl<'a> Group<'a> {
+    fn new(items: &'a [(&'a PostureRow, &'a [u8])]) -> Self {
+        Self {
+            items,
+            results: items.iter().map(|_| None).collect(),
+            paths: vec![None; items.len()],
+            same_as: vec![None; items.len()],
+            stopped: HashMap::new(),
+        }
+    }
+
+    fn camera(&self, i: usize) -> &'a str {
+        &self.items[i].0.pi_id
+    }
+
+    /// Whether frame `i` still goes on: no result yet, and no earlier
+    /// frame of its camera stopped on an error that may clear.
+    fn live(&mut self, i: usize) -> bool {
+        if self.results[i].is_some() {
+            return false;
+        }
+        if self.stopped.get(self.camera(i)).is_some_and(|&k| k < i) {
+            self.results[i] = Some(Err(NotWritten::Held));
+            return false;
+        }
+        true
+    }
+
+    fn fail(&mut self, i: usize, e: OutputError) {
+        if !self.live(i) {
+            return;
+        }
+        if !e.is_permanent() {
+            let k = self.stopped.entry(self.camera(i)).or_insert(i);
+            *k = (*k).min(i);
+        }
+        self.results[i] = Some(Err(NotWritten::Failed(e)));
+    }
+
+    fn fail_image(&mut self, i: usize, path: &Path, source: io::Error) {
+        let path = path.to_path_buf();
+        self.fail(i, OutputError::Image { path, source });
+    }
+
+    fn done(&mut self, i: usize, appended: Appended) {
+        let origin = self.same_as[i].unwrap_or(i);
+        match self.paths[origin].clone() {
+            Some(path) if self.live(i) => self.results[i] = Some(Ok((path, appended))),
+            _ => {}
+        }
+    }
+
+    /// Step 1: every image to its temporary file (not yet fsynced).
+    fn write_images(&mut self, out: &Path) -> Vec<Pending> {
+        let mut pending = Vec::with_capacity(self.items.len());
+        let mut first_of: HashMap<PathBuf, usize> = HashMap::new();
+        for i in 0..self.items.len() {
+            if !self.live(i) {
+                continue;
+            }
+            let (row, jpeg) = self.items[i];
+            let dir = FileOutputs::images_dir(out, &row.pi_id);
+            let path = dir.join(&row.filename);
+            if let Some(&j) = first_of.get(&path) {
+                // The same frame twice in one group: one image file.
+                self.same_as[i] = Some(j);
+                continue;
+            }
+            let tmp = path.with_extension("jpg.tmp");
+            match write_unsynced(&dir, &tmp, jpeg) {
+                Ok(file) => {
+                    first_of.insert(path.clone(), i);
+                    pending.push(Pending {
+                        item: i,
+                        tmp,
+                        path,
+                        file,
+                    });
+                }
+                Err(e) => self.fail_image(i, &path, e),
+            }
+        }
+        pending
+    }
+
+    /// Step 2: each image fsynced, then renamed into place.
+    fn sync_images(&mut self, pending: Vec<Pending>) -> Vec<Pending> {
+        let mut synced = Vec::with_capacity(pending.len());
+        for p in pending {
+            if !self.live(p.item) {
+                let _ = std::fs::remove_file(&p.tmp);
+                continue;
+            }
+            match p.file.sync_data() {
+                Ok(()) => synced.push(p),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&p.tmp);
+                    self.fail_image(p.item, &p.path, e);
+                }
+            }
+        }
+        let mut renamed = Vec::with_capacity(synced.len());
+        for p in synced {
+            if !self.live(p.item) {
+                let _ = std::fs::remove_file(&p.tmp);
+                continue;
+            }
+            match std::fs::rename(&p.tmp, &p.path) {
+                Ok(()) => renamed.push(p),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&p.tmp);
+                    self.fail_image(p.item, &p.path, e);
+                }
+            }
+        }
+        renamed
+    }
+
+    /// Step 3: each folder that got images fsynced once, so the renames
+    /// are durable; the images' paths recorded.
+    fn sync_dirs(&mut self, renamed: Vec<Pending>) {
+        let mut dirs: Vec<(PathBuf, Vec<Pending>)> = Vec::new();
+        for p in renamed {
+            let dir = p.path.parent().map(Path::to_path_buf).unwrap_or_default();
+            match dirs.iter_mut().find(|(d, _)| *d == dir) {
+                Some((_, ps)) => ps.push(p),
+                None => dirs.push((dir, vec![p])),
+            }
+        }
+        for (dir, ps) in dirs {
+            match File::open(&dir).and_then(|d| d.sync_all()) {
+                Ok(()) => {
+                    for p in ps {
+                        self.paths[p.item] = Some(p.path);
+                    }
+                }
+                Err(e) => {
+                    for p in ps {
+                        self.fail_image(p.item, &dir, copy_io_error(&e));
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cameras with frames in the group, in order of their first frame.
+    fn cameras(&self) -> Vec<String> {
+        let mut cameras: Vec<String> = Vec::new();
+        for (row, _) in self.items {
+            if !cameras.contains(&row.pi_id) {
+                cameras.push(row.pi_id.clone());
+            }
+        }
+        cameras
+    }
+
+    /// Frames of `camera` whose images are in place, in order.
+    fn live_rows(&mut self, camera: &str) -> Vec<usize> {
+        let mut rows = Vec::new();
+        for i in 0..self.items.len() {
+            if self.camera(i) != camera || !self.live(i) {
+                continue;
+            }
+            let origin = self.same_as[i].unwrap_or(i);
+            if self.paths[origin].is_some() {
+                rows.push(i);
+            } else if let Some(Some(Err(NotWritten::Failed(e)))) = self.results.get(origin) {
+                // The same frame earlier in the group failed: so does this one.
+                let e = e.clone();
+                self.fail(i, e);
+            } else {
+                self.results[i] = Some(Err(NotWritten::Held));
+            }
+        }
+        rows
+    }
+
+    fn finish(self, out: &Path) -> Vec<Result<Written, NotWritten>> {
+        self.results
+            .into_iter()
+            .zip(self.items)
+            .map(|(r, (row, _))| {
+                r.unwrap_or_else(|| {
+                    // Every frame gets a result above; this only guards the invariant.
+                    let path = FileOutputs::images_dir(out, &row.pi_id).join(&row.filename);
+                    let source = io::Error::other("no result for this frame");
+                    Err(NotWritten::Failed(OutputError::Image { path, source }))
+                })
+            })
+            .collect()
+    }
+}
+
+/// Creates `dir` if needed and writes `bytes` to `tmp`, not yet fsynced.
+fn write_unsynced(dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<File> {
     std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("jpg.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = File::create(tmp)?;
     f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)?;
-    std::fs::File::open(dir)?.sync_all()
+    Ok(f)
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
+use crate::db::Entry;
 use crate::record::PostureRow;
 
 /// A problem with the local spool file (disk full, permissions).
@@ -19,6 +20,15 @@ pub struct SpoolError {
     path: PathBuf,
     #[source]
     source: std::io::Error,
+}
+
+impl Clone for SpoolError {
+    fn clone(&self) -> Self {
+        Self {
+            path: self.path.clone(),
+            source: crate::fsutil::copy_io_error(&self.source),
+        }
+    }
 }
 
 impl SpoolError {
@@ -119,25 +129,41 @@ impl Spool {
     /// Appends `row` (and its image) and fsyncs: after this returns the
     /// frame survives a crash.
     pub fn push(&mut self, row: &PostureRow, jpeg: Option<&[u8]>) -> Result<(), SpoolError> {
+        self.push_many(&[Entry { row, jpeg }])
+    }
+
+    /// Appends a group of frames in one write and one fsync: after this
+    /// returns every one of them survives a crash; on an error none was
+    /// appended.
+    pub fn push_many(&mut self, entries: &[Entry<'_>]) -> Result<(), SpoolError> {
         let err = |source| SpoolError {
             path: self.path.clone(),
             source,
         };
-        let entry = SpoolEntry {
-            row: row.clone(),
-            jpeg_base64: jpeg.map(|j| base64::engine::general_purpose::STANDARD.encode(j)),
-        };
-        let mut line = serde_json::to_string(&entry).map_err(|e| err(std::io::Error::other(e)))?;
-        line.push('\n');
+        let mut lines = String::new();
+        for e in entries {
+            let entry = SpoolEntry {
+                row: e.row.clone(),
+                jpeg_base64: e
+                    .jpeg
+                    .map(|j| base64::engine::general_purpose::STANDARD.encode(j)),
+            };
+            let line = serde_json::to_string(&entry).map_err(|e| err(std::io::Error::other(e)))?;
+            lines.push_str(&line);
+            lines.push('\n');
+        }
+        if lines.is_empty() {
+            return Ok(());
+        }
         if self.torn {
             crate::fsutil::cut_torn_tail(&self.file).map_err(err)?;
             self.torn = false;
         }
-        if let Err(e) = crate::fsutil::append_synced(&mut self.file, line.as_bytes()) {
+        if let Err(e) = crate::fsutil::append_synced(&mut self.file, lines.as_bytes()) {
             self.torn = true;
             return Err(err(e));
         }
-        self.depth += 1;
+        self.depth += entries.len();
         Ok(())
     }
 

@@ -4,6 +4,9 @@
 //!
 //! A frame counts as recorded once its row (and image, when images go to
 //! the database) is either committed or appended and fsynced to the spool.
+//! Frames that arrive together are recorded together
+//! ([`Store::record_group`]): one transaction, or one spool append and
+//! fsync, for the group.
 //! Spooled frames are replayed in order, before any newer one, when the
 //! database answers again: incrementally, in batches of one transaction,
 //! from the offset reached so far (an outage of n frames costs O(n), not
@@ -39,6 +42,17 @@ pub enum Recorded {
     /// The database refused this row for good (the reason, one line); the
     /// caller keeps the frame in the dead-letter folder.
     Rejected(String),
+}
+
+impl Recorded {
+    /// A committed row: new, or already there (`inserted == false`).
+    fn new(inserted: bool) -> Self {
+        if inserted {
+            Recorded::Inserted
+        } else {
+            Recorded::Duplicate
+        }
+    }
 }
 
 /// Spooled entries replayed per transaction.
@@ -109,27 +123,79 @@ impl Store {
         row: &PostureRow,
         jpeg: Option<&[u8]>,
     ) -> Result<Recorded, SpoolError> {
+        let mut recorded = self.record_group(&[Entry { row, jpeg }]).await?;
+        // record_group answers once per entry.
+        Ok(recorded
+            .pop()
+            .unwrap_or_else(|| Recorded::Rejected("no result for the frame".into())))
+    }
+
+    /// Makes a group of frames durable together (a group commit): one
+    /// database transaction for all of them when the database answers, else
+    /// one append and one fsync of the spool. Returns how each frame was
+    /// recorded, in order. A row the database refuses for good is found by
+    /// recording the group's frames one by one, and only it is
+    /// [`Recorded::Rejected`]. Only a spool (disk) failure is an error, and
+    /// then no frame of the group is recorded.
+    pub async fn record_group(
+        &mut self,
+        entries: &[Entry<'_>],
+    ) -> Result<Vec<Recorded>, SpoolError> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
         if self.may_try_db() && (self.pending() == 0 || self.flush().await.is_ok()) {
-            match self.db.record(&[Entry { row, jpeg }]).await {
+            match self.db.record(entries).await {
                 Ok(inserted) => {
                     self.db_ok();
-                    return Ok(if inserted.first().copied().unwrap_or(false) {
-                        Recorded::Inserted
-                    } else {
-                        Recorded::Duplicate
-                    });
+                    return Ok(inserted.into_iter().map(Recorded::new).collect());
+                }
+                Err(e) if e.is_permanent() && entries.len() > 1 => {
+                    self.db_ok();
+                    return self.record_one_by_one(entries).await;
                 }
                 Err(e) if e.is_permanent() => {
                     self.db_ok();
                     self.count_error("permanent");
-                    return Ok(Recorded::Rejected(crate::error_chain(&e)));
+                    return Ok(vec![Recorded::Rejected(crate::error_chain(&e))]);
                 }
                 Err(e) => self.db_failed(&e),
             }
         }
-        self.spool.push(row, jpeg)?;
+        self.spool_group(entries)
+    }
+
+    /// A group the database refused: each frame in its own transaction, so
+    /// only the row(s) refused for good are rejected. If the database stops
+    /// answering meanwhile, the rest of the group goes to the spool.
+    async fn record_one_by_one(
+        &mut self,
+        entries: &[Entry<'_>],
+    ) -> Result<Vec<Recorded>, SpoolError> {
+        let mut recorded = Vec::with_capacity(entries.len());
+        for (i, entry) in entries.iter().enumerate() {
+            match self.db.record(std::slice::from_ref(entry)).await {
+                Ok(inserted) => {
+                    recorded.push(Recorded::new(inserted.first().copied().unwrap_or(false)))
+                }
+                Err(e) if e.is_permanent() => {
+                    self.count_error("permanent");
+                    recorded.push(Recorded::Rejected(crate::error_chain(&e)));
+                }
+                Err(e) => {
+                    self.db_failed(&e);
+                    recorded.extend(self.spool_group(&entries[i..])?);
+                    break;
+                }
+            }
+        }
+        Ok(recorded)
+    }
+
+    fn spool_group(&mut self, entries: &[Entry<'_>]) -> Result<Vec<Recorded>, SpoolError> {
+        self.spool.push_many(entries)?;
         self.metrics.spool_depth.set(self.pending() as i64);
-        Ok(Recorded::Spooled)
+        Ok(vec![Recorded::Spooled; entries.len()])
     }
 
     /// Replays the spool into the database, in order, from where the last

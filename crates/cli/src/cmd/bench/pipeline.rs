@@ -1,7 +1,9 @@
 //! `posture-farm bench pipeline`: where a frame's time goes. Every photo is
-//! sent through the real analyzer (`Analyzer::process`, the path MQTT frames
-//! take) as the base64 JPEG a camera publishes, and each stage is timed:
-//! decode, detect, landmarks, angles, annotate, encode, persist. Prints
+//! sent through the real analyzer (`Analyzer::process_group`, the path MQTT
+//! frames and `analyze --files` take) as the base64 JPEG a camera
+//! publishes, `--group` frames at a time (one group commit), and each stage
+//! is timed: decode, detect, landmarks, angles, annotate, encode, persist
+//! (a group's shared fsyncs and commit split evenly over its frames). Prints
 //! p50/p99/mean per stage and frames/s, for one worker and for N workers
 //! (one analyzer each: own model, one inference thread), on SQLite or
 //! PostgreSQL. Pin it to one core with `taskset -c 0` to compare with
@@ -49,6 +51,12 @@ pub struct BenchPipelineArgs {
     /// Where annotated images go besides the row: db, files or db,files.
     #[arg(long, default_value = "db")]
     pub outputs: posture_analyzer::outputs::Outputs,
+    /// Frames committed together (1 to 16): 16 is what `analyze --files`
+    /// does, up to 4 what an MQTT 5 analyzer with a backlog does (the
+    /// broker sends 4 unacknowledged frames ahead), 1 a camera slower than
+    /// its analyzer (every frame committed alone).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=16))]
+    pub group: u16,
 }
 
 /// Runs the benchmark.
@@ -105,9 +113,10 @@ async fn bench(
         None => DbTarget::Sqlite(out.join("posture.db")),
     };
     println!(
-        "pipeline: {} photo(s) × {} iteration(s) per worker, as base64 JPEG payloads; outputs {}; database {}; work folder {}",
+        "pipeline: {} photo(s) × {} iteration(s) per worker, as base64 JPEG payloads, {} per group commit; outputs {}; database {}; work folder {}",
         jpegs.len(),
         args.iterations,
+        args.group,
         args.outputs,
         target.describe(),
         out.display()
@@ -135,6 +144,7 @@ async fn bench(
         }
         let started = Instant::now();
         let mut tasks = Vec::with_capacity(workers);
+        let group = usize::from(args.group);
         for (w, mut a) in analyzers.into_iter().enumerate() {
             let frames: Vec<Frame> = (0..args.iterations)
                 .flat_map(|it| jpegs.iter().enumerate().map(move |(i, j)| (it, i, j)))
@@ -142,9 +152,11 @@ async fn bench(
                 .collect();
             tasks.push(tokio::spawn(async move {
                 let mut timings = Vec::with_capacity(frames.len());
-                for f in &frames {
-                    a.process(f).await?;
-                    timings.push(a.last_timings());
+                for chunk in frames.chunks(group) {
+                    for result in a.process_group(chunk).await {
+                        result?;
+                    }
+                    timings.extend_from_slice(a.group_timings());
                 }
                 a.store().database().close().await;
                 Ok::<_, posture_analyzer::AnalyzeError>(timings)
