@@ -225,6 +225,32 @@ mod tests {
     }
 
     #[test]
+    fn a_group_of_lines_goes_out_once_each_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pi1_results.csv");
+        let mut log = CsvLog::open(&path).unwrap();
+        log.append(&row("f1")).unwrap();
+        let (f1, f2, f3) = (row("f1"), row("f2"), row("f3"));
+        let got = log.append_many(&[&f2, &f1, &f3, &f2]).unwrap();
+        use Appended::{Duplicate, Written};
+        assert_eq!(got, [Written, Duplicate, Written, Duplicate]);
+        // Nothing new: nothing written.
+        let len = std::fs::metadata(&path).unwrap().len();
+        assert_eq!(
+            log.append_many(&[&f3, &f1]).unwrap(),
+            [Duplicate, Duplicate]
+        );
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), len);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let ids: Vec<&str> = text
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap())
+            .collect();
+        assert_eq!(ids, ["f1", "f2", "f3"]);
+    }
+
+    #[test]
     fn a_line_appended_after_a_torn_line_stays_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pi1_results.csv");

@@ -193,6 +193,10 @@ impl FileOutputs {
     /// and one per camera's CSV file; for each frame, its image's path and
     /// whether its CSV line was new, or why it has no files.
     ///
+    /// `staged[i]`, when given, says frame `i`'s image is already in its
+    /// temporary file ([`FileOutputs::stage_image`]) and fsynced (`Ok`), or
+    /// why that failed; those images are only renamed into place here.
+    ///
     /// Images go through a temporary file and a rename, so a reader never
     /// sees half an image, and the folder is fsynced after the renames, so
     /// they survive a power loss. A camera's frames stay in order: once one
@@ -202,9 +206,10 @@ impl FileOutputs {
     pub fn write_group(
         &mut self,
         items: &[(&PostureRow, &[u8])],
+        staged: &mut [Option<io::Result<()>>],
     ) -> Vec<Result<Written, NotWritten>> {
         let mut group = Group::new(items);
-        let images = group.write_images(&self.out);
+        let images = group.write_images(&self.out, staged);
         let images = group.sync_images(images);
         group.sync_dirs(images);
         for camera in group.cameras() {
@@ -227,6 +232,21 @@ impl FileOutputs {
             }
         }
         group.finish(&self.out)
+    }
+
+    /// Where `row`'s annotated image goes.
+    pub fn image_path(&self, row: &PostureRow) -> PathBuf {
+        Self::images_dir(&self.out, &row.pi_id).join(&row.filename)
+    }
+
+    /// Writes `row`'s image to its temporary file ahead of its group's
+    /// commit and returns the file, not yet fsynced: the caller fsyncs it
+    /// (in the background, while the next frames of the group are
+    /// analysed) and hands the outcome to [`FileOutputs::write_group`].
+    pub fn stage_image(&self, row: &PostureRow, jpeg: &[u8]) -> io::Result<File> {
+        let path = self.image_path(row);
+        let dir = path.parent().unwrap_or(&self.out);
+        write_unsynced(dir, &tmp_path(&path), jpeg)
     }
 
     /// Appends `rows` (all of `camera`) to its CSV file in one write and one fsync.
@@ -276,12 +296,12 @@ pub enum NotWritten {
     Held,
 }
 
-/// An image written to its temporary file, not yet durable.
+/// An image in its temporary file: still to fsync (`file`), or fsynced.
 struct Pending {
     item: usize,
     tmp: PathBuf,
     path: PathBuf,
-    file: File,
+    file: Option<File>,
 }
 
 /// The state of one [`FileOutputs::write_group`] call.
@@ -350,24 +370,34 @@ impl<'a> Group<'a> {
         }
     }
 
-    /// Step 1: every image to its temporary file (not yet fsynced).
-    fn write_images(&mut self, out: &Path) -> Vec<Pending> {
+    /// Step 1: every image in its temporary file: staged ones as they are,
+    /// the others written now (not yet fsynced).
+    fn write_images(&mut self, out: &Path, staged: &mut [Option<io::Result<()>>]) -> Vec<Pending> {
         let mut pending = Vec::with_capacity(self.items.len());
         let mut first_of: HashMap<PathBuf, usize> = HashMap::new();
         for i in 0..self.items.len() {
-            if !self.live(i) {
-                continue;
-            }
             let (row, jpeg) = self.items[i];
             let dir = FileOutputs::images_dir(out, &row.pi_id);
             let path = dir.join(&row.filename);
+            let tmp = tmp_path(&path);
+            let staged = staged.get_mut(i).and_then(Option::take);
+            if !self.live(i) {
+                if staged.is_some() {
+                    let _ = std::fs::remove_file(&tmp);
+                }
+                continue;
+            }
             if let Some(&j) = first_of.get(&path) {
                 // The same frame twice in one group: one image file.
                 self.same_as[i] = Some(j);
                 continue;
             }
-            let tmp = path.with_extension("jpg.tmp");
-            match write_unsynced(&dir, &tmp, jpeg) {
+            let file = match staged {
+                Some(Ok(())) => Ok(None),
+                Some(Err(e)) => Err(e),
+                None => write_unsynced(&dir, &tmp, jpeg).map(Some),
+            };
+            match file {
                 Ok(file) => {
                     first_of.insert(path.clone(), i);
                     pending.push(Pending {
@@ -377,35 +407,26 @@ impl<'a> Group<'a> {
                         file,
                     });
                 }
-                Err(e) => self.fail_image(i, &path, e),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    self.fail_image(i, &path, e);
+                }
             }
         }
         pending
     }
 
-    /// Step 2: each image fsynced, then renamed into place.
+    /// Step 2: each image fsynced (unless it was staged and fsynced
+    /// already), then renamed into place.
     fn sync_images(&mut self, pending: Vec<Pending>) -> Vec<Pending> {
-        let mut synced = Vec::with_capacity(pending.len());
+        let mut renamed = Vec::with_capacity(pending.len());
         for p in pending {
             if !self.live(p.item) {
                 let _ = std::fs::remove_file(&p.tmp);
                 continue;
             }
-            match p.file.sync_data() {
-                Ok(()) => synced.push(p),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&p.tmp);
-                    self.fail_image(p.item, &p.path, e);
-                }
-            }
-        }
-        let mut renamed = Vec::with_capacity(synced.len());
-        for p in synced {
-            if !self.live(p.item) {
-                let _ = std::fs::remove_file(&p.tmp);
-                continue;
-            }
-            match std::fs::rename(&p.tmp, &p.path) {
+            let synced = p.file.as_ref().map_or(Ok(()), File::sync_data);
+            match synced.and_then(|()| std::fs::rename(&p.tmp, &p.path)) {
                 Ok(()) => renamed.push(p),
                 Err(e) => {
                     let _ = std::fs::remove_file(&p.tmp);
@@ -491,6 +512,11 @@ impl<'a> Group<'a> {
     }
 }
 
+/// The temporary file an image is written to before its rename.
+fn tmp_path(path: &Path) -> PathBuf {
+    path.with_extension("jpg.tmp")
+}
+
 /// Creates `dir` if needed and writes `bytes` to `tmp`, not yet fsynced.
 fn write_unsynced(dir: &Path, tmp: &Path, bytes: &[u8]) -> io::Result<File> {
     std::fs::create_dir_all(dir)?;
@@ -512,6 +538,130 @@ mod tests {
         assert_eq!(both.to_string(), "db,files");
         assert!("".parse::<Outputs>().is_err());
         assert!("s3".parse::<Outputs>().is_err());
+    }
+
+    fn row(camera: &str, id: &str) -> PostureRow {
+        PostureRow {
+            pi_id: camera.into(),
+            filename: format!("{camera}_{id}.jpg"),
+            received_time: "2026-01-01T00:00:00.000000Z".into(),
+            analyzed_time: "2026-01-01T00:00:01.000000Z".into(),
+            neck_angle: Some(10.0),
+            body_angle: Some(3.0),
+            posture_status: "Good".into(),
+            landmarks_detected: true,
+            processed_by: "n1".into(),
+            frame_id: id.into(),
+        }
+    }
+
+    fn csv_ids(path: &Path) -> Vec<String> {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .map(|l| l.rsplit(',').next().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn a_group_writes_every_image_and_each_cameras_lines_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = FileOutputs::new(dir.path().to_path_buf(), 4);
+        let rows = [
+            row("pa", "a1"),
+            row("pb", "b1"),
+            row("pa", "a2"),
+            // The same frame twice in one group (a redelivery right behind it).
+            row("pa", "a1"),
+        ];
+        let items: Vec<(&PostureRow, &[u8])> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                (
+                    r,
+                    [b"jpeg-a1".as_slice(), b"jpeg-b1", b"jpeg-a2", b"jpeg-a1"][i],
+                )
+            })
+            .collect();
+        let written = files.write_group(&items, &mut []);
+        let ok: Vec<_> = written.into_iter().map(|r| r.unwrap()).collect();
+        let appended: Vec<_> = ok.iter().map(|(_, a)| *a).collect();
+        assert_eq!(
+            appended,
+            [
+                Appended::Written,
+                Appended::Written,
+                Appended::Written,
+                Appended::Duplicate
+            ]
+        );
+        assert_eq!(ok[0].0, ok[3].0);
+        for ((path, _), want) in ok.iter().zip([&b"jpeg-a1"[..], b"jpeg-b1", b"jpeg-a2"]) {
+            assert_eq!(std::fs::read(path).unwrap(), want);
+        }
+        let out = dir.path();
+        assert_eq!(csv_ids(&FileOutputs::csv_path(out, "pa")), ["a1", "a2"]);
+        assert_eq!(csv_ids(&FileOutputs::csv_path(out, "pb")), ["b1"]);
+        // No temporary file stays behind.
+        let leftovers: Vec<_> = std::fs::read_dir(FileOutputs::images_dir(out, "pa"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        // Written again (a redelivered group): nothing new in the CSV files.
+        let again = files.write_group(&items, &mut []);
+        assert!(
+            again
+                .iter()
+                .all(|r| matches!(r, Ok((_, Appended::Duplicate))))
+        );
+        assert_eq!(csv_ids(&FileOutputs::csv_path(out, "pa")), ["a1", "a2"]);
+    }
+
+    #[test]
+    fn a_failure_that_may_clear_holds_back_only_its_cameras_later_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // Camera pa's CSV is full (ENOSPC): its frames wait, pb's go on.
+        std::os::unix::fs::symlink("/dev/full", FileOutputs::csv_path(out, "pa")).unwrap();
+        let mut files = FileOutputs::new(out.to_path_buf(), 4);
+        let rows = [row("pa", "a1"), row("pb", "b1"), row("pa", "a2")];
+        let items: Vec<(&PostureRow, &[u8])> = rows.iter().map(|r| (r, &b"jpeg"[..])).collect();
+        let written = files.write_group(&items, &mut []);
+        match &written[0] {
+            Err(NotWritten::Failed(e)) => assert!(!e.is_permanent(), "{e:?}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(written[1], Ok((_, Appended::Written))));
+        assert!(matches!(written[2], Err(NotWritten::Held)));
+        assert_eq!(csv_ids(&FileOutputs::csv_path(out, "pb")), ["b1"]);
+        // Space again: the held frames go through, once, in order.
+        std::fs::remove_file(FileOutputs::csv_path(out, "pa")).unwrap();
+        let retry = [(&rows[0], &b"jpeg"[..]), (&rows[2], &b"jpeg"[..])];
+        assert!(files.write_group(&retry, &mut []).iter().all(Result::is_ok));
+        assert_eq!(csv_ids(&FileOutputs::csv_path(out, "pa")), ["a1", "a2"]);
+    }
+
+    #[test]
+    fn a_failure_that_never_clears_fails_each_frame_and_holds_none_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        // A directory where camera pc's CSV file should be: EISDIR, forever.
+        std::fs::create_dir_all(FileOutputs::csv_path(out, "pc")).unwrap();
+        let mut files = FileOutputs::new(out.to_path_buf(), 4);
+        let rows = [row("pc", "c1"), row("pc", "c2"), row("pd", "d1")];
+        let items: Vec<(&PostureRow, &[u8])> = rows.iter().map(|r| (r, &b"jpeg"[..])).collect();
+        let written = files.write_group(&items, &mut []);
+        for r in &written[..2] {
+            assert!(
+                matches!(r, Err(NotWritten::Failed(e)) if e.is_permanent()),
+                "{r:?}"
+            );
+        }
+        assert!(written[2].is_ok());
     }
 
     #[test]
