@@ -17,6 +17,7 @@ use posture_analyzer::outputs::Outputs;
 use posture_analyzer::retention::{Retention, prune};
 use posture_analyzer::store::{DbTarget, Entry, LegacyDbVars};
 use posture_analyzer::{AnalyzerConfig, Database, Frame, Limits, Outcome, PostureRow};
+use posture_testkit::Postgres;
 use support::*;
 
 fn pg_target(pg: &Postgres) -> DbTarget {
