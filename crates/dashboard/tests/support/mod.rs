@@ -223,6 +223,18 @@ pub fn gpu_source(url: &str) -> watch::Receiver<posture_core::gpu::GpuSnapshot> 
     source.spawn().0
 }
 
+/// GETs `url` over plain HTTP/1.1: the status and the whole body.
+pub async fn get(url: &str) -> (hyper::StatusCode, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let status = resp.status();
+    match resp.into_body().collect().await {
+        Ok(body) => (status, body.to_bytes()),
+        Err(e) => panic!("GET {url}: {status}, then the body was cut off ({e})"),
+    }
+}
+
 /// The dashboard served in-process on 127.0.0.1:0.
 pub struct Served {
     pub url: String,
