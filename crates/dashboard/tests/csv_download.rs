@@ -268,6 +268,11 @@ async fn download_is_results_export_postgres_legacy_table() {
         csv.contains("pi1,old.jpg,2026-03-01T10:05:00.123456Z,2026-03-01T10:05:01.000000Z,12.00,3.00,Good,true,jetson1,\n"),
         "{csv}"
     );
+    // NULLs read as empty fields (and `false`), the download goes on.
+    assert!(
+        csv.contains("\npi1,,2026-03-01T10:06:00.000000Z,,,,Good,false,,\n"),
+        "{csv}"
+    );
     // Angles were rounded into the INTEGER columns on the way in.
     assert!(
         csv.contains(",12.00,3.00,Good,true,node-a,pi1-at-from\n"),
