@@ -48,63 +48,24 @@ fn row(camera: &str, id: &str, received: &str, angles: Option<(f64, f64)>) -> Po
 
 /// The rows the analyzer records: inside and outside the range, on its edges.
 fn rows() -> Vec<PostureRow> {
-    let mut rows = vec![
-        row(
-            "pi1",
-            "before",
-            "2026-03-01T09:59:59.999999Z",
-            Some((10.0, 2.0)),
-        ),
-        row(
-            "pi1",
-            "at-from",
-            "2026-03-01T10:00:00.000000Z",
-            Some((12.345, 3.0)),
-        ),
-        row(
-            "pi1",
-            "first-second",
-            "2026-03-01T10:00:00.250000Z",
-            Some((44.5, 9.75)),
-        ),
-        row("pi1", "nobody", "2026-03-01T10:20:00.000000Z", None),
-        row(
-            "pi1",
-            "same-time-1",
-            "2026-03-01T10:30:00.500000Z",
-            Some((20.0, 5.0)),
-        ),
-        row(
-            "pi1",
-            "same-time-2",
-            "2026-03-01T10:30:00.500000Z",
-            Some((21.0, 5.5)),
-        ),
-        row(
-            "pi1",
-            "last",
-            "2026-03-01T10:59:59.999999Z",
-            Some((15.0, 4.0)),
-        ),
-        row(
-            "pi1",
-            "at-to",
-            "2026-03-01T11:00:00.000000Z",
-            Some((16.0, 4.0)),
-        ),
-        row(
-            "pi1",
-            "after",
-            "2026-03-01T11:00:00.400000Z",
-            Some((17.0, 4.0)),
-        ),
-        row(
-            "pi2",
-            "other-camera",
-            "2026-03-01T10:10:00.000000Z",
-            Some((30.0, 6.0)),
-        ),
+    type Spec = (&'static str, &'static str, &'static str, Option<(f64, f64)>);
+    #[rustfmt::skip]
+    const SPECS: [Spec; 10] = [
+        ("pi1", "before",       "2026-03-01T09:59:59.999999Z", Some((10.0, 2.0))),
+        ("pi1", "at-from",      "2026-03-01T10:00:00.000000Z", Some((12.345, 3.0))),
+        ("pi1", "first-second", "2026-03-01T10:00:00.250000Z", Some((44.5, 9.75))),
+        ("pi1", "nobody",       "2026-03-01T10:20:00.000000Z", None),
+        ("pi1", "same-time-1",  "2026-03-01T10:30:00.500000Z", Some((20.0, 5.0))),
+        ("pi1", "same-time-2",  "2026-03-01T10:30:00.500000Z", Some((21.0, 5.5))),
+        ("pi1", "last",         "2026-03-01T10:59:59.999999Z", Some((15.0, 4.0))),
+        ("pi1", "at-to",        "2026-03-01T11:00:00.000000Z", Some((16.0, 4.0))),
+        ("pi1", "after",        "2026-03-01T11:00:00.400000Z", Some((17.0, 4.0))),
+        ("pi2", "other-camera", "2026-03-01T10:10:00.000000Z", Some((30.0, 6.0))),
     ];
+    let mut rows: Vec<PostureRow> = SPECS
+        .iter()
+        .map(|&(camera, id, received, angles)| row(camera, id, received, angles))
+        .collect();
     // Text a spreadsheet would run, and a comma: quoted the same way.
     rows[4].filename = "desk, left.jpg".into();
     rows[5].processed_by = "=node-b".into();
@@ -250,15 +211,10 @@ async fn download_is_results_export_postgres_legacy_table() {
     let Some(pg) = Postgres::start() else { return };
     // The seeds' table (Supabase): TIMESTAMP times, INTEGER angles, every
     // column nullable; a row the Python analyzer wrote, and one with gaps.
-    pg.psql(
-        "CREATE TABLE posture_log (id SERIAL PRIMARY KEY, pi_id TEXT, filename TEXT,
-           received_time TIMESTAMP, analyzed_time TIMESTAMP, neck_angle INTEGER,
-           body_angle INTEGER, posture_status TEXT, landmarks_detected BOOLEAN, processed_by TEXT);
-         INSERT INTO posture_log (pi_id, filename, received_time, analyzed_time, neck_angle,
-           body_angle, posture_status, landmarks_detected, processed_by)
-         VALUES ('pi1', 'old.jpg', '2026-03-01 10:05:00.123456', '2026-03-01 10:05:01', 12, 3, 'Good', true, 'jetson1'),
-                ('pi1', NULL, '2026-03-01 10:06:00', NULL, NULL, NULL, 'Good', NULL, NULL);",
-    );
+    pg.create_seeds_table(&[
+        "('pi1', 'old.jpg', '2026-03-01 10:05:00.123456', '2026-03-01 10:05:01', 12, 3, 'Good', true, 'jetson1')",
+        "('pi1', NULL, '2026-03-01 10:06:00', NULL, NULL, NULL, 'Good', NULL, NULL)",
+    ]);
     let target =
         DbTarget::resolve(Some(&pg.url()), &LegacyDbVars::default(), "x".as_ref()).unwrap();
     record(&target).await;

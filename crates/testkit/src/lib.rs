@@ -9,7 +9,8 @@
 //!
 //! ```text
 //!  require(bin) ─ found ──► start ─► free_port() ─► tempdir + config ─► spawn ─► Proc::wait_port
-//!        │                              Postgres   initdb + pg_ctl (as `postgres` when root); TLS-only variant
+//!        │                              Postgres   initdb + pg_ctl (as `postgres` when root); TLS-only variant;
+//!        │                                         psql; the seeds' legacy posture_log table
 //!        │                              Mosquitto  persistence on disk; extra listener lines (TLS)
 //!        │                              NodeExporter textfile collector ◄── write()/set_gpu_usage()
 //!        │                              Prometheus scrapes targets ◄── query(promql)
@@ -36,7 +37,7 @@ use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 pub use mosquitto::Mosquitto;
-pub use postgres::{PG_BIN, Postgres};
+pub use postgres::{PG_BIN, Postgres, SEEDS_POSTURE_LOG};
 pub use prometheus::{GpuPrometheus, NodeExporter, Prometheus};
 pub use tls::{make_ca, make_certs, openssl};
 

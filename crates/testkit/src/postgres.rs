@@ -8,6 +8,13 @@ use crate::{free_port, make_certs, require};
 /// Where Debian's PostgreSQL 15 server programs are.
 pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
+/// The `posture_log` table the earlier Python analyzer's users have (the
+/// seeds' Supabase DDL): `SERIAL` id, `TIMESTAMP` times, `INTEGER` angles,
+/// every column nullable, no `frame_id`.
+pub const SEEDS_POSTURE_LOG: &str = "CREATE TABLE posture_log (id SERIAL PRIMARY KEY, pi_id TEXT,
+  filename TEXT, received_time TIMESTAMP, analyzed_time TIMESTAMP, neck_angle INTEGER,
+  body_angle INTEGER, posture_status TEXT, landmarks_detected BOOLEAN, processed_by TEXT)";
+
 /// A throwaway PostgreSQL 15 cluster in a temporary directory, listening on
 /// 127.0.0.1 (trust authentication, user and database `postgres`, no fsync).
 /// `initdb` refuses to run as root, so as root every server program runs as
@@ -179,6 +186,22 @@ impl Postgres {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates the seeds' table ([`SEEDS_POSTURE_LOG`]) holding `rows`:
+    /// SQL tuples of its columns after `id`, e.g. `('pi1', 'old.jpg',
+    /// '2025-06-01 10:00:00', '2025-06-01 10:00:01', 12, 3, 'Good', true,
+    /// 'jetson1')`.
+    pub fn create_seeds_table(&self, rows: &[&str]) {
+        let mut sql = format!("{SEEDS_POSTURE_LOG};");
+        if !rows.is_empty() {
+            sql.push_str(&format!(
+                "INSERT INTO posture_log (pi_id, filename, received_time, analyzed_time, \
+                 neck_angle, body_angle, posture_status, landmarks_detected, processed_by) VALUES {};",
+                rows.join(", ")
+            ));
+        }
+        self.psql(&sql);
     }
 
     /// `postgres://postgres@127.0.0.1:<port>/postgres`.
