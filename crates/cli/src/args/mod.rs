@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  gpu::GpuSourceArgs ──► gpu · scheduler · place · label-nodes · balance · scaler · up · status
+//!  farm::farm_snapshot ─► up · status (the cluster's GPU config and Prometheus)
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  analyzer::MqttArgs ───► analyze · publish
@@ -11,10 +12,12 @@
 
 mod analyzer;
 mod balancer;
+mod farm;
 mod gpu;
 
 pub use analyzer::{MqttArgs, PipelineArgs, print_locations, summary_line};
 pub use balancer::BalancerArgs;
+pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 
 /// `seed`, or one drawn from the clock when none was given (`--seed`

@@ -21,12 +21,17 @@
 
 pub mod apply;
 pub mod collect;
+pub mod database;
+pub mod forward;
 pub mod manifests;
 pub mod nodes;
 pub mod plan;
 pub mod pods;
+pub mod prometheus;
 pub mod status;
 pub mod teardown;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 pub mod up;
 pub mod wait;
 
