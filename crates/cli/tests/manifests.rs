@@ -305,6 +305,7 @@ fn everything_up_renders_is_a_valid_typed_object() {
                     runtime_class: Some("nvidia".into()),
                     device: "cuda".into(),
                 }),
+                dashboard_service_type: Some("LoadBalancer".into()),
                 ..RenderOptions::default()
             },
         ];

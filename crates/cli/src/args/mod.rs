@@ -7,16 +7,19 @@
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  analyzer::MqttArgs ───► analyze · publish
-//!  analyzer::PipelineArgs ► analyze · local
+//!  analyzer::PipelineArgs ► analyze · local (its database flags: dashboard::DbArgs)
+//!  dashboard::DbArgs, ViewArgs ► dashboard · report; start_local ► local
 //! ```
 
 mod analyzer;
 mod balancer;
+mod dashboard;
 mod farm;
 mod gpu;
 
-pub use analyzer::{MqttArgs, PipelineArgs, print_locations, summary_line};
+pub use analyzer::{MqttArgs, PipelineArgs, ThresholdArgs, print_locations, summary_line};
 pub use balancer::BalancerArgs;
+pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
 pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 

@@ -134,6 +134,13 @@ pub struct UpArgs {
     /// POSE_DEVICE of GPU analyzers.
     #[arg(long, env = "POSTURE_POSE_DEVICE", default_value = "cuda", value_parser = ["auto", "cuda", "tensorrt"])]
     pub pose_device: String,
+    /// Do not deploy the dashboard.
+    #[arg(long, env = "POSTURE_NO_DASHBOARD")]
+    pub no_dashboard: bool,
+    /// Service type of the dashboard: ClusterIP (in the cluster only), NodePort or
+    /// LoadBalancer (K3s: every node's IP) to reach it from the LAN.
+    #[arg(long, env = "POSTURE_DASHBOARD_SERVICE_TYPE", value_parser = ["ClusterIP", "NodePort", "LoadBalancer"])]
+    pub dashboard_service_type: Option<String>,
     /// Control-plane node to taint (default: nodes labelled node-role.kubernetes.io/control-plane or /master).
     #[arg(long, env = "POSTURE_MASTER")]
     pub master: Option<String>,
@@ -229,7 +236,11 @@ impl Progress {
 /// Runs `docker buildx build --push`. Building a multi-arch container image
 /// has no Kubernetes API, and reimplementing BuildKit is out of the question:
 /// this is the one place posture-farm calls an external tool.
-fn build_and_push(context: &std::path::Path, image: &str) -> anyhow::Result<()> {
+fn build_and_push(
+    context: &std::path::Path,
+    image: &str,
+    target: Option<&str>,
+) -> anyhow::Result<()> {
     use std::process::Command;
     if !context.join("Dockerfile").is_file() {
         bail!(
@@ -247,16 +258,20 @@ fn build_and_push(context: &std::path::Path, image: &str) -> anyhow::Result<()> 
         ),
     }
     eprintln!("building and pushing {image} for linux/amd64,linux/arm64 …");
-    let status = Command::new("docker")
-        .args([
-            "buildx",
-            "build",
-            "--platform",
-            "linux/amd64,linux/arm64",
-            "-t",
-            image,
-            "--push",
-        ])
+    let mut build = Command::new("docker");
+    build.args([
+        "buildx",
+        "build",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "-t",
+        image,
+        "--push",
+    ]);
+    if let Some(target) = target {
+        build.args(["--target", target]);
+    }
+    let status = build
         .arg(context)
         .status()
         .context("running docker buildx build")?;
@@ -279,8 +294,17 @@ pub async fn run(args: UpArgs) -> anyhow::Result<()> {
     }
     if args.build {
         let image = image_name(&args).context("--build needs --registry")?;
+        let gpu_image = opts.gpu_inference.as_ref().map(|g| g.image.clone());
         let context = args.context.clone();
-        tokio::task::spawn_blocking(move || build_and_push(&context, &image)).await??;
+        tokio::task::spawn_blocking(move || {
+            build_and_push(&context, &image, None)?;
+            // The analyzers' GPU variant (the Dockerfile's `gpu` target).
+            match gpu_image {
+                Some(gpu) => build_and_push(&context, &gpu, Some("gpu")),
+                None => Ok(()),
+            }
+        })
+        .await??;
     }
 
     let client = kube::Client::try_default()
@@ -389,6 +413,8 @@ fn render_options(args: &UpArgs) -> anyhow::Result<RenderOptions> {
             .map(|(camera, class)| (camera.clone(), manifests::priority_class(class)))
             .collect::<BTreeMap<_, _>>(),
         gpu_inference,
+        no_dashboard: args.no_dashboard,
+        dashboard_service_type: args.dashboard_service_type.clone(),
     })
 }
 

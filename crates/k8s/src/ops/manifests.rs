@@ -75,6 +75,13 @@ pub fn embedded() -> Vec<EmbeddedFile> {
         embed!("deploy/database/kustomization.yaml"),
         embed!("deploy/database/statefulset.yaml"),
         embed!("deploy/database/service.yaml"),
+        embed!("deploy/exporter/kustomization.yaml"),
+        embed!("deploy/exporter/daemonset.yaml"),
+        embed!("deploy/exporter/service.yaml"),
+        embed!("deploy/dashboard/kustomization.yaml"),
+        embed!("deploy/dashboard/rbac.yaml"),
+        embed!("deploy/dashboard/deployment.yaml"),
+        embed!("deploy/dashboard/service.yaml"),
         embed!("deploy/scheduler/kustomization.yaml"),
         embed!("deploy/scheduler/rbac.yaml"),
         embed!("deploy/scheduler/deployment.yaml"),
@@ -117,6 +124,9 @@ pub const GPU_CONFIG_MAP: &str = "posture-gpu-config";
 
 /// Key of the GPU queries in [`GPU_CONFIG_MAP`].
 pub const GPU_CONFIG_KEY: &str = "gpu.yaml";
+
+/// Service of the dashboard (port 8080).
+pub const DASHBOARD_SERVICE: &str = "posture-dashboard";
 
 /// ConfigMap of the analyzers' settings (`MQTT_BROKER`, `MQTT_PORT`).
 pub const ANALYZER_CONFIG_MAP: &str = "posture-analyzer";
@@ -212,6 +222,10 @@ pub struct RenderOptions {
     pub camera_priorities: BTreeMap<String, String>,
     /// Analyzers use the node's GPU.
     pub gpu_inference: Option<GpuInference>,
+    /// Leave the dashboard out.
+    pub no_dashboard: bool,
+    /// `spec.type` of Service posture-dashboard; `None` keeps `ClusterIP`.
+    pub dashboard_service_type: Option<String>,
 }
 
 /// The rendered plan plus what the operator should know about it.
@@ -291,7 +305,8 @@ pub fn render(files: &[EmbeddedFile], opts: &RenderOptions) -> Result<Rendered, 
     })
 }
 
-/// Leaves out the in-cluster broker or database when existing ones are used.
+/// Leaves out the in-cluster broker or database when existing ones are
+/// used, and the dashboard when asked.
 fn select_components(docs: Vec<Document>, opts: &RenderOptions) -> Vec<Document> {
     let external_broker = matches!(opts.broker, BrokerSetup::External { .. });
     let external_db = !matches!(opts.database, DbSetup::InCluster(_));
@@ -299,6 +314,7 @@ fn select_components(docs: Vec<Document>, opts: &RenderOptions) -> Vec<Document>
         .filter(|d| match component(&d.value) {
             Some("broker") => !external_broker,
             Some("database") => !external_db,
+            Some("dashboard") => !opts.no_dashboard,
             _ => true,
         })
         .collect()
@@ -348,6 +364,12 @@ fn apply_flags(doc: &mut Value, opts: &RenderOptions, namespace: &str) -> Result
             }
             _ => {}
         }
+    }
+    if let Some(service_type) = &opts.dashboard_service_type
+        && kind(doc) == "Service"
+        && name(doc) == DASHBOARD_SERVICE
+    {
+        doc["spec"]["type"] = Value::String(service_type.clone());
     }
     if let Some(url) = &opts.prometheus.url {
         transform::set_env(doc, "PROMETHEUS_URL", url);

@@ -10,12 +10,12 @@ use std::fmt::Write as _;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 use posture_core::gpu::GpuSnapshot;
 
-use super::manifests::Mode;
+use super::manifests::{DASHBOARD_SERVICE, Mode};
 use super::nodes::MASTER_TAINT_KEY;
 use super::plan::COMPONENT_LABEL;
 use super::pods::is_analyzer;
@@ -84,6 +84,8 @@ pub struct StatusReport {
     pub mode: &'static str,
     /// The farm's own workloads, sorted by kind then name.
     pub components: Vec<ComponentRow>,
+    /// Where the dashboard answers (in-cluster URL first), when deployed.
+    pub dashboard: Vec<String>,
     /// Jobs and ScaledJobs of ours.
     pub jobs: usize,
     /// ScaledJobs of ours.
@@ -116,6 +118,8 @@ pub struct StatusInputs {
     pub events: Vec<Event>,
     /// The farm's Deployments, StatefulSets and DaemonSets with their readiness.
     pub components: Vec<ComponentRow>,
+    /// The dashboard's Service, when it is deployed.
+    pub dashboard: Option<Service>,
 }
 
 /// When an event last happened: `eventTime` (events.k8s.io writers, such as
@@ -168,11 +172,50 @@ pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusRepo
     StatusReport {
         mode: mode_of(inputs),
         components,
+        dashboard: inputs
+            .dashboard
+            .as_ref()
+            .map(dashboard_addresses)
+            .unwrap_or_default(),
         jobs: inputs.jobs.len(),
         scaled_jobs: inputs.scaled_jobs.len(),
         nodes,
         pods,
     }
+}
+
+/// The URLs of the dashboard's Service: its in-cluster name, then (when
+/// its type makes it reachable from outside) each load-balancer address or
+/// `<any node>:<nodePort>`.
+pub fn dashboard_addresses(service: &Service) -> Vec<String> {
+    let ns = service.metadata.namespace.as_deref().unwrap_or("default");
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    let port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first());
+    let Some(port) = port else {
+        return Vec::new();
+    };
+    let mut out = vec![format!(
+        "http://{name}.{ns}.svc.cluster.local:{} (in the cluster)",
+        port.port
+    )];
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for i in ingress.into_iter().flatten() {
+        if let Some(host) = i.ip.as_ref().or(i.hostname.as_ref()) {
+            out.push(format!("http://{host}:{}", port.port));
+        }
+    }
+    if let Some(node_port) = port.node_port {
+        out.push(format!("http://<any node>:{node_port}"));
+    }
+    out
 }
 
 /// The mode a cluster runs: ScaledJobs mean KEDA; otherwise the scheduler
@@ -343,6 +386,16 @@ pub async fn gather(client: &Client) -> Result<StatusInputs, OpsError> {
         scaled_jobs,
         events,
         components: gather_components(client).await?,
+        dashboard: Api::<Service>::all(client.clone())
+            .list(&ListParams::default().labels(&format!(
+                "{},app.kubernetes.io/name={DASHBOARD_SERVICE}",
+                managed_selector()
+            )))
+            .await
+            .map_err(|e| OpsError::kube("list the dashboard's Service", e))?
+            .items
+            .into_iter()
+            .next(),
     })
 }
 
@@ -474,6 +527,13 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
             })
             .collect();
         out.push_str(&table(&["COMPONENT", "KIND", "ROLE", "READY"], &rows));
+        out.push('\n');
+    }
+    for (i, address) in report.dashboard.iter().enumerate() {
+        let label = if i == 0 { "dashboard:" } else { "          " };
+        let _ = writeln!(out, "{label} {address}");
+    }
+    if !report.dashboard.is_empty() {
         out.push('\n');
     }
     if report.pods.is_empty() {

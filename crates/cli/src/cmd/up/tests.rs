@@ -132,6 +132,6 @@ fn generated_passwords_are_long_alphanumeric_and_differ() {
 #[test]
 fn build_reports_a_missing_dockerfile_before_calling_docker() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let err = build_and_push(tmp.path(), "x/posture-farm:latest").expect_err("no Dockerfile");
+    let err = build_and_push(tmp.path(), "x/posture-farm:0.1.0", None).expect_err("no Dockerfile");
     assert!(err.to_string().contains("no Dockerfile"), "{err}");
 }

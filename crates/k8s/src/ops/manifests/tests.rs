@@ -147,7 +147,10 @@ fn each_mode_runs_its_scheduler_and_its_analyzers() {
                     .plan
                     .objects
                     .iter()
-                    .find(|o| o.kind_name() == "Deployment")
+                    .find(|o| {
+                        o.kind_name() == "Deployment"
+                            && transform::component(&o.object) == Some("scheduler")
+                    })
                     .expect("the scheduler");
                 let env = &dep.object["spec"]["template"]["spec"]["containers"][0]["env"];
                 assert!(
@@ -156,12 +159,13 @@ fn each_mode_runs_its_scheduler_and_its_analyzers() {
                         .iter()
                         .any(|e| e["name"] == "SCHEDULER_NAME" && e["value"] == scheduler)
                 );
-                assert_eq!(deployments.len(), 1, "{deployments:?}");
+                assert_eq!(deployments.len(), 2, "{deployments:?}");
+                assert!(deployments.contains(&"posture-dashboard".to_string()));
             }
             None => {
                 assert!(r.plan.workload_names("Job").is_empty());
                 assert_eq!(r.plan.workload_names("ScaledJob").len(), 10);
-                assert_eq!(deployments, ["posture-scaler"]);
+                assert_eq!(deployments, ["posture-dashboard", "posture-scaler"]);
             }
         }
     }
@@ -544,18 +548,17 @@ fn gpu_inference_puts_analyzers_on_the_gpu() {
                     .contains(r#""name":"POSE_DEVICE","value":"cuda""#)
             );
         }
-        let sched_or_scaler = r
+        for o in r
             .plan
             .objects
             .iter()
-            .find(|o| o.kind_name() == "Deployment")
-            .expect("controller");
-        assert!(
-            !sched_or_scaler
-                .object
-                .to_string()
-                .contains("nvidia.com/gpu")
-        );
+            .filter(|o| o.stage != Stage::Workloads)
+        {
+            for c in transform::containers(&o.object) {
+                let gpu = c.pointer("/resources/limits/nvidia.com~1gpu");
+                assert!(gpu.is_none(), "{}", o.describe());
+            }
+        }
     }
 }
 
@@ -688,5 +691,72 @@ mod props {
             let stages: Vec<_> = r.plan.objects.iter().map(|o| o.stage).collect();
             prop_assert!(stages.windows(2).all(|w| w[0] <= w[1]));
         }
+    }
+}
+
+#[test]
+fn the_dashboard_runs_next_to_the_database_unless_left_out() {
+    let files = embedded();
+    let r = render(&files, &RenderOptions::default()).expect("renders");
+    let dep = find(&r, "Deployment", "posture-dashboard").expect("dashboard");
+    let env = dep["spec"]["template"]["spec"]["containers"][0]["env"].to_string();
+    assert!(
+        env.contains(r#""name":"DASHBOARD_LISTEN","value":"0.0.0.0:8080""#),
+        "{env}"
+    );
+    assert!(
+        env.contains(r#""secretKeyRef":{"key":"DATABASE_URL","name":"posture-db"}"#),
+        "{env}"
+    );
+    let stage = r
+        .plan
+        .objects
+        .iter()
+        .find(|o| o.name() == "posture-dashboard" && o.kind_name() == "Deployment")
+        .map(|o| o.stage);
+    assert_eq!(
+        stage,
+        Some(Stage::Controllers),
+        "after the database is ready"
+    );
+    let service_type =
+        |r: &Rendered| find(r, "Service", DASHBOARD_SERVICE).map(|s| s["spec"]["type"].clone());
+    assert_eq!(service_type(&r), Some(json!("ClusterIP")));
+    let r = render(
+        &files,
+        &RenderOptions {
+            dashboard_service_type: Some("LoadBalancer".into()),
+            ..RenderOptions::default()
+        },
+    )
+    .expect("renders");
+    assert_eq!(service_type(&r), Some(json!("LoadBalancer")));
+    let r = render(
+        &files,
+        &RenderOptions {
+            no_dashboard: true,
+            ..RenderOptions::default()
+        },
+    )
+    .expect("renders");
+    assert!(
+        r.plan
+            .objects
+            .iter()
+            .all(|o| transform::component(&o.object) != Some("dashboard"))
+    );
+}
+
+#[test]
+fn the_gpu_exporter_runs_on_gpu_nodes_in_every_mode() {
+    for mode in Mode::ALL {
+        let r = render(&embedded(), &mode_opts(mode)).expect("renders");
+        let ds = find(&r, "DaemonSet", "posture-gpu-exporter").expect("exporter");
+        assert_eq!(
+            ds.pointer("/spec/template/spec/affinity/nodeAffinity/requiredDuringSchedulingIgnoredDuringExecution/nodeSelectorTerms/0/matchExpressions/0"),
+            Some(&json!({"key": "gpu-node", "operator": "Exists"})),
+            "{}",
+            mode.as_str()
+        );
     }
 }

@@ -68,6 +68,7 @@ fn report_counts_pods_per_node_and_explains_pending_ones() {
             ready: 0,
             desired: 1,
         }],
+        dashboard: None,
         events: [
             event("posture-pi1-2-x", "2026-11-23T10:00:00Z", "old reason"),
             event(
@@ -224,9 +225,29 @@ async fn gather_reads_by_label_and_tolerates_missing_keda_crd() {
     mock.expect_get("/apis/apps/v1/daemonsets")
         .await
         .respond(200, list("DaemonSetList", vec![]));
+    let req = mock.expect_get("/api/v1/services").await;
+    assert!(req.query.contains("posture-dashboard"), "{}", req.query);
+    req.respond(
+        200,
+        list(
+            "ServiceList",
+            vec![json!({
+        "metadata": {"name": "posture-dashboard", "namespace": "posture"},
+        "spec": {"type": "LoadBalancer", "ports": [{"port": 8080, "nodePort": 31080}]},
+        "status": {"loadBalancer": {"ingress": [{"ip": "192.168.1.79"}]}}})],
+        ),
+    );
     let inputs = task.await.expect("joins").expect("ok");
     let r = summarise(&inputs, None);
     assert_eq!(r.pods[0].pending_reason.as_deref(), Some("no nodes"));
+    assert_eq!(
+        r.dashboard,
+        [
+            "http://posture-dashboard.posture.svc.cluster.local:8080 (in the cluster)",
+            "http://192.168.1.79:8080",
+            "http://<any node>:31080"
+        ]
+    );
     assert_eq!(
         r.components,
         [ComponentRow {
@@ -245,6 +266,9 @@ async fn gather_reads_by_label_and_tolerates_missing_keda_crd() {
 fn renders_nodes_pods_and_pending_reasons() {
     let report = StatusReport {
         mode: "round-robin",
+        dashboard: vec![
+            "http://posture-dashboard.posture.svc.cluster.local:8080 (in the cluster)".into(),
+        ],
         components: vec![ComponentRow {
             kind: "StatefulSet",
             namespace: "posture".into(),
@@ -298,6 +322,10 @@ fn renders_nodes_pods_and_pending_reasons() {
     );
     assert!(
         text.contains("posture/mqtt-broker  StatefulSet  broker  1/1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("dashboard: http://posture-dashboard.posture.svc.cluster.local:8080"),
         "{text}"
     );
 }

@@ -71,7 +71,10 @@ async fn each_mode_is_created_once_and_a_second_up_changes_nothing() {
 async fn switching_mode_removes_the_previous_modes_workloads() {
     let mut cluster = Cluster::default();
     up(&mut cluster, &plan_for(Mode::RoundRobin)).await;
-    assert_eq!(cluster.names("Deployment"), ["rr-scheduler"]);
+    assert_eq!(
+        cluster.names("Deployment"),
+        ["posture-dashboard", "rr-scheduler"]
+    );
 
     // round-robin → gpu: another scheduler; the Jobs keep their names but
     // name gpu-scheduler now, so each is replaced.
@@ -89,7 +92,10 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
         .filter(|o| o.action == ApplyAction::Replaced)
         .count();
     assert_eq!(replaced, 10, "every Job names the new scheduler");
-    assert_eq!(cluster.names("Deployment"), ["gpu-scheduler"]);
+    assert_eq!(
+        cluster.names("Deployment"),
+        ["gpu-scheduler", "posture-dashboard"]
+    );
     for job in cluster.ours("Job") {
         assert_eq!(
             job.value["spec"]["template"]["spec"]["schedulerName"],
@@ -103,7 +109,10 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
     assert!(pruned.contains(&"Deployment gpu-scheduler".to_string()));
     assert!(cluster.names("Job").is_empty());
     assert_eq!(cluster.names("ScaledJob").len(), 10);
-    assert_eq!(cluster.names("Deployment"), ["posture-scaler"]);
+    assert_eq!(
+        cluster.names("Deployment"),
+        ["posture-dashboard", "posture-scaler"]
+    );
 
     // keda → priority: ScaledJobs, scaler, its NetworkPolicy and RBAC go.
     let (_, pruned) = up(&mut cluster, &plan_for(Mode::Priority)).await;
@@ -123,7 +132,10 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
         assert!(pruned.contains(&gone.to_string()), "{gone}: {pruned:?}");
     }
     assert!(cluster.names("ScaledJob").is_empty());
-    assert_eq!(cluster.names("Deployment"), ["posture-priority"]);
+    assert_eq!(
+        cluster.names("Deployment"),
+        ["posture-dashboard", "posture-priority"]
+    );
     assert_eq!(cluster.names("PriorityClass").len(), 3);
     // Data and configuration stay through every switch.
     assert_eq!(cluster.names("Secret"), ["posture-db"]);
@@ -221,7 +233,17 @@ async fn prepare_then_deploy_waits_for_the_platform_then_the_scheduler_and_pods(
         }
     }
     cluster.serve_applies(&mut mock, &rest).await;
-    // Scheduler Deployment: not yet available, then available.
+    // The dashboard is available at once; the scheduler after a second poll.
+    let ready = |name: &str, available: i32| {
+        json!({
+            "metadata": {"name": name, "namespace": "posture", "generation": 1},
+            "spec": {"replicas": 1, "selector": {}, "template": {}},
+            "status": {"observedGeneration": 1, "updatedReplicas": available, "availableReplicas": available},
+        })
+    };
+    mock.expect_get("/apis/apps/v1/namespaces/posture/deployments/posture-dashboard")
+        .await
+        .respond(200, ready("posture-dashboard", 1));
     for available in [0, 1] {
         let req = mock
             .expect_get("/apis/apps/v1/namespaces/posture/deployments/rr-scheduler")
@@ -246,7 +268,7 @@ async fn prepare_then_deploy_waits_for_the_platform_then_the_scheduler_and_pods(
         waits.first().map(String::as_str),
         Some("statefulset posture/mqtt-broker")
     );
-    assert_eq!(waits.len(), 7, "{waits:?}");
+    assert_eq!(waits.len(), 8, "{waits:?}");
 }
 
 #[tokio::test]
