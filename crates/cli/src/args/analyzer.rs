@@ -3,8 +3,11 @@
 //! `local`), with what those commands print about a frame and the outputs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
+use posture_analyzer::outputs::Outputs;
+use posture_analyzer::retention::{self, Retention};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{
     Analyzer, AnalyzerConfig, Database, Limits, Metrics, MqttConfig, MqttTls, Outcome, Store,
@@ -165,12 +168,49 @@ pub struct PipelineArgs {
     /// Spool file for rows while the database is unreachable (default <out-dir>/spool/posture_log.jsonl).
     #[arg(long = "spool-path", env = "SPOOL_PATH")]
     pub spool_path: Option<PathBuf>,
+    /// Where annotated images go besides the posture_log row: `db` (table
+    /// posture_image, same transaction as the row; the cluster), `files`
+    /// (analyzed_images/ and <camera>_results.csv under --out-dir) or `db,files`.
+    #[arg(long = "outputs", env = "ANALYZER_OUTPUTS", default_value = "files")]
+    pub outputs: Outputs,
+    /// Delete annotated images older than this from the database (e.g. 30d,
+    /// 12h; units s, m, h, d, w), in the background. Rows are kept.
+    #[arg(long = "image-retention", env = "IMAGE_RETENTION", value_parser = retention::parse_age)]
+    pub image_retention: Option<Duration>,
+    /// Keep only the newest N annotated images per camera in the database. Rows are kept.
+    #[arg(long = "image-keep", env = "IMAGE_KEEP")]
+    pub image_keep: Option<u64>,
+    /// JPEG quality (1–100) of annotated images.
+    #[arg(long = "jpeg-quality", env = "JPEG_QUALITY", default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
     /// The results database (`--database-url`, `--sqlite-path`, legacy `DB_*`).
     #[command(flatten)]
     pub db: DbArgs,
 }
 
 impl PipelineArgs {
+    /// Starts pruning annotated images in the database per --image-retention
+    /// and --image-keep (none if neither is set); stops when dropped.
+    pub fn start_retention(&self, analyzer: &mut Analyzer) -> Option<AbortOnDrop> {
+        let policy = Retention {
+            max_age: self.image_retention,
+            keep_per_camera: self.image_keep,
+        };
+        if policy.is_off() {
+            return None;
+        }
+        tracing::info!(max_age = ?policy.max_age, keep_per_camera = ?policy.keep_per_camera, "image retention on");
+        let pruned = analyzer.metrics().images_pruned.clone();
+        let db = analyzer.store().database().clone();
+        // Every 5 minutes: images age by hours or days; a round is a few batched DELETEs.
+        Some(AbortOnDrop(retention::spawn(
+            db,
+            policy,
+            Duration::from_secs(300),
+            pruned,
+        )))
+    }
+
     /// Where rows go.
     pub fn db_target(&self) -> anyhow::Result<DbTarget> {
         self.db.target()
@@ -197,8 +237,7 @@ impl PipelineArgs {
             .spool_path
             .clone()
             .unwrap_or_else(|| self.out_dir.join("spool").join("posture_log.jsonl"));
-        let store =
-            Store::new(db, &spool, metrics.spool_depth.clone()).context("opening the spool")?;
+        let store = Store::new(db, &spool, &metrics).context("opening the spool")?;
         let mut cfg = AnalyzerConfig::new(
             self.out_dir.clone(),
             posture_analyzer::node_name(self.node_name.as_deref()),
@@ -213,7 +252,10 @@ impl PipelineArgs {
             max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
             max_bytes: self.dead_letter_max_bytes,
         };
+        cfg.outputs = self.outputs;
+        cfg.jpeg_quality = self.jpeg_quality;
         tracing::info!(
+            outputs = %cfg.outputs,
             out_dir = %cfg.out_dir.display(),
             database = %target.describe(),
             spool = %spool.display(),
@@ -223,6 +265,15 @@ impl PipelineArgs {
             "analyzer configured"
         );
         Ok(Analyzer::new(cfg, model, store, metrics))
+    }
+}
+
+/// Aborts a background task when dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -268,16 +319,24 @@ pub fn summary_line(source: &str, o: &Outcome) -> String {
 /// Prints where a camera's outputs are.
 pub async fn print_locations(analyzer: &mut Analyzer, camera: &str) {
     let out = analyzer.config().out_dir.clone();
+    let outputs = analyzer.config().outputs;
+    if outputs.files {
+        println!(
+            "annotated images: {}",
+            Analyzer::images_dir(&out, camera).display()
+        );
+        println!(
+            "CSV:              {}",
+            Analyzer::csv_path(&out, camera).display()
+        );
+    }
+    let tables = if outputs.db {
+        "tables posture_log, posture_image; `posture-farm results export` writes the files"
+    } else {
+        "table posture_log"
+    };
     println!(
-        "annotated images: {}",
-        Analyzer::images_dir(&out, camera).display()
-    );
-    println!(
-        "CSV:              {}",
-        Analyzer::csv_path(&out, camera).display()
-    );
-    println!(
-        "database:         {} (table posture_log)",
+        "database:         {} ({tables})",
         analyzer.store().database().target()
     );
     if analyzer.store().spool_depth() > 0 {

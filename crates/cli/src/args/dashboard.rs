@@ -46,6 +46,15 @@ pub struct DbArgs {
     /// Legacy: PostgreSQL password.
     #[arg(long = "db-password", env = "DB_PASSWORD", hide_env_values = true)]
     pub db_password: Option<String>,
+    /// Legacy: PostgreSQL TLS mode (disable, allow, prefer, require, verify-ca,
+    /// verify-full). With DATABASE_URL put `?sslmode=…` in the URL instead.
+    #[arg(long = "db-sslmode", env = "DB_SSLMODE")]
+    pub db_sslmode: Option<String>,
+    /// Legacy: PEM file of CAs trusted for the PostgreSQL server's certificate
+    /// (verify-ca/verify-full; default: the system roots). With DATABASE_URL
+    /// use `?sslrootcert=…`.
+    #[arg(long = "db-sslrootcert", env = "DB_SSLROOTCERT")]
+    pub db_sslrootcert: Option<PathBuf>,
 }
 
 impl DbArgs {
@@ -58,6 +67,8 @@ impl DbArgs {
             name: self.db_name.clone(),
             user: self.db_user.clone(),
             password: self.db_password.clone(),
+            sslmode: self.db_sslmode.clone(),
+            sslrootcert: self.db_sslrootcert.clone(),
         };
         DbTarget::resolve(self.database_url.as_deref(), &legacy, &self.sqlite_path)
             .context("choosing the database")

@@ -17,7 +17,9 @@ mod dashboard;
 mod farm;
 mod gpu;
 
-pub use analyzer::{MqttArgs, PipelineArgs, ThresholdArgs, print_locations, summary_line};
+pub use analyzer::{
+    MqttArgs, PipelineArgs, ThresholdArgs, load_model, print_locations, summary_line,
+};
 pub use balancer::BalancerArgs;
 pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
 pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};

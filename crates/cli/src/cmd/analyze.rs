@@ -56,25 +56,35 @@ pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
             .camera_id
             .clone()
             .unwrap_or_else(|| "files".to_string());
+        let _retention = args.pipeline.start_retention(&mut analyzer);
         let mut lines = Vec::new();
-        let stats = posture_analyzer::files::analyze_files(
+        let mut missing = Vec::new();
+        let report = posture_analyzer::files::analyze_files(
             &mut analyzer,
             &args.files,
             &camera,
             |path, o| {
                 lines.push(summary_line(&path.display().to_string(), o));
             },
+            |path, why| missing.push(format!("{:<28} UNREADABLE ({why})", path.display())),
         )
         .await?;
-        for l in &lines {
+        for l in lines.iter().chain(&missing) {
             println!("{l}");
         }
         print_locations(&mut analyzer, &camera).await;
         println!(
-            "{} analysed, {} rejected (see dead_letter/)",
-            stats.analyzed, stats.rejected
+            "{} analysed, {} rejected (see dead_letter/), {} unreadable path(s)",
+            report.stats.analyzed,
+            report.stats.rejected,
+            report.unreadable.len()
         );
         analyzer.store().database().close().await;
+        anyhow::ensure!(
+            !report.any_failed(),
+            "{} of the inputs could not be analysed (listed above)",
+            report.stats.rejected as usize + report.unreadable.len()
+        );
         return Ok(());
     }
     anyhow::ensure!(
@@ -92,6 +102,7 @@ pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
             .join("-")
     });
     let mut mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    let _retention = args.pipeline.start_retention(&mut analyzer);
     mqtt.protocol = args.mqtt_protocol;
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
@@ -242,6 +253,50 @@ mod tests {
         assert_eq!(
             a.pipeline.db_target().unwrap().describe(),
             "postgres://pg:6543/x"
+        );
+    }
+
+    #[test]
+    fn legacy_database_tls_and_outputs_flags() {
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "db.local",
+            "--db-sslmode",
+            "verify-full",
+            "--db-sslrootcert",
+            "/etc/ca.pem",
+            "--outputs",
+            "db",
+            "--image-retention",
+            "30d",
+            "--image-keep",
+            "100",
+        ]);
+        assert!(a.pipeline.db_target().is_ok());
+        assert_eq!(a.pipeline.outputs, posture_analyzer::outputs::Outputs::DB);
+        assert_eq!(
+            a.pipeline.image_retention,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "h",
+            "--db-sslmode",
+            "strict",
+        ]);
+        assert!(a.pipeline.db_target().is_err());
+        let a = analyze(&["--files", "x.jpg"]);
+        assert_eq!(
+            a.pipeline.outputs,
+            posture_analyzer::outputs::Outputs::FILES
         );
     }
 

@@ -146,14 +146,28 @@ async fn collect_from_database(client: &kube::Client, args: &DownArgs) {
     }
 }
 
-/// The seeds' layout from the database at `url` into `out`: the store's
-/// export library (`posture_analyzer::export`).
+/// The seeds' layout from the database at `url` into `out`, with the
+/// store's export library: every camera's rows (time order) and images.
 async fn export_results(url: &str, out: &Path) -> anyhow::Result<String> {
-    let _ = (url, out);
-    anyhow::bail!(
-        "this build has no results export library yet (posture_analyzer::export, issue 12.2): \
-         run `posture-farm results export` once it is merged"
-    )
+    use posture_analyzer::export::{ExportOptions, export};
+    use posture_analyzer::{Database, DbTarget, LegacyDbVars};
+    let target = DbTarget::resolve(Some(url), &LegacyDbVars::default(), Path::new(""))?;
+    let mut db = Database::open(&target).await?;
+    let opts = ExportOptions {
+        out: out.to_path_buf(),
+        images: true,
+        ..ExportOptions::default()
+    };
+    let summary = export(&mut db, &opts).await;
+    db.close().await;
+    let summary = summary?;
+    Ok(format!(
+        "{} row(s) and {} image(s) of {} camera(s) ({})",
+        summary.rows,
+        summary.images,
+        summary.cameras.len(),
+        summary.cameras.join(", ")
+    ))
 }
 
 /// Copies each running analyzer's pod-local files into `<results>/pods/<pod>/`.
@@ -181,4 +195,74 @@ async fn collect_from_pods(client: &kube::Client, args: &DownArgs) -> anyhow::Re
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use posture_analyzer::store::Entry;
+    use posture_analyzer::{Database, DbTarget, PostureRow};
+
+    fn row(camera: &str, n: u32) -> PostureRow {
+        PostureRow {
+            pi_id: camera.into(),
+            filename: format!("{camera}_{n}.jpg"),
+            received_time: format!("2026-11-23T10:00:0{n}.000000Z"),
+            analyzed_time: format!("2026-11-23T10:00:0{n}.100000Z"),
+            neck_angle: Some(12.5),
+            body_angle: Some(3.0),
+            posture_status: "Good".into(),
+            landmarks_detected: true,
+            processed_by: format!("node-{n}"),
+            frame_id: format!("{camera}-{n}"),
+        }
+    }
+
+    /// `down` collects from the database in the seeds' layout: one CSV per
+    /// camera whichever pod wrote the rows, and every stored image.
+    #[tokio::test]
+    async fn results_come_from_the_database_in_the_seeds_layout() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let path = tmp.path().join("farm.db");
+        let mut db = Database::open(&DbTarget::Sqlite(path.clone()))
+            .await
+            .expect("opens");
+        db.ensure_schema().await.expect("schema");
+        let rows = [row("pi1", 1), row("pi1", 2), row("pi1-1", 3)];
+        let jpeg: &[u8] = b"\xff\xd8\xff\xe0 not really a jpeg \xff\xd9";
+        let entries: Vec<Entry<'_>> = rows
+            .iter()
+            .map(|r| Entry {
+                row: r,
+                jpeg: Some(jpeg),
+            })
+            .collect();
+        db.record(&entries).await.expect("recorded");
+        db.close().await;
+
+        let out = tmp.path().join("results");
+        let url = format!("sqlite:{}", path.display());
+        let summary = export_results(&url, &out).await.expect("exports");
+        assert!(
+            summary.starts_with("3 row(s) and 3 image(s) of 2 camera(s)"),
+            "{summary}"
+        );
+        let csv = std::fs::read_to_string(out.join("pi1_results.csv")).expect("csv");
+        assert_eq!(csv.lines().count(), 3, "header and two rows: {csv}");
+        assert!(csv.contains("node-1") && csv.contains("node-2"));
+        let image = out.join("analyzed_images/analyzed_images_from_pi1-1/pi1-1_3.jpg");
+        assert_eq!(std::fs::read(&image).expect("image"), jpeg);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_is_an_error_not_a_hang() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let err = export_results("postgres://u:p@127.0.0.1:1/x", tmp.path())
+            .await
+            .expect_err("nothing listens on port 1");
+        assert!(
+            !format!("{err:#}").contains(":p@"),
+            "no password in {err:#}"
+        );
+    }
 }

@@ -77,7 +77,8 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("the pose model is missing and `posture-farm setup` failed")?;
     let mut registry = Registry::default();
-    let analyzer = args.pipeline.build(&mut registry).await?;
+    let mut analyzer = args.pipeline.build(&mut registry).await?;
+    let _retention = args.pipeline.start_retention(&mut analyzer);
     let files = image_files(&samples).with_context(|| {
         format!(
             "no sample photos in {} — run `posture-farm setup`, or pass --samples PATH",

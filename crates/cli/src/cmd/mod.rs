@@ -16,6 +16,7 @@ pub mod local;
 pub mod place;
 pub mod publish;
 pub mod report;
+pub mod results;
 pub mod scaler;
 pub mod scheduler;
 pub mod setup;
@@ -61,6 +62,9 @@ pub enum Command {
     Up(up::UpArgs),
     /// Collect results from the analyzer pods, then remove what `up` created.
     Down(down::DownArgs),
+    /// Results kept in the database: `results export` writes them as files (CSV/JSONL and images).
+    #[command(subcommand)]
+    Results(results::ResultsCommand),
     /// Show where posture workloads run, GPU usage and pending pods with reasons.
     Status(status::StatusArgs),
     /// Web dashboard: cameras, posture plots, farm placement and GPU usage, live (read-only).
@@ -91,6 +95,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Status(a) => status::run(a).await,
         Command::Dashboard(a) => dashboard::run(a).await,
         Command::Report(a) => report::run(a).await,
+        Command::Results(c) => results::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }
