@@ -91,6 +91,12 @@ pub async fn apply_one(client: &Client, object: &PlannedObject) -> Result<ApplyO
                 .map_err(|e| OpsError::kube(format!("apply {what} (replacement)"), e))?;
             (created, true)
         }
+        Err(kube::Error::Api(s)) if s.code == 404 && object.kind_name() == "ScaledJob" => {
+            return Err(OpsError::manifest(
+                what,
+                "the API server does not serve keda.sh/v1alpha1 ScaledJobs: install KEDA v2 first (https://keda.sh/docs/deploy/), or use another --mode",
+            ));
+        }
         Err(e) => return Err(OpsError::kube(format!("apply {what}"), e)),
     };
     let action = match before {
@@ -300,5 +306,28 @@ mod tests {
         );
         let err = task.await.expect("joins").expect_err("fails");
         assert!(err.to_string().contains("apply Deployment"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn keda_mode_without_keda_says_to_install_it() {
+        let (client, mut mock) = ApiMock::new();
+        let sj = PlannedObject::new(
+            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+                   "metadata": {"name": "posture-pi1", "namespace": "posture"}}),
+            "test",
+        )
+        .expect("valid");
+        let task = tokio::spawn(async move { apply_one(&client, &sj).await });
+        // No CRD: the whole resource path is unknown (404 with no object).
+        let path = "/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs/posture-pi1";
+        let missing = status_json(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        mock.expect_get(path).await.respond(404, missing.clone());
+        mock.expect_patch(path).await.respond(404, missing);
+        let err = task.await.expect("joins").expect_err("no KEDA");
+        assert!(err.to_string().contains("install KEDA v2"), "{err}");
     }
 }

@@ -406,12 +406,10 @@ fn apply_priorities(docs: &mut [Document], opts: &RenderOptions) -> Result<(), O
         ));
     }
     for (camera, class) in &opts.camera_priorities {
-        let hit = docs
-            .iter_mut()
-            .filter(|d| is_analyzer_workload(&d.value))
-            .fold(false, |hit, d| {
-                transform::set_priority_class(&mut d.value, camera, class) || hit
-            });
+        let mut hit = false;
+        for d in docs.iter_mut().filter(|d| is_analyzer_workload(&d.value)) {
+            hit |= transform::set_priority_class(&mut d.value, camera, class);
+        }
         if !hit {
             return Err(OpsError::manifest(
                 "--camera-priority",

@@ -198,6 +198,12 @@ pub fn purge_kinds() -> Vec<KindInfo> {
     PURGE_ORDER.iter().filter_map(|k| info_of(k)).collect()
 }
 
+/// The kinds `down --purge` deletes after [`running_kinds`]: configuration,
+/// RBAC, data volumes and the namespace, in [`PURGE_ORDER`].
+pub fn config_kinds() -> Vec<KindInfo> {
+    PURGE_ORDER[5..].iter().filter_map(|k| info_of(k)).collect()
+}
+
 /// The kinds that run something (or make something run): what `down`
 /// stops without `--purge`, in that order — ScaledJobs first so KEDA stops
 /// creating Jobs, then Jobs, then the Deployments, DaemonSets and

@@ -487,31 +487,7 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
         report.pods.len(),
         report.pending().count()
     );
-    let mut header = vec!["NODE", "PODS", "GPU-LABEL", "MASTER-TAINT"];
-    if with_gpu {
-        header.push("GPU");
-    }
-    let nodes: Vec<Vec<String>> = report
-        .nodes
-        .iter()
-        .map(|n| {
-            let mut row = vec![
-                n.name.clone(),
-                n.pods.to_string(),
-                if n.gpu_labelled { "yes" } else { "-" }.to_string(),
-                if n.tainted { "yes" } else { "-" }.to_string(),
-            ];
-            if with_gpu {
-                let state = n.gpu_state.unwrap_or("missing");
-                row.push(match n.gpu_percent {
-                    Some(p) => format!("{p:.1}% {state}"),
-                    None => state.to_string(),
-                });
-            }
-            row
-        })
-        .collect();
-    out.push_str(&table(&header, &nodes));
+    out.push_str(&nodes_table(&report.nodes, with_gpu));
     out.push('\n');
     if !report.components.is_empty() {
         let rows: Vec<Vec<String>> = report
@@ -536,9 +512,43 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
     if !report.dashboard.is_empty() {
         out.push('\n');
     }
+    out.push_str(&pods_section(report));
+    out
+}
+
+/// One row per node: pods, GPU label, master taint, and (when read) the GPU
+/// reading with its state.
+fn nodes_table(nodes: &[NodeRow], with_gpu: bool) -> String {
+    let mut header = vec!["NODE", "PODS", "GPU-LABEL", "MASTER-TAINT"];
+    if with_gpu {
+        header.push("GPU");
+    }
+    let rows: Vec<Vec<String>> = nodes
+        .iter()
+        .map(|n| {
+            let mut row = vec![
+                n.name.clone(),
+                n.pods.to_string(),
+                if n.gpu_labelled { "yes" } else { "-" }.to_string(),
+                if n.tainted { "yes" } else { "-" }.to_string(),
+            ];
+            if with_gpu {
+                let state = n.gpu_state.unwrap_or("missing");
+                row.push(match n.gpu_percent {
+                    Some(p) => format!("{p:.1}% {state}"),
+                    None => state.to_string(),
+                });
+            }
+            row
+        })
+        .collect();
+    table(&header, &rows)
+}
+
+/// One row per pod, then each pending pod with its reason.
+fn pods_section(report: &StatusReport) -> String {
     if report.pods.is_empty() {
-        out.push_str("no pods created by posture-farm\n");
-        return out;
+        return "no pods created by posture-farm\n".to_string();
     }
     let pods: Vec<Vec<String>> = report
         .pods
@@ -552,7 +562,7 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["POD", "ROLE", "PHASE", "NODE"], &pods));
+    let mut out = table(&["POD", "ROLE", "PHASE", "NODE"], &pods);
     let pending: Vec<_> = report.pending().collect();
     if !pending.is_empty() {
         out.push_str("\npending pods:\n");

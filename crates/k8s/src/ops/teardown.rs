@@ -25,7 +25,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, DynamicObject, ListParams};
 use kube::{Api, Client};
 
-use super::plan::{ApplyPlan, KindInfo, purge_kinds, running_kinds};
+use super::plan::{ApplyPlan, KindInfo, config_kinds, purge_kinds, running_kinds};
 use super::wait::WaitConfig;
 use super::{OpsError, managed_selector};
 use crate::balancer::SCALEDJOB_LABEL;
@@ -131,13 +131,7 @@ pub async fn teardown(client: &Client, purge: bool) -> Result<Vec<Deleted>, OpsE
     }
     out.extend(delete_pods(client).await?);
     if purge {
-        for kind in purge_kinds() {
-            if running
-                .iter()
-                .any(|r| r.resource.kind == kind.resource.kind)
-            {
-                continue;
-            }
+        for kind in config_kinds() {
             out.extend(delete_kind(client, &kind, |_| false).await?);
         }
     }

@@ -8,7 +8,7 @@
 
 use serde_json::{Value, json};
 
-use crate::ops::plan::{ApplyPlan, KindInfo, PlannedObject, Stage, purge_kinds, running_kinds};
+use crate::ops::plan::{ApplyPlan, KindInfo, PlannedObject, Stage, config_kinds, running_kinds};
 use crate::ops::teardown::prune_kinds;
 use crate::test_support::{ApiMock, status_json};
 
@@ -319,13 +319,7 @@ impl Cluster {
             deleted.push(format!("Pod {}", pod.name()));
         }
         if purge {
-            for kind in purge_kinds() {
-                if running
-                    .iter()
-                    .any(|r| r.resource.kind == kind.resource.kind)
-                {
-                    continue;
-                }
+            for kind in config_kinds() {
                 deleted.extend(self.serve_delete_kind(mock, &kind, |_| true).await);
             }
         }

@@ -18,7 +18,7 @@ use super::OpsError;
 use super::apply::{ApplyOutcome, apply_one};
 use super::manifests::generate::secret_strings;
 use super::nodes::{self, NodeChange};
-use super::plan::{ApplyPlan, Stage};
+use super::plan::{ApplyPlan, PlannedObject, Stage};
 use super::teardown::{Deleted, prune};
 use super::wait::{
     WaitConfig, WaitProgress, wait_deployments, wait_pods_scheduled, wait_statefulsets,
@@ -122,6 +122,27 @@ pub struct DeployReport {
     pub applied: Vec<ApplyOutcome>,
 }
 
+/// Applies `objects` in order, appending each outcome to `applied` (of
+/// `total` in the whole plan) and reporting it.
+async fn apply_all(
+    client: &Client,
+    objects: &[&PlannedObject],
+    total: usize,
+    applied: &mut Vec<ApplyOutcome>,
+    events: &mut impl FnMut(DeployEvent<'_>),
+) -> Result<(), OpsError> {
+    for object in objects {
+        let outcome = apply_one(client, object).await?;
+        events(DeployEvent::Applied {
+            outcome: &outcome,
+            n: applied.len() + 1,
+            total,
+        });
+        applied.push(outcome);
+    }
+    Ok(())
+}
+
 /// Prunes, then applies the plan in two halves around the platform wait;
 /// unless `wait` is `None`, waits for the broker and database StatefulSets
 /// before the controllers and analyzers are applied, and for the
@@ -141,15 +162,7 @@ pub async fn deploy(
         .objects
         .iter()
         .partition(|o| o.stage <= Stage::Platform);
-    for object in platform {
-        let outcome = apply_one(client, object).await?;
-        events(DeployEvent::Applied {
-            outcome: &outcome,
-            n: applied.len() + 1,
-            total,
-        });
-        applied.push(outcome);
-    }
+    apply_all(client, &platform, total, &mut applied, &mut events).await?;
     if let Some(cfg) = wait {
         let statefulsets = plan.named("StatefulSet", Stage::Platform);
         wait_statefulsets(client, &statefulsets, cfg, |p| {
@@ -157,15 +170,7 @@ pub async fn deploy(
         })
         .await?;
     }
-    for object in rest {
-        let outcome = apply_one(client, object).await?;
-        events(DeployEvent::Applied {
-            outcome: &outcome,
-            n: applied.len() + 1,
-            total,
-        });
-        applied.push(outcome);
-    }
+    apply_all(client, &rest, total, &mut applied, &mut events).await?;
     if let Some(cfg) = wait {
         wait_deployments(client, &plan.deployments(), cfg, |p| {
             events(DeployEvent::Waiting(p))

@@ -562,18 +562,23 @@ fn gpu_inference_puts_analyzers_on_the_gpu() {
     }
 }
 
+/// A mode with every optional part (Prometheus) rendered.
+fn everything(mode: Mode) -> Rendered {
+    let opts = RenderOptions {
+        mode,
+        prometheus: PrometheusSetup {
+            deploy: true,
+            url: None,
+        },
+        ..RenderOptions::default()
+    };
+    render(&embedded(), &opts).expect("renders")
+}
+
 #[test]
 fn images_are_pinned_to_the_release_and_never_latest() {
     for mode in Mode::ALL {
-        let opts = RenderOptions {
-            mode,
-            prometheus: PrometheusSetup {
-                deploy: true,
-                url: None,
-            },
-            ..RenderOptions::default()
-        };
-        let r = render(&embedded(), &opts).expect("renders");
+        let r = everything(mode);
         for o in &r.plan.objects {
             for c in transform::containers(&o.object) {
                 let image = c["image"].as_str().expect("image");
@@ -596,15 +601,7 @@ fn images_are_pinned_to_the_release_and_never_latest() {
 #[test]
 fn every_pod_is_locked_down() {
     for mode in Mode::ALL {
-        let opts = RenderOptions {
-            mode,
-            prometheus: PrometheusSetup {
-                deploy: true,
-                url: None,
-            },
-            ..RenderOptions::default()
-        };
-        let r = render(&embedded(), &opts).expect("renders");
+        let r = everything(mode);
         for o in &r.plan.objects {
             let Some(template) = transform::pod_template(&o.object) else {
                 continue;

@@ -222,29 +222,23 @@ pub fn put_env(doc: &mut Value, var: &str, value: &str) {
 
 /// Renames every `secretKeyRef`/`secretRef` to Secret `from` into `to`.
 pub fn rename_secret(doc: &mut Value, from: &str, to: &str) {
+    const REFS: [(&str, &str); 2] = [
+        ("env", "/valueFrom/secretKeyRef/name"),
+        ("envFrom", "/secretRef/name"),
+    ];
     for_each_container(doc, |c| {
-        for e in c
-            .get_mut("env")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = e.pointer_mut("/valueFrom/secretKeyRef/name")
-                && n.as_str() == Some(from)
+        for (list, pointer) in REFS {
+            for e in c
+                .get_mut(list)
+                .and_then(Value::as_array_mut)
+                .into_iter()
+                .flatten()
             {
-                *n = Value::String(to.to_string());
-            }
-        }
-        for e in c
-            .get_mut("envFrom")
-            .and_then(Value::as_array_mut)
-            .into_iter()
-            .flatten()
-        {
-            if let Some(n) = e.pointer_mut("/secretRef/name")
-                && n.as_str() == Some(from)
-            {
-                *n = Value::String(to.to_string());
+                if let Some(n) = e.pointer_mut(pointer)
+                    && n.as_str() == Some(from)
+                {
+                    *n = Value::String(to.to_string());
+                }
             }
         }
     });

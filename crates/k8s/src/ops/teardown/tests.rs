@@ -1,6 +1,6 @@
 use super::*;
 use crate::ops::manifests::{Mode, RenderOptions, embedded, render};
-use crate::ops::plan::kind_info;
+use crate::ops::plan::{config_kinds, kind_info};
 use crate::ops::test_cluster::{Cluster, list_path, pod_kind};
 use crate::test_support::{ApiMock, status_json};
 use serde_json::json;
@@ -153,13 +153,7 @@ async fn down_on_an_empty_cluster_lists_and_deletes_nothing() {
             json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
         );
         if purge {
-            for kind in purge_kinds() {
-                if running
-                    .iter()
-                    .any(|r| r.resource.kind == kind.resource.kind)
-                {
-                    continue;
-                }
+            for kind in config_kinds() {
                 mock.expect_get(list_path(&kind).as_str()).await.respond(
                     200,
                     json!({"apiVersion": "v1", "kind": "List", "metadata": {}, "items": []}),
