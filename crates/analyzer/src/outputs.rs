@@ -38,6 +38,12 @@ impl Outputs {
         db: true,
         files: false,
     };
+    /// Both: the database (what the dashboard and `results export` read) and
+    /// the seeds' local files (`local`, `analyze --files`).
+    pub const BOTH: Outputs = Outputs {
+        db: true,
+        files: true,
+    };
 }
 
 impl Default for Outputs {

@@ -171,8 +171,10 @@ pub struct PipelineArgs {
     /// Where annotated images go besides the posture_log row: `db` (table
     /// posture_image, same transaction as the row; the cluster), `files`
     /// (analyzed_images/ and <camera>_results.csv under --out-dir) or `db,files`.
-    #[arg(long = "outputs", env = "ANALYZER_OUTPUTS", default_value = "files")]
-    pub outputs: Outputs,
+    /// Default: `db` for MQTT cameras (the database is the system of record),
+    /// `db,files` for --files and `local`.
+    #[arg(long = "outputs", env = "ANALYZER_OUTPUTS")]
+    pub outputs: Option<Outputs>,
     /// Delete annotated images older than this from the database (e.g. 30d,
     /// 12h; units s, m, h, d, w), in the background. Rows are kept.
     #[arg(long = "image-retention", env = "IMAGE_RETENTION", value_parser = retention::parse_age)]
@@ -252,7 +254,7 @@ impl PipelineArgs {
             max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
             max_bytes: self.dead_letter_max_bytes,
         };
-        cfg.outputs = self.outputs;
+        cfg.outputs = self.outputs.unwrap_or(Outputs::DB);
         cfg.jpeg_quality = self.jpeg_quality;
         tracing::info!(
             outputs = %cfg.outputs,

@@ -41,14 +41,26 @@ pub struct AnalyzeArgs {
     pub pipeline: PipelineArgs,
 }
 
-/// Runs the subcommand.
-pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
-    if !args.files.is_empty() {
-        // Files are unrelated photos, not a camera's frames.
-        args.pipeline
+impl AnalyzeArgs {
+    /// Defaults that differ in `--files` mode: files are unrelated photos,
+    /// not a camera's frames (static pose mode), and the seeds' folders and
+    /// CSV are written next to the database rows.
+    fn apply_files_defaults(&mut self) {
+        if self.files.is_empty() {
+            return;
+        }
+        self.pipeline
             .pose_mode
             .get_or_insert(posture_pose::Mode::Static);
+        self.pipeline
+            .outputs
+            .get_or_insert(posture_analyzer::outputs::Outputs::BOTH);
     }
+}
+
+/// Runs the subcommand.
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
+    args.apply_files_defaults();
     let mut registry = Registry::default();
     let mut analyzer = args.pipeline.build(&mut registry).await?;
     if !args.files.is_empty() {
@@ -277,7 +289,10 @@ mod tests {
             "100",
         ]);
         assert!(a.pipeline.db_target().is_ok());
-        assert_eq!(a.pipeline.outputs, posture_analyzer::outputs::Outputs::DB);
+        assert_eq!(
+            a.pipeline.outputs,
+            Some(posture_analyzer::outputs::Outputs::DB)
+        );
         assert_eq!(
             a.pipeline.image_retention,
             Some(std::time::Duration::from_secs(30 * 86_400))
@@ -293,10 +308,20 @@ mod tests {
             "strict",
         ]);
         assert!(a.pipeline.db_target().is_err());
-        let a = analyze(&["--files", "x.jpg"]);
+        // MQTT cameras: the database only (unset here, resolved in build).
+        assert_eq!(analyze(&["--topic", "t"]).pipeline.outputs, None);
+        // Files: database and the seeds' files, unless told otherwise.
+        let mut a = analyze(&["--files", "x.jpg"]);
+        a.apply_files_defaults();
         assert_eq!(
             a.pipeline.outputs,
-            posture_analyzer::outputs::Outputs::FILES
+            Some(posture_analyzer::outputs::Outputs::BOTH)
+        );
+        let mut a = analyze(&["--files", "x.jpg", "--outputs", "files"]);
+        a.apply_files_defaults();
+        assert_eq!(
+            a.pipeline.outputs,
+            Some(posture_analyzer::outputs::Outputs::FILES)
         );
     }
 

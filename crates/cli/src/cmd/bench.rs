@@ -1,5 +1,6 @@
 //! `posture-farm bench …`: benchmarks that print tables.
 
+pub mod bind_latency;
 pub mod pipeline;
 pub mod pose;
 pub mod scheduler;
@@ -13,6 +14,8 @@ pub enum BenchCommand {
     Pipeline(pipeline::BenchPipelineArgs),
     /// Scheduling decisions/s and p50/p99 decision latency on a large synthetic cluster.
     Scheduler(scheduler::BenchSchedulerArgs),
+    /// Pod creation → bind p50/p99 at an arrival rate, on the real loop against a modelled API server.
+    BindLatency(bind_latency::BenchBindLatencyArgs),
 }
 
 /// Runs the chosen benchmark.
@@ -21,5 +24,6 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pose(a) => pose::run(a).await,
         BenchCommand::Pipeline(a) => pipeline::run(a).await,
         BenchCommand::Scheduler(a) => scheduler::run(a).await,
+        BenchCommand::BindLatency(a) => bind_latency::run(a).await,
     }
 }

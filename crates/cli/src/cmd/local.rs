@@ -62,6 +62,10 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
     args.pipeline
         .pose_mode
         .get_or_insert(posture_pose::Mode::Static);
+    // The seeds' files to look at, and images in the database for the dashboard.
+    args.pipeline
+        .outputs
+        .get_or_insert(posture_analyzer::outputs::Outputs::BOTH);
     anyhow::ensure!(
         args.interval.is_finite() && args.interval >= 0.0,
         "--interval must be a non-negative number of seconds"
