@@ -83,7 +83,7 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
         pruned.contains(&"Deployment rr-scheduler".to_string()),
         "{pruned:?}"
     );
-    assert!(pruned.contains(&"ClusterRole posture-farm-rr-scheduler-nodes".to_string()));
+    assert!(pruned.contains(&"ClusterRole posture-farm-rr-scheduler-read".to_string()));
     assert!(pruned.contains(&"ServiceAccount rr-scheduler".to_string()));
     assert!(!pruned.iter().any(|p| p.starts_with("Job ")), "{pruned:?}");
     let replaced = report
