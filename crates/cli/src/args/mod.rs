@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  gpu::GpuSourceArgs ──► gpu · scheduler · place · label-nodes · balance · scaler · up · status
+//!  farm::farm_snapshot ─► up · status (the cluster's GPU config and Prometheus)
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  analyzer::MqttArgs ───► analyze · publish
@@ -13,6 +14,7 @@
 mod analyzer;
 mod balancer;
 mod dashboard;
+mod farm;
 mod gpu;
 
 pub use analyzer::{
@@ -20,6 +22,7 @@ pub use analyzer::{
 };
 pub use balancer::BalancerArgs;
 pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
+pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 
 /// `seed`, or one drawn from the clock when none was given (`--seed`
