@@ -7,6 +7,7 @@ use crate::telemetry::LogArgs;
 pub mod analyze;
 pub mod balance;
 pub mod bench;
+pub mod demo;
 pub mod down;
 pub mod gpu;
 pub mod label_nodes;
@@ -61,6 +62,9 @@ pub enum Command {
     /// Benchmarks that print tables (pose latency, scheduler decisions).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Live demos on a cluster (preemption: the priority scheduler narrated from its Events).
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 /// Dispatches a parsed command.
@@ -80,5 +84,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Down(a) => down::run(a).await,
         Command::Status(a) => status::run(a).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Demo(c) => demo::run(c).await,
     }
 }
