@@ -8,82 +8,14 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
+use posture_analyzer::mqtt::{MqttConfig, RunStats};
 use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
 use posture_analyzer::store::{DbTarget, LegacyDbVars, Recorded};
-use posture_analyzer::{Analyzer, Database, Limits, Outcome, RejectReason};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use posture_analyzer::{Database, Limits, Outcome, RejectReason};
 use support::*;
-use tokio::sync::{mpsc, oneshot};
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Analyzer, Result<RunStats, String>)>,
-    outcomes: mpsc::UnboundedReceiver<Outcome>,
-}
-
-impl Running {
-    async fn start(mut analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
-        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (tx, outcomes) = mpsc::unbounded_channel();
-        let ready = Arc::new(AtomicBool::new(false));
-        let ready_flag = ready.clone();
-        let topics = vec![topic.to_string()];
-        let task = tokio::spawn(async move {
-            let stats = run_analyzer(
-                &cfg,
-                &topics,
-                None,
-                &mut analyzer,
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |up| ready_flag.store(up, Ordering::SeqCst),
-                move |o| {
-                    let _ = tx.send(o.clone());
-                },
-            )
-            .await
-            .map_err(|e| posture_analyzer::error_chain(&e));
-            (analyzer, stats)
-        });
-        for _ in 0..400 {
-            if ready.load(Ordering::SeqCst) {
-                return Self {
-                    stop,
-                    task,
-                    outcomes,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("analyzer did not subscribe");
-    }
-
-    /// Waits for `n` more outcomes.
-    async fn take(&mut self, n: usize) -> Vec<Outcome> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            match tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv()).await {
-                Ok(Some(o)) => got.push(o),
-                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
-            }
-        }
-        got
-    }
-
-    async fn stop(self) -> (Analyzer, RunStats) {
-        let _ = self.stop.send(());
-        let (a, stats) = self.task.await.unwrap();
-        (a, stats.unwrap())
-    }
-}
 
 fn plan(topic: &str) -> PublishPlan {
     PublishPlan {
@@ -101,32 +33,6 @@ async fn publish(port: u16, topic: &str, files: &[std::path::PathBuf]) {
         publish_files(&cfg, &plan(topic), files).await.unwrap(),
         files.len()
     );
-}
-
-/// Publishes raw payloads at QoS 1 and waits for every PUBACK.
-async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
-    let mut o = MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 24, 1 << 24);
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let n = payloads.len();
-    for p in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p)
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    while acked < n {
-        let event = tokio::time::timeout(Duration::from_secs(20), el.poll())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Incoming(Packet::PubAck(_)) = event {
-            acked += 1;
-        }
-    }
-    client.disconnect().await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_millis(300), el.poll()).await;
 }
 
 fn pg_target(pg: &Postgres) -> DbTarget {
@@ -201,7 +107,7 @@ async fn frames_in_rows_and_files_out_with_postgres() {
     assert_eq!(images.len(), 4);
     for o in &outcomes {
         if let Outcome::Analyzed { image, .. } = o {
-            let img = image::open(image).unwrap();
+            let img = image::open(image.as_ref().unwrap()).unwrap();
             assert_eq!((img.width(), img.height()), (160, 160));
         }
     }
@@ -347,6 +253,15 @@ async fn database_down_then_up_loses_and_duplicates_nothing() {
     assert_eq!(spool_depth.get(), 3);
 
     pg.restart();
+    // Reconnects are backed off, not tried per frame: the periodic replay
+    // brings the spool in once the database answers again.
+    for _ in 0..300 {
+        if spool_depth.get() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(spool_depth.get(), 0, "the spool was not replayed");
     let after = write_frames(&out.path().join("3"), &[(BLUE, 6)]);
     publish(broker.port, "images/pi3", &after).await;
     for o in run.take(1).await {
@@ -556,7 +471,10 @@ async fn embedded_broker_carries_frames_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let target = DbTarget::Sqlite(out.path().join("posture.db"));
     let a = analyzer(out.path(), &target, Limits::default()).await;
-    let mut run = Running::start(a, port, "images/pi1", "analyzer-local").await;
+    // rumqttd (the embedded broker) speaks MQTT 3.1.1 only.
+    let mut cfg = MqttConfig::new("127.0.0.1", port, "analyzer-local");
+    cfg.protocol = posture_analyzer::MqttProtocol::V311;
+    let mut run = Running::start_with(a, cfg, "images/pi1").await;
     let files = write_frames(&out.path().join("in"), &[(RED, 1), (BLUE, 2), (GRAY, 3)]);
     publish(port, "images/pi1", &files).await;
     let got = run.take(3).await;
@@ -620,4 +538,46 @@ async fn a_model_panic_stops_the_analyzer_without_losing_the_frame() {
     assert_eq!(run.take(1).await.len(), 1);
     let _ = run.stop().await;
     assert_eq!(db_rows(&target).await.len(), 1);
+}
+
+/// Issue 11 item 3: a camera whose outputs fail on an error that clears
+/// (here a real ENOSPC: its CSV is a link to /dev/full) is retried with
+/// backoff, unacknowledged, while another camera's frames go on; nothing is
+/// lost or written twice once the disk "has space" again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_full_camera_is_retried_while_other_cameras_go_on() {
+    let Some(broker) = Mosquitto::start() else {
+        return;
+    };
+    let out = tempfile::tempdir().unwrap();
+    let target = DbTarget::Sqlite(out.path().join("posture.db"));
+    let full_csv = out.path().join("pa_results.csv");
+    std::os::unix::fs::symlink("/dev/full", &full_csv).unwrap();
+    let a = analyzer(out.path(), &target, Limits::default()).await;
+    let retried = a.metrics().retried.clone();
+    let mut run = Running::start_topics(
+        a,
+        broker.port,
+        &["images/pa", "images/pb"],
+        "analyzer-e2e-full",
+    )
+    .await;
+    let stuck = write_frames(&out.path().join("a"), &[(RED, 1)]);
+    publish(broker.port, "images/pa", &stuck).await;
+    let others = write_frames(&out.path().join("b"), &[(BLUE, 2), (GRAY, 3)]);
+    publish(broker.port, "images/pb", &others).await;
+    // Camera pb is analysed while pa waits.
+    let got = run.take(2).await;
+    assert!(got.iter().all(|o| row_of(o).pi_id == "pb"), "{got:?}");
+    let pa = posture_analyzer::metrics::CameraLabels {
+        camera: "pa".into(),
+    };
+    assert!(retried.get_or_create(&pa).get() >= 1);
+    // Space again: the waiting frame goes through, once.
+    std::fs::remove_file(&full_csv).unwrap();
+    let late = run.take(1).await;
+    assert_eq!(row_of(&late[0]).pi_id, "pa");
+    let _ = run.stop().await;
+    assert_eq!(csv_lines(&full_csv).len(), 2);
+    assert_eq!(db_rows(&target).await.len(), 3);
 }

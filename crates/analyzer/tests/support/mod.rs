@@ -8,12 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use image::{Rgb, RgbImage};
+use posture_analyzer::Outcome;
+use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{
     Analyzer, AnalyzerConfig, Database, Limits, Metrics, ModelError, PoseModel, Store,
 };
 use posture_core::posture::{Landmark, Pose, landmark};
+use tokio::sync::{mpsc, oneshot};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -82,12 +88,12 @@ impl Mosquitto {
         Some(m)
     }
 
-    /// Starts the broker (again) on the same port and persistence directory.
     /// The broker's working directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// Starts the broker (again) on the same port and persistence directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(&self.bin)
@@ -129,6 +135,87 @@ fn wait_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
+/// Runs `openssl` in `dir`; panics when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl {args:?} failed");
+}
+
+/// A throwaway CA (`ca.pem`, `ca.key`) and a server certificate signed by it
+/// (`server.pem`, `server.key`) whose subjectAltName is `san`
+/// (e.g. `DNS:localhost,IP:127.0.0.1`).
+pub fn make_certs(dir: &Path, san: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=posture-farm test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throwaway PostgreSQL cluster in a temporary directory.
@@ -137,12 +224,42 @@ pub struct Postgres {
     pub port: u16,
     running: bool,
     as_root: bool,
+    /// Extra server options (`-c name=value …`).
+    extra: String,
 }
 
 impl Postgres {
     pub fn start() -> Option<Self> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// PostgreSQL with TLS on (a throwaway CA in [`Postgres::dir`]`/tls/ca.pem`;
+    /// the server certificate names only `DNS:localhost`).
+    pub fn start_tls() -> Option<Self> {
+        require("/usr/bin/openssl", "openssl")?;
+        Self::start_with(|dir| {
+            let tls = dir.join("tls");
+            std::fs::create_dir_all(&tls).unwrap();
+            make_certs(&tls, "DNS:localhost");
+            // TLS only: a plain connection is refused.
+            std::fs::write(
+                tls.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            format!(
+                "-c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key -c hba_file={0}/pg_hba.conf",
+                tls.display()
+            )
+        })
+    }
+
+    /// Like [`Postgres::start`]; `prepare` gets the cluster's directory
+    /// before initdb and returns extra server options.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> String) -> Option<Self> {
         require(&format!("{PG_BIN}/initdb"), "PostgreSQL 15")?;
         let dir = tempfile::tempdir().unwrap();
+        let extra = prepare(dir.path());
         let as_root = Command::new("id")
             .arg("-u")
             .output()
@@ -160,11 +277,18 @@ impl Postgres {
                     .success()
             );
         }
+        let key = dir.path().join("tls/server.key");
+        if key.exists() {
+            // PostgreSQL refuses a private key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let pg = Self {
             dir,
             port: free_port(),
             running: false,
             as_root,
+            extra,
         };
         let data = pg.data();
         let ok = pg
@@ -197,16 +321,17 @@ impl Postgres {
         }
     }
 
-    /// The broker's working directory.
+    /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     pub fn restart(&mut self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let ok = self
             .cmd("pg_ctl")
@@ -236,6 +361,35 @@ impl Postgres {
             .stdout(Stdio::null())
             .status();
         self.running = false;
+    }
+
+    /// Runs SQL through `psql`; its output, unaligned.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = self
+            .cmd("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn url(&self) -> String {
@@ -347,14 +501,19 @@ pub async fn analyzer_with(
 ) -> Analyzer {
     let mut cfg = AnalyzerConfig::new(out.to_path_buf(), "test-node".into());
     cfg.limits = limits;
+    analyzer_from(cfg, model, out, target).await
+}
+
+/// An analyzer with settings `cfg` (its spool under `out`).
+pub async fn analyzer_from(
+    cfg: AnalyzerConfig,
+    model: Box<dyn PoseModel>,
+    out: &Path,
+    target: &DbTarget,
+) -> Analyzer {
     let metrics = Metrics::default();
     let db = Database::open(target).await.unwrap();
-    let store = Store::new(
-        db,
-        &out.join("spool/posture_log.jsonl"),
-        metrics.spool_depth.clone(),
-    )
-    .unwrap();
+    let store = Store::new(db, &out.join("spool/posture_log.jsonl"), &metrics).unwrap();
     Analyzer::new(cfg, model, store, metrics)
 }
 
@@ -365,4 +524,134 @@ pub fn csv_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// An analyzer running `run_analyzer` in a task, with its outcomes on a channel.
+pub struct Running {
+    /// Resolves the analyzer's shutdown future.
+    pub stop: oneshot::Sender<()>,
+    /// The task (abort it to simulate a crash).
+    pub task: tokio::task::JoinHandle<(Analyzer, Result<RunStats, String>)>,
+    /// Every acknowledged frame's outcome.
+    pub outcomes: mpsc::UnboundedReceiver<Outcome>,
+}
+
+impl Running {
+    /// Subscribes to `topic` on 127.0.0.1:`port` as `client_id` (MQTT 5).
+    pub async fn start(analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+        Self::start_with(
+            analyzer,
+            MqttConfig::new("127.0.0.1", port, client_id),
+            topic,
+        )
+        .await
+    }
+
+    /// Subscribes to `topic` with `cfg`; returns once the subscription is in place.
+    pub async fn start_with(analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
+        Self::start_many(analyzer, cfg, vec![topic.to_string()]).await
+    }
+
+    /// Subscribes to several `topics` on 127.0.0.1:`port` as `client_id`.
+    pub async fn start_topics(
+        analyzer: Analyzer,
+        port: u16,
+        topics: &[&str],
+        client_id: &str,
+    ) -> Self {
+        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
+        Self::start_many(
+            analyzer,
+            cfg,
+            topics.iter().map(|t| t.to_string()).collect(),
+        )
+        .await
+    }
+
+    async fn start_many(mut analyzer: Analyzer, cfg: MqttConfig, topics: Vec<String>) -> Self {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready_flag = ready.clone();
+        let task = tokio::spawn(async move {
+            let stats = run_analyzer(
+                &cfg,
+                &topics,
+                None,
+                &mut analyzer,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |up| ready_flag.store(up, Ordering::SeqCst),
+                move |o| {
+                    let _ = tx.send(o.clone());
+                },
+            )
+            .await
+            .map_err(|e| posture_analyzer::error_chain(&e));
+            (analyzer, stats)
+        });
+        for _ in 0..400 {
+            if ready.load(Ordering::SeqCst) {
+                return Self {
+                    stop,
+                    task,
+                    outcomes,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("analyzer did not subscribe");
+    }
+
+    /// Waits for `n` more outcomes.
+    pub async fn take(&mut self, n: usize) -> Vec<Outcome> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(60), self.outcomes.recv()).await {
+                Ok(Some(o)) => got.push(o),
+                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Nothing more arrives within `wait`.
+    pub async fn quiet(&mut self, wait: Duration) {
+        if let Ok(Some(o)) = tokio::time::timeout(wait, self.outcomes.recv()).await {
+            panic!("unexpected outcome {o:?}");
+        }
+    }
+
+    /// Stops it (the frame in hand is finished) and returns the analyzer.
+    pub async fn stop(self) -> (Analyzer, RunStats) {
+        let _ = self.stop.send(());
+        let (a, stats) = self.task.await.unwrap();
+        (a, stats.unwrap())
+    }
+}
+
+/// Publishes raw payloads at QoS 1 as an MQTT 3.1.1 camera (no size limit
+/// of its own, up to 256 MiB) and waits for every PUBACK.
+pub async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut o = rumqttc::MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 28, 1 << 28);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+    let n = payloads.len();
+    for p in payloads {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, p)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < n {
+        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("publishing: {other:?}"),
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
 }

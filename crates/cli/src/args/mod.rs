@@ -3,18 +3,26 @@
 //!
 //! ```text
 //!  gpu::GpuSourceArgs ──► gpu · scheduler · place · label-nodes · balance · scaler · up · status
+//!  farm::farm_snapshot ─► up · status (the cluster's GPU config and Prometheus)
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  analyzer::MqttArgs ───► analyze · publish
-//!  analyzer::PipelineArgs ► analyze · local
+//!  analyzer::PipelineArgs ► analyze · local (its database flags: dashboard::DbArgs)
+//!  dashboard::DbArgs, ViewArgs ► dashboard · report; start_local ► local
 //! ```
 
 mod analyzer;
 mod balancer;
+mod dashboard;
+mod farm;
 mod gpu;
 
-pub use analyzer::{MqttArgs, PipelineArgs, print_locations, summary_line};
+pub use analyzer::{
+    MqttArgs, PipelineArgs, ThresholdArgs, load_model, print_locations, summary_line,
+};
 pub use balancer::BalancerArgs;
+pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
+pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 
 /// `seed`, or one drawn from the clock when none was given (`--seed`

@@ -7,13 +7,17 @@ use crate::telemetry::LogArgs;
 pub mod analyze;
 pub mod balance;
 pub mod bench;
+pub mod dashboard;
 pub mod demo;
 pub mod down;
+pub mod exporter;
 pub mod gpu;
 pub mod label_nodes;
 pub mod local;
 pub mod place;
 pub mod publish;
+pub mod report;
+pub mod results;
 pub mod scaler;
 pub mod scheduler;
 pub mod setup;
@@ -53,12 +57,21 @@ pub enum Command {
     Balance(balance::BalanceArgs),
     /// Serve the KEDA External Scaler (gRPC), optionally with the balancer in-process.
     Scaler(scaler::ScalerArgs),
+    /// Serve this node's GPU load for Prometheus (jetson_gpu_usage_percent{node}): Jetson sysfs or NVML.
+    Exporter(exporter::ExporterArgs),
     /// Deploy everything to the cluster: taint master, label nodes, RBAC, scheduler, workloads.
     Up(up::UpArgs),
     /// Collect results from the analyzer pods, then remove what `up` created.
     Down(down::DownArgs),
+    /// Results kept in the database: `results export` writes them as files (CSV/JSONL and images).
+    #[command(subcommand)]
+    Results(results::ResultsCommand),
     /// Show where posture workloads run, GPU usage and pending pods with reasons.
     Status(status::StatusArgs),
+    /// Web dashboard: cameras, posture plots, farm placement and GPU usage, live (read-only).
+    Dashboard(dashboard::DashboardArgs),
+    /// Write the dashboard's plots and per-camera totals for a time range into one HTML file.
+    Report(report::ReportArgs),
     /// Benchmarks that print tables (pose latency, scheduler decisions).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -80,9 +93,13 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::LabelNodes(a) => label_nodes::run(a).await,
         Command::Balance(a) => balance::run(a).await,
         Command::Scaler(a) => scaler::run(a).await,
+        Command::Exporter(a) => exporter::run(a).await,
         Command::Up(a) => up::run(a).await,
         Command::Down(a) => down::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Dashboard(a) => dashboard::run(a).await,
+        Command::Report(a) => report::run(a).await,
+        Command::Results(c) => results::run(c).await,
         Command::Bench(c) => bench::run(c).await,
         Command::Demo(c) => demo::run(c).await,
     }

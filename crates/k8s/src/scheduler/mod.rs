@@ -11,8 +11,8 @@
 //! [`RuntimeConfig`]), [`watch`] (the streams), [`actuator`] ([`Actuator`],
 //! [`KubeActuator`], [`EvictResult`]); beside them [`binder`], [`events`],
 //! [`preempt`], [`podgroup`], [`convert`] (API objects → core model),
-//! [`gpu_state`] (the GPU profile's last choice in a ConfigMap) and
-//! [`metrics`].
+//! [`gpu_state`] (the GPU profile's last choice in a ConfigMap),
+//! [`metrics`] and [`loadmodel`] (time to bind, measured on the real loop).
 
 pub mod actuator;
 pub mod binder;
@@ -20,6 +20,7 @@ pub mod config;
 pub mod convert;
 pub mod events;
 pub mod gpu_state;
+pub mod loadmodel;
 pub mod metrics;
 pub mod podgroup;
 pub mod preempt;
