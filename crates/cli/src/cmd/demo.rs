@@ -8,7 +8,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use posture_gpu::config::parse_duration;
 use posture_k8s::demo::script::DemoConfig;
-use posture_k8s::demo::{pod_events, run_preemption, usable_nodes};
+use posture_k8s::demo::{DemoError, plan_nodes, pod_events, run_preemption};
 
 use crate::admin::Shutdown;
 
@@ -24,8 +24,9 @@ pub enum DemoCommand {
 /// Flags of `demo preemption`.
 #[derive(Debug, clap::Args)]
 pub struct PreemptionArgs {
-    /// Namespace for the demo pods (one the priority scheduler watches).
-    #[arg(long, env = "DEMO_NAMESPACE", default_value = "default")]
+    /// Namespace for the demo pods: the priority scheduler's (`posture` in
+    /// the priority mode).
+    #[arg(long, env = "DEMO_NAMESPACE", default_value = "posture")]
     pub namespace: String,
     /// `spec.schedulerName` of the priority scheduler.
     #[arg(long, env = "DEMO_SCHEDULER_NAME", default_value = "posture-priority")]
@@ -33,8 +34,9 @@ pub struct PreemptionArgs {
     /// Image of the demo pods (they only need to start).
     #[arg(long, env = "DEMO_IMAGE", default_value = "registry.k8s.io/pause:3.10")]
     pub image: String,
-    /// Number of nodes the scheduler may use (default: the Ready,
-    /// schedulable nodes without a NoSchedule/NoExecute taint).
+    /// Number of nodes the demo may fill (default: the Ready, schedulable
+    /// nodes without a NoSchedule/NoExecute taint that run no other pod of
+    /// the scheduler).
     #[arg(long, env = "DEMO_NODES")]
     pub nodes: Option<usize>,
     /// How long one step may take before the demo gives up and cleans up.
@@ -51,15 +53,30 @@ pub async fn run(command: DemoCommand) -> anyhow::Result<()> {
     let nodes = match args.nodes {
         Some(n) => n,
         None => {
-            let usable = usable_nodes(&client).await?;
-            println!("Usable nodes: {}", usable.join(", "));
-            usable.len()
+            let plan = plan_nodes(&client, &args.namespace, &args.scheduler_name).await?;
+            println!("Free nodes: {}", plan.free.join(", "));
+            for (node, pod) in &plan.held {
+                println!("Held: {node} runs {pod} (never preempted by the demo)");
+            }
+            if !plan.competing.is_empty() {
+                println!(
+                    "Warning: {} pending pod(s) of {} may take the nodes the demo frees: {}",
+                    plan.competing.len(),
+                    args.scheduler_name,
+                    plan.competing.join(", ")
+                );
+            }
+            if plan.free.len() < 2 {
+                return Err(DemoError::TooFewNodes {
+                    free: plan.free,
+                    held: plan.held,
+                }
+                .into());
+            }
+            plan.free.len()
         }
     };
-    anyhow::ensure!(
-        nodes >= 2,
-        "the demo needs at least 2 usable nodes, found {nodes} (untaint one or give --nodes)"
-    );
+    anyhow::ensure!(nodes >= 2, "--nodes must be at least 2");
     let cfg = DemoConfig {
         namespace: args.namespace.clone(),
         scheduler_name: args.scheduler_name,
@@ -95,7 +112,7 @@ mod tests {
     fn defaults() {
         let w = Wrap::try_parse_from(["x", "preemption"]).unwrap();
         let DemoCommand::Preemption(a) = w.demo;
-        assert_eq!(a.namespace, "default");
+        assert_eq!(a.namespace, "posture");
         assert_eq!(a.scheduler_name, "posture-priority");
         assert_eq!(a.step_timeout, Duration::from_secs(90));
         assert_eq!(a.nodes, None);

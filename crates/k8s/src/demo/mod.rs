@@ -3,7 +3,8 @@
 //! script).
 //!
 //! ```text
-//!  list nodes ─► script::usable_nodes (N) ─► PriorityClasses low 10 / gang 50 / high 100
+//!  list nodes + the scheduler's pods ─► script::plan_nodes (N free nodes) ─► PriorityClasses
+//!                                       low 10 / gang 50 / high 100 (below every farm class)
 //!  step 1  create N low pods ───────┐
 //!  step 2  create 1 high pod ───────┤  events.k8s.io/v1 Events (watch) ─► narrate::DemoState
 //!  step 3  create a gang of N ──────┤      Scheduled / Preempted / FailedScheduling ─► lines
@@ -49,14 +50,16 @@ pub enum DemoError {
         #[source]
         source: Box<kube::Error>,
     },
-    /// Not enough nodes to show a preemption.
+    /// Not enough free nodes to show a preemption.
     #[error(
-        "only {} usable node(s) {nodes:?}: the demo needs at least 2 Ready, untainted, schedulable nodes (or give --nodes)",
-        nodes.len()
+        "only {} free node(s) {free:?}: the demo needs at least 2 Ready, untainted, schedulable nodes running no other pod of the scheduler (held: {held:?}; it never preempts the farm's analyzers: stop them with `posture-farm down`, or give --nodes)",
+        free.len()
     )]
     TooFewNodes {
-        /// The usable nodes found.
-        nodes: Vec<String>,
+        /// The free nodes found.
+        free: Vec<String>,
+        /// Usable nodes held by other pods of the scheduler.
+        held: Vec<(String, String)>,
     },
     /// A step did not show its outcome in time.
     #[error(
@@ -93,13 +96,27 @@ fn post() -> PostParams {
     }
 }
 
-/// The nodes a demo pod can use (see [`script::usable_nodes`]).
-pub async fn usable_nodes(client: &Client) -> Result<Vec<String>, DemoError> {
+/// The nodes the demo may use: usable ones (see [`script::usable_nodes`])
+/// not held by another pod of `scheduler` in `namespace` (see
+/// [`script::plan_nodes`]).
+pub async fn plan_nodes(
+    client: &Client,
+    namespace: &str,
+    scheduler: &str,
+) -> Result<script::NodePlan, DemoError> {
     let nodes = Api::<Node>::all(client.clone())
         .list(&ListParams::default())
         .await
         .map_err(api_err("listing nodes"))?;
-    Ok(script::usable_nodes(&nodes.items))
+    let pods = Api::<Pod>::namespaced(client.clone(), namespace)
+        .list(&ListParams::default())
+        .await
+        .map_err(api_err(format!("listing pods in {namespace}")))?;
+    Ok(script::plan_nodes(
+        &script::usable_nodes(&nodes.items),
+        &pods.items,
+        scheduler,
+    ))
 }
 
 /// Events about pods in `namespace`, as they are written (a watch that
@@ -135,7 +152,10 @@ where
     F: FnMut(&str),
 {
     if cfg.nodes < 2 {
-        return Err(DemoError::TooFewNodes { nodes: Vec::new() });
+        return Err(DemoError::TooFewNodes {
+            free: Vec::new(),
+            held: Vec::new(),
+        });
     }
     let mut demo = Demo {
         client,

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, Node, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, Node, Pod, PodSecurityContext, PodSpec, ResourceRequirements,
+    SeccompProfile, SecurityContext,
+};
 use k8s_openapi::api::scheduling::v1::PriorityClass;
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -137,9 +140,29 @@ pub fn pod(cfg: &DemoConfig, name: &str, tier: Tier, gang: Option<usize>) -> Pod
             // Victims go at once: the demo is about decisions, not shutdown.
             termination_grace_period_seconds: Some(0),
             restart_policy: Some("Never".to_owned()),
+            automount_service_account_token: Some(false),
+            // Fits the `restricted` Pod Security level of the farm's namespace.
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                run_as_user: Some(65535),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".to_owned(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
             containers: vec![Container {
                 name: "demo".to_owned(),
                 image: Some(cfg.image.clone()),
+                security_context: Some(SecurityContext {
+                    allow_privilege_escalation: Some(false),
+                    read_only_root_filesystem: Some(true),
+                    capabilities: Some(Capabilities {
+                        drop: Some(vec!["ALL".to_owned()]),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
                 resources: Some(ResourceRequirements {
                     requests: Some(BTreeMap::from([
                         ("cpu".to_owned(), Quantity("10m".to_owned())),
@@ -188,4 +211,54 @@ pub fn usable_nodes(nodes: &[Node]) -> Vec<String> {
         .collect();
     out.sort();
     out
+}
+
+/// The usable nodes split by whether the demo may have them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodePlan {
+    /// Usable nodes running no pod of the scheduler: the demo's.
+    pub free: Vec<String>,
+    /// Usable nodes held by another pod of the scheduler, with that pod.
+    /// Its priority is at least the farm's lowest class (1000), above every
+    /// demo pod, so the demo never preempts it.
+    pub held: Vec<(String, String)>,
+    /// Other pods of the scheduler still pending: they would take (or
+    /// preempt) what the demo frees.
+    pub competing: Vec<String>,
+}
+
+/// Splits `usable` nodes by the live pods of `scheduler` in the namespace
+/// (`pods`), leaving out the demo's own (a run interrupted earlier).
+pub fn plan_nodes(usable: &[String], pods: &[Pod], scheduler: &str) -> NodePlan {
+    let mut plan = NodePlan::default();
+    let ours = |p: &&Pod| {
+        let spec = p.spec.as_ref();
+        let phase = p.status.as_ref().and_then(|s| s.phase.as_deref());
+        spec.and_then(|s| s.scheduler_name.as_deref()) == Some(scheduler)
+            && !matches!(phase, Some("Succeeded" | "Failed"))
+            && p.metadata.deletion_timestamp.is_none()
+            && !p
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(DEMO_LABEL))
+    };
+    let mut held: BTreeMap<&str, String> = BTreeMap::new();
+    for p in pods.iter().filter(ours) {
+        let name = p.metadata.name.clone().unwrap_or_default();
+        match p.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+            Some(node) => {
+                held.entry(node).or_insert(name);
+            }
+            None => plan.competing.push(name),
+        }
+    }
+    for node in usable {
+        match held.get(node.as_str()) {
+            Some(pod) => plan.held.push((node.clone(), pod.clone())),
+            None => plan.free.push(node.clone()),
+        }
+    }
+    plan.competing.sort();
+    plan
 }

@@ -104,6 +104,11 @@ async fn the_whole_story_with_its_exact_calls_and_narration() {
         let b = &req.body;
         assert_eq!(b["metadata"]["name"], format!("posture-demo-low-{i}"));
         assert_eq!(b["spec"]["schedulerName"], "posture-priority");
+        assert_eq!(b["spec"]["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            b["spec"]["containers"][0]["securityContext"]["capabilities"]["drop"],
+            json!(["ALL"])
+        );
         assert_eq!(b["spec"]["priorityClassName"], "posture-farm-demo-low");
         assert!(
             b["spec"].get("priority").is_none(),
@@ -375,4 +380,43 @@ fn usable_nodes_skip_tainted_cordoned_and_not_ready() {
         script::usable_nodes(&nodes),
         vec!["w1".to_owned(), "w2".to_owned()]
     );
+}
+
+#[test]
+fn the_farm_s_own_pods_hold_their_nodes() {
+    let p = |name: &str, node: Option<&str>, sched: &str, extra: Value| -> Pod {
+        let mut v = json!({"metadata": {"name": name, "namespace": NS},
+            "spec": {"schedulerName": sched, "containers": []}, "status": {"phase": "Running"}});
+        if let Some(n) = node {
+            v["spec"]["nodeName"] = json!(n);
+        }
+        if let Value::Object(m) = extra {
+            for (k, x) in m {
+                v["metadata"][k] = x;
+            }
+        }
+        serde_json::from_value(v).unwrap()
+    };
+    let pods = [
+        p("posture-pi1", Some("w1"), "posture-priority", json!({})),
+        p("posture-pi2", None, "posture-priority", json!({})),
+        p("other", Some("w2"), "default-scheduler", json!({})),
+        p(
+            "posture-demo-low-1",
+            Some("w3"),
+            "posture-priority",
+            json!({"labels": {DEMO_LABEL: DEMO_VALUE}}),
+        ),
+        p(
+            "leaving",
+            Some("w2"),
+            "posture-priority",
+            json!({"deletionTimestamp": "2026-11-23T14:00:00Z"}),
+        ),
+    ];
+    let usable = ["w1", "w2", "w3"].map(String::from);
+    let plan = script::plan_nodes(&usable, &pods, "posture-priority");
+    assert_eq!(plan.free, vec!["w2".to_owned(), "w3".to_owned()]);
+    assert_eq!(plan.held, vec![("w1".to_owned(), "posture-pi1".to_owned())]);
+    assert_eq!(plan.competing, vec!["posture-pi2".to_owned()]);
 }
