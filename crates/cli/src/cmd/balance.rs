@@ -39,7 +39,14 @@ pub async fn run(args: BalanceArgs) -> anyhow::Result<()> {
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
     let result = args
         .balancer
-        .run(client, usage, metrics, ready, shutdown.clone())
+        .run(
+            client,
+            &args.source,
+            usage,
+            metrics,
+            ready,
+            shutdown.clone(),
+        )
         .await;
     shutdown.trigger();
     let _ = admin.await;

@@ -119,11 +119,23 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
 
     let balancer = match (client, balance_metrics) {
         (Some(client), Some(metrics)) => {
-            let (usage, args, shutdown) = (usage.clone(), args.balancer.clone(), shutdown.clone());
+            let (usage, args, source, shutdown) = (
+                usage.clone(),
+                args.balancer.clone(),
+                args.source.clone(),
+                shutdown.clone(),
+            );
             // The balancer's own readiness is not the scaler's: KEDA only needs gRPC.
             Some(tokio::spawn(async move {
-                args.run(client, usage, metrics, Readiness::default(), shutdown)
-                    .await
+                args.run(
+                    client,
+                    &source,
+                    usage,
+                    metrics,
+                    Readiness::default(),
+                    shutdown,
+                )
+                .await
             }))
         }
         _ => None,
