@@ -23,7 +23,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 
-use crate::model::{Frame, parse_db_time, sqlite_key, sqlite_key_ceil};
+use crate::model::{Frame, parse_db_time};
+use posture_analyzer::record::row_time;
 
 /// Most cameras listed (the overview shows one card each).
 pub const MAX_CAMERAS: i64 = 1000;
@@ -177,33 +178,34 @@ impl Pool {
         }
     }
 
-    /// The frame columns (angles as doubles: legacy tables have INTEGER ones).
+    /// The frame columns (angles as doubles: legacy tables have INTEGER
+    /// ones; their text columns may be NULL, read as empty like `results
+    /// export` writes them).
     fn frame_cols(&self) -> String {
         format!(
-            "CAST(id AS BIGINT) AS id, pi_id, filename, {}, CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
-             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, posture_status, processed_by, \
-             COALESCE(frame_id, '') AS frame_id",
+            "CAST(id AS BIGINT) AS id, pi_id, COALESCE(filename, '') AS filename, {}, \
+             CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
+             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, \
+             COALESCE(posture_status, '') AS posture_status, \
+             COALESCE(processed_by, '') AS processed_by, COALESCE(frame_id, '') AS frame_id",
             self.time_col("received_time")
         )
     }
 
-    /// A lower time bound as bound text: SQLite compares RFC 3339 text to
-    /// the second, PostgreSQL casts it exactly.
+    /// A lower time bound as bound text: PostgreSQL casts it exactly;
+    /// SQLite compares text, in the analyzer's fixed-width row time
+    /// (microseconds), so bounds fall exactly where `results export`'s do.
     fn lower(&self, t: Timestamp) -> String {
         if self.is_pg() {
             t.to_string()
         } else {
-            sqlite_key(t)
+            row_time(t)
         }
     }
 
-    /// An exclusive upper time bound as bound text.
+    /// An exclusive upper time bound as bound text (as [`Self::lower`]).
     fn upper(&self, t: Timestamp) -> String {
-        if self.is_pg() {
-            t.to_string()
-        } else {
-            sqlite_key_ceil(t)
-        }
+        self.lower(t)
     }
 
     /// The bucket number of `received_time` for `$4`-second buckets.

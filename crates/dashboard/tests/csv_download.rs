@@ -146,6 +146,19 @@ async fn same_bytes(target: &DbTarget, camera: &str) -> String {
     e
 }
 
+/// The camera page's plot and table read the same range through their own
+/// query: the same frames as the CSV, edges included.
+async fn plot_matches_csv(target: &DbTarget, camera: &str, csv: &str) {
+    let db = posture_dashboard::ReadOnlyDb::open(target);
+    let frames = db
+        .frames_in_range(camera, FROM.parse().unwrap(), TO.parse().unwrap(), 1000)
+        .await
+        .unwrap();
+    db.close().await;
+    let plotted: Vec<&str> = frames.iter().map(|f| f.frame_id.as_str()).collect();
+    assert_eq!(plotted, ids(csv), "the plot's frames differ from the CSV's");
+}
+
 /// The frame ids (last column) of a CSV's lines.
 fn ids(csv: &str) -> Vec<&str> {
     csv.lines()
@@ -193,6 +206,7 @@ async fn download_is_results_export_sqlite() {
     let target = DbTarget::Sqlite(path);
     record(&target).await;
     let csv = same_bytes(&target, "pi1").await;
+    plot_matches_csv(&target, "pi1", &csv).await;
     let mut want = vec![""];
     want.extend(IN_RANGE);
     want.sort();
@@ -219,6 +233,7 @@ async fn download_is_results_export_postgres_legacy_table() {
         DbTarget::resolve(Some(&pg.url()), &LegacyDbVars::default(), "x".as_ref()).unwrap();
     record(&target).await;
     let csv = same_bytes(&target, "pi1").await;
+    plot_matches_csv(&target, "pi1", &csv).await;
     assert_eq!(csv.lines().count(), 1 + 2 + IN_RANGE.len(), "{csv}");
     assert!(
         csv.contains("pi1,old.jpg,2026-03-01T10:05:00.123456Z,2026-03-01T10:05:01.000000Z,12.00,3.00,Good,true,jetson1,\n"),
