@@ -16,8 +16,8 @@ struct State {
     object: Option<(u64, LeaseRecord)>,
     next_version: u64,
     partitioned: HashSet<String>,
-    /// Every successful write: (candidate, record).
-    writes: Vec<(String, LeaseRecord)>,
+    /// Every successful write: (candidate, record, when).
+    writes: Vec<(String, LeaseRecord, tokio::time::Instant)>,
 }
 
 /// The lease every candidate of a test shares.
@@ -53,8 +53,8 @@ impl SharedLease {
             .map(|(_, r)| r.clone())
     }
 
-    /// Every successful write so far.
-    pub(crate) fn writes(&self) -> Vec<(String, LeaseRecord)> {
+    /// Every successful write so far: (candidate, record, when).
+    pub(crate) fn writes(&self) -> Vec<(String, LeaseRecord, tokio::time::Instant)> {
         self.0.lock().unwrap().writes.clone()
     }
 }
@@ -101,7 +101,11 @@ impl MemoryLease {
         s.next_version += 1;
         let v = s.next_version;
         s.object = Some((v, record.clone()));
-        s.writes.push((self.who.clone(), record.clone()));
+        s.writes.push((
+            self.who.clone(),
+            record.clone(),
+            tokio::time::Instant::now(),
+        ));
         v
     }
 }
