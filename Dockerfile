@@ -5,6 +5,14 @@
 # The binary is cross-compiled on the build host (no emulation); the pose
 # model and the ONNX Runtime library for the target architecture come from
 # registry packages via scripts/setup-models.sh, checked against its manifest.
+#
+# GPU variant for analyzers (`--target gpu`, tag it e.g. TAG-gpu):
+#   docker buildx build --platform linux/amd64,linux/arm64 --target gpu -t REPO/posture-farm:TAG-gpu --push .
+# amd64: adds ONNX Runtime's GPU build and the CUDA 12 / cuDNN 9 libraries
+# (`setup-models.sh --gpu`, ~2.4 GB); needs only the NVIDIA driver on the node
+# (NVIDIA container runtime). arm64 (Jetson): no such build on PyPI; the image
+# is the CPU one with POSE_DEVICE=auto, and uses JetPack's onnxruntime when
+# ORT_DYLIB_PATH points at it (mounted from the host; see the README).
 ARG RUST_VERSION=1.95
 
 FROM --platform=$BUILDPLATFORM rust:${RUST_VERSION}-bookworm AS build
@@ -41,16 +49,38 @@ RUN set -eu; \
     POSTURE_SETUP_CACHE=/tmp/setup scripts/setup-models.sh --arch "$arch" --models-dir /models; \
     rm -rf /tmp/setup
 
-FROM debian:bookworm-slim
+# The CPU models plus, on amd64, the GPU runtime in /models/gpu.
+FROM models AS models-gpu
+ARG TARGETARCH
+RUN set -eu; \
+    if [ "$TARGETARCH" = amd64 ]; then \
+      POSTURE_SETUP_CACHE=/tmp/setup scripts/setup-models.sh --arch x86_64 --gpu --models-dir /models; \
+      rm -rf /tmp/setup; \
+    fi
+
+FROM debian:bookworm-slim AS runtime
 # tar: `posture-farm down` collects results through the exec API with tar.
 # fonts-dejavu-core: text on annotated images.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates tar fonts-dejavu-core \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /posture-farm /usr/local/bin/posture-farm
-COPY --from=models /models /opt/posture-farm/models
 ENV POSTURE_MODELS_DIR=/opt/posture-farm/models
 WORKDIR /data
 USER 65532:65532
 ENTRYPOINT ["posture-farm"]
 CMD ["--help"]
+
+# Analyzers on GPU nodes. The NVIDIA container runtime mounts the driver
+# (libcuda) when these variables ask for it; the engine cache of
+# `--device tensorrt` goes to /data/.cache (mount a volume there to keep it).
+FROM runtime AS gpu
+COPY --from=models-gpu /models /opt/posture-farm/models
+ENV POSE_DEVICE=auto \
+    XDG_CACHE_HOME=/data/.cache \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+
+# The default target (last stage): CPU only, as before.
+FROM runtime AS cpu
+COPY --from=models /models /opt/posture-farm/models

@@ -4,10 +4,10 @@
 
 use std::path::{Path, PathBuf};
 
-use ab_glyph::{FontVec, PxScale};
+use ab_glyph::{Font as _, FontVec, PxScale, ScaleFont as _};
 use image::{Rgb, RgbImage};
 use imageproc::drawing::{
-    draw_filled_circle_mut, draw_filled_rect_mut, draw_line_segment_mut, draw_text_mut, text_size,
+    draw_filled_circle_mut, draw_filled_rect_mut, draw_line_segment_mut, draw_text_mut,
 };
 use imageproc::rect::Rect;
 use posture_core::posture::{Assessment, POSE_CONNECTIONS, Pose, Verdict};
@@ -124,34 +124,211 @@ pub fn annotate(
         );
         return;
     };
-    let lines: Vec<String> = match assessment {
+    let (lines, optional) = text_lines(assessment);
+    for row in layout_text(font, w, h, &lines, optional) {
+        draw_filled_rect_mut(img, row.background, Rgb([0, 0, 0]));
+        draw_text_mut(img, color, row.x, row.y, row.scale, font, &row.text);
+    }
+}
+
+/// The text of an assessment: lines of groups (see [`layout_text`]) and the
+/// index of the first optional line. Measured: the angles, then the verdict,
+/// then the side (a hint, dropped first when the frame is too small).
+pub fn text_lines(assessment: &Assessment) -> (Vec<Vec<String>>, usize) {
+    match assessment {
         Assessment::Measured {
             measurement,
             verdict,
-        } => vec![
-            format!(
-                "Neck: {:.1}°  Torso: {:.1}°  ({} side)",
-                measurement.neck_deg,
-                measurement.torso_deg,
-                measurement.side.as_str()
-            ),
-            format!("Posture: {}", verdict.as_str()),
-        ],
-        other => vec![other.status().to_string()],
-    };
-    let scale = PxScale::from((12.0 * unit).max(12.0));
-    let pad = (4.0 * unit) as i32;
-    let mut y = pad;
-    for line in &lines {
-        let (tw, th) = text_size(scale, font, line);
-        draw_filled_rect_mut(
-            img,
-            Rect::at(pad / 2, y - pad / 2).of_size(tw + pad as u32, th + pad as u32),
-            Rgb([0, 0, 0]),
-        );
-        draw_text_mut(img, color, pad, y, scale, font, line);
-        y += th as i32 + pad * 2;
+        } => (
+            vec![
+                vec![
+                    format!("Neck: {:.1}°", measurement.neck_deg),
+                    format!("Torso: {:.1}°", measurement.torso_deg),
+                ],
+                vec![format!("Posture: {}", verdict.as_str())],
+                vec![format!("({} side)", measurement.side.as_str())],
+            ],
+            2,
+        ),
+        other => (vec![vec![other.status().to_string()]], 1),
     }
+}
+
+/// Smallest font size tried before giving up on optional text (pixels).
+const MIN_LEGIBLE_PX: f32 = 7.0;
+
+/// One row of text placed on the frame, as [`draw_text_mut`] takes it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextRow {
+    /// The text of the row.
+    pub text: String,
+    /// Left edge passed to the drawing call.
+    pub x: i32,
+    /// Top edge passed to the drawing call.
+    pub y: i32,
+    /// Font size.
+    pub scale: PxScale,
+    /// The black box behind the row (inside the frame).
+    pub background: Rect,
+}
+
+/// Where the glyphs of `text` put ink relative to the drawing origin, in
+/// pixels: `(min_x, min_y, max_x, max_y)`, max exclusive. Follows the glyph
+/// placement of imageproc's `draw_text_mut` (each glyph on the ascent line,
+/// advancing by its advance plus kerning) and ab_glyph's pixel bounds.
+pub fn ink_bounds(font: &FontVec, scale: PxScale, text: &str) -> Option<(i32, i32, i32, i32)> {
+    let scaled = font.as_scaled(scale);
+    let mut pen = 0.0f32;
+    let mut prev = None;
+    let mut bounds: Option<(i32, i32, i32, i32)> = None;
+    for c in text.chars() {
+        let id = scaled.glyph_id(c);
+        let glyph = id.with_scale_and_position(scale, ab_glyph::point(pen, scaled.ascent()));
+        pen += scaled.h_advance(id);
+        if let Some(outlined) = scaled.outline_glyph(glyph) {
+            if let Some(p) = prev {
+                pen += scaled.kern(id, p);
+            }
+            prev = Some(id);
+            let bb = outlined.px_bounds();
+            let (x0, y0) = (bb.min.x.round() as i32, bb.min.y.round() as i32);
+            let (x1, y1) = (x0 + bb.width() as i32, y0 + bb.height() as i32);
+            bounds = Some(match bounds {
+                None => (x0, y0, x1, y1),
+                Some((a, b, c, d)) => (a.min(x0), b.min(y0), c.max(x1), d.max(y1)),
+            });
+        }
+    }
+    bounds
+}
+
+/// Lays out text lines on a `w`×`h` frame. Each line is a list of groups
+/// joined by two spaces; a line too wide for the frame wraps between groups,
+/// and a group too wide on its own wraps between words. The font is the
+/// largest, up to a size proportional to the frame, at which every row fits
+/// inside the frame with a margin; the lines from `optional_from` on are
+/// dropped first when nothing fits, so what comes before them is always
+/// whole and inside the frame (unless the frame is a few pixels wide).
+pub fn layout_text(
+    font: &FontVec,
+    w: u32,
+    h: u32,
+    lines: &[Vec<String>],
+    optional_from: usize,
+) -> Vec<TextRow> {
+    let preferred = (w.min(h) as f32 * 0.06).max(12.0);
+    let essential = &lines[..optional_from.min(lines.len())];
+    let attempts: [(&[Vec<String>], f32); 3] = [
+        (lines, MIN_LEGIBLE_PX),
+        (essential, MIN_LEGIBLE_PX),
+        (essential, 1.0),
+    ];
+    for (content, floor) in attempts {
+        let mut px = preferred;
+        while px >= floor {
+            if let Some(rows) = try_layout(font, w, h, content, PxScale::from(px)) {
+                return rows;
+            }
+            px = (px * 0.9).min(px - 0.5);
+        }
+    }
+    // A frame a few pixels wide: the essential rows at 1 px, clipped.
+    try_layout(font, u32::MAX, u32::MAX, essential, PxScale::from(1.0)).unwrap_or_default()
+}
+
+/// The rows of `lines` at `scale`, or `None` if they do not fit.
+fn try_layout(
+    font: &FontVec,
+    w: u32,
+    h: u32,
+    lines: &[Vec<String>],
+    scale: PxScale,
+) -> Option<Vec<TextRow>> {
+    let pad = (scale.y * 0.25).max(1.0).round() as i32;
+    let clamp = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
+    let (w, h) = (clamp(w), clamp(h));
+    let avail = w - 2 * pad;
+    let fits =
+        |text: &str| ink_bounds(font, scale, text).is_none_or(|(x0, _, x1, _)| x1 - x0 <= avail);
+    let mut rows = Vec::new();
+    let mut y = pad;
+    for line in lines {
+        for text in wrap(line, &fits)? {
+            let Some((x0, y0, x1, y1)) = ink_bounds(font, scale, &text) else {
+                continue;
+            };
+            let line_h = (scale.y.ceil() as i32).max(y1 - y0);
+            // Ink starts `pad` from the left edge and at the row's top.
+            let (x, top) = (pad - x0, y);
+            if top + line_h + pad > h {
+                return None;
+            }
+            // The box overhangs the ink by less than the margin: it never
+            // reaches the frame's last column or row.
+            let half = pad / 2;
+            let bx = (pad - half).max(0);
+            let by = (top - half).max(0);
+            let bw = (x1 - x0 + 2 * half).min(w - bx).max(1) as u32;
+            let bh = (line_h + 2 * half).min(h - by).max(1) as u32;
+            rows.push(TextRow {
+                text,
+                x,
+                y: top - y0,
+                scale,
+                background: Rect::at(bx, by).of_size(bw, bh),
+            });
+            y = top + line_h + pad;
+        }
+    }
+    Some(rows)
+}
+
+/// Greedy wrap of one line's groups into rows that `fits`; `None` when a
+/// single word does not fit.
+fn wrap(groups: &[String], fits: &impl Fn(&str) -> bool) -> Option<Vec<String>> {
+    let mut rows: Vec<String> = Vec::new();
+    let mut current = String::new();
+    let push = |piece: &str, sep: &str, current: &mut String, rows: &mut Vec<String>| {
+        if current.is_empty() {
+            current.push_str(piece);
+        } else {
+            let joined = format!("{current}{sep}{piece}");
+            if fits(&joined) {
+                *current = joined;
+            } else {
+                rows.push(std::mem::replace(current, piece.to_string()));
+            }
+        }
+    };
+    for group in groups {
+        let candidate = if current.is_empty() {
+            group.clone()
+        } else {
+            format!("{current}  {group}")
+        };
+        if fits(&candidate) {
+            current = candidate;
+            continue;
+        }
+        if fits(group) {
+            rows.push(std::mem::replace(&mut current, group.clone()));
+            continue;
+        }
+        // The group alone is too wide: its words, on rows of their own.
+        if !current.is_empty() {
+            rows.push(std::mem::take(&mut current));
+        }
+        for word in group.split(' ').filter(|w| !w.is_empty()) {
+            if !fits(word) {
+                return None;
+            }
+            push(word, " ", &mut current, &mut rows);
+        }
+    }
+    if !current.is_empty() {
+        rows.push(current);
+    }
+    Some(rows)
 }
 
 fn thick_line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), color: Rgb<u8>, width: f32) {
@@ -179,54 +356,4 @@ fn thick_line(img: &mut RgbImage, a: (f32, f32), b: (f32, f32), color: Rgb<u8>, 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use posture_core::posture::{Landmark, Thresholds, assess, landmark};
-
-    fn pose() -> Pose {
-        let mut landmarks = vec![Landmark::default(); landmark::COUNT];
-        for (i, (x, y)) in [
-            (landmark::LEFT_EAR, (100.0, 40.0)),
-            (landmark::LEFT_SHOULDER, (100.0, 100.0)),
-            (landmark::LEFT_HIP, (100.0, 180.0)),
-        ] {
-            landmarks[i] = Landmark {
-                x,
-                y,
-                z: 0.0,
-                visibility: 0.99,
-                presence: 1.0,
-            };
-        }
-        Pose {
-            landmarks,
-            score: 0.9,
-        }
-    }
-
-    #[test]
-    fn draws_the_good_verdict_in_green_with_and_without_font() {
-        let p = pose();
-        let a = assess(Some(&p), &Thresholds::default());
-        let font = load_font(None);
-        for f in [font.as_ref(), None] {
-            let mut img = RgbImage::new(200, 200);
-            annotate(&mut img, Some(&p), &a, f);
-            // The neck line (shoulder→ear) is drawn in the verdict colour.
-            assert_eq!(img.get_pixel(100, 70), &GOOD);
-            // The shoulder landmark is marked.
-            assert_eq!(img.get_pixel(100, 100), &POINT);
-            let green = img.pixels().filter(|p| **p == GOOD).count();
-            assert!(green > 100, "{green}");
-        }
-    }
-
-    #[test]
-    fn no_person_draws_only_the_status() {
-        let a = assess(None, &Thresholds::default());
-        let mut img = RgbImage::new(300, 120);
-        annotate(&mut img, None, &a, None);
-        assert_eq!(img.get_pixel(10, 0), &NEUTRAL);
-        assert_eq!(img.get_pixel(150, 60), &Rgb([0, 0, 0]));
-    }
-}
+mod tests;

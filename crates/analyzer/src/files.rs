@@ -2,7 +2,9 @@
 
 use std::path::PathBuf;
 
+use crate::deadletter::OVERSIZED_PREFIX_BYTES;
 use crate::mqtt::RunStats;
+use crate::payload::read_file_bounded;
 use crate::pipeline::{AnalyzeError, Analyzer, Frame, Outcome};
 use crate::publish::{PublishError, image_files};
 
@@ -43,10 +45,16 @@ pub async fn analyze_files(
     let files = image_files(paths)?;
     let mut stats = RunStats::default();
     for path in files {
-        let payload = std::fs::read(&path).map_err(|source| FilesError::Read {
-            path: path.clone(),
-            source,
-        })?;
+        // The length is checked before reading: a file over the limit is
+        // never read whole (only its first bytes, for the dead letter).
+        let limit = analyzer.config().limits.max_payload_bytes;
+        let (payload, total) =
+            read_file_bounded(&path, limit, OVERSIZED_PREFIX_BYTES).map_err(|source| {
+                FilesError::Read {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         let frame = Frame {
             camera: camera.to_string(),
             source: path.display().to_string(),
@@ -54,13 +62,15 @@ pub async fn analyze_files(
             payload,
             received: jiff::Timestamp::now(),
         };
-        let outcome = analyzer
-            .process(&frame)
-            .await
-            .map_err(|source| FilesError::Analyze {
-                path: path.clone(),
-                source,
-            })?;
+        let outcome = if total > limit {
+            analyzer.reject_oversized(&frame, total)
+        } else {
+            analyzer.process(&frame).await
+        };
+        let outcome = outcome.map_err(|source| FilesError::Analyze {
+            path: path.clone(),
+            source,
+        })?;
         match &outcome {
             Outcome::Analyzed { .. } => stats.analyzed += 1,
             Outcome::Rejected { .. } => stats.rejected += 1,

@@ -12,10 +12,14 @@
 //! ```text
 //!  MQTT (mqtt::run_analyzer) ─┐                                          ┌─► analyzed_images/…/<camera>_<id>.jpg
 //!  files (files::analyze_files)┴─► pipeline::Analyzer::process ─ payload ─ model ─ assess ─┼─► <camera>_results.csv (csvlog)
-//!                                     │ bad input ─► deadletter                            └─► store: DB row | spool (replayed)
+//!                                     │ bad input ─► deadletter (bounded)                   └─► store: DB row | spool (replayed)
 //!                                     └─► metrics (/metrics via the CLI's registry)
 //!  publish::publish_files: images ─► base64 JPEG ─► MQTT (QoS 1)      broker: embedded rumqttd for `local`
 //! ```
+//!
+//! The MQTT side subscribes through [`subscriber`] (MQTT 5 by default, so
+//! the broker discards messages over the payload limit; 3.1.1 on request)
+//! and measures every payload before copying it.
 
 pub mod annotate;
 pub mod broker;
@@ -31,6 +35,7 @@ pub mod pipeline;
 pub mod publish;
 pub mod record;
 pub mod store;
+pub mod subscriber;
 
 pub use metrics::Metrics;
 pub use model::{ModelError, PoseModel, load_blazepose};
@@ -40,6 +45,7 @@ pub use pipeline::{AnalyzeError, Analyzer, AnalyzerConfig, Frame, Outcome, node_
 pub use posture_core::posture::Thresholds;
 pub use record::PostureRow;
 pub use store::{Database, DbTarget, LegacyDbVars, Recorded, Store};
+pub use subscriber::MqttProtocol;
 /// Re-exported so the CLI names the same `image` and `posture-pose` versions.
 pub use {image, posture_pose};
 

@@ -8,6 +8,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::deadletter::DeadLetterMetrics;
 use crate::payload::RejectReason;
 
 /// Label set naming a camera.
@@ -33,6 +34,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Label set of the pose model's device.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeviceLabels {
+    /// `cpu`, `cuda` or `tensorrt` (what `--device auto` settled on).
+    pub device: String,
+}
+
 /// The analyzer's metrics; cheap to clone (shared handles).
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -48,6 +56,10 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Rows waiting in the spool for the database.
     pub spool_depth: Gauge,
+    /// The dead-letter folder's size and removals.
+    pub dead_letter: DeadLetterMetrics,
+    /// 1 for the device the pose model runs on (an info metric).
+    pub pose_device: Family<DeviceLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -62,6 +74,8 @@ impl Default for Metrics {
                 0.005, 2.0, 12,
             )),
             spool_depth: Gauge::default(),
+            dead_letter: DeadLetterMetrics::default(),
+            pose_device: Family::default(),
         }
     }
 }
@@ -101,6 +115,26 @@ impl Metrics {
             "Rows waiting in the local spool for the database",
             m.spool_depth.clone(),
         );
+        registry.register(
+            "dead_letters_removed",
+            "Dead letters removed, oldest first, to keep the folder within its bounds",
+            m.dead_letter.removed.clone(),
+        );
+        registry.register(
+            "dead_letters",
+            "Letters in the dead-letter folder",
+            m.dead_letter.letters.clone(),
+        );
+        registry.register(
+            "dead_letter_bytes",
+            "Bytes in the dead-letter folder (payloads and sidecars)",
+            m.dead_letter.bytes.clone(),
+        );
+        registry.register(
+            "pose_device_info",
+            "The device the pose model runs on (cpu, cuda, tensorrt): 1 for the one in use",
+            m.pose_device.clone(),
+        );
         // Every reason shows up as 0 before it first happens.
         for r in RejectReason::ALL {
             let _ = m.failed.get_or_create(&ReasonLabels {
@@ -108,6 +142,15 @@ impl Metrics {
             });
         }
         m
+    }
+
+    /// Records the device the pose model runs on.
+    pub fn set_pose_device(&self, device: &str) {
+        self.pose_device
+            .get_or_create(&DeviceLabels {
+                device: device.to_string(),
+            })
+            .set(1);
     }
 
     /// Count of rejected frames for `reason` (tests, summaries).
@@ -150,6 +193,9 @@ mod tests {
             "posture_analyzer_frames_failed_total{reason=\"too_many_pixels\"} 0",
             "posture_analyzer_analysis_duration_seconds_count 1",
             "posture_analyzer_spool_depth 3",
+            "posture_analyzer_dead_letters_removed_total 0",
+            "posture_analyzer_dead_letters 0",
+            "posture_analyzer_dead_letter_bytes 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

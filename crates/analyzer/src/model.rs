@@ -15,8 +15,26 @@ pub trait PoseModel: Send + 'static {
     /// `None` when nobody is found (not an error).
     fn estimate(&mut self, image: &RgbImage) -> Result<Option<Pose>, ModelError>;
 
+    /// As [`PoseModel::estimate`] for the next frame of `stream` (a
+    /// camera): a model that tracks people across frames may use the
+    /// stream's previous frames. Default: `estimate`.
+    fn estimate_stream(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<Option<Pose>, ModelError> {
+        let _ = stream;
+        self.estimate(image)
+    }
+
     /// Short name for logs and the startup line.
     fn name(&self) -> &str;
+
+    /// Where it runs (`cpu`, `cuda`, `tensorrt`), for logs and the
+    /// `pose_device_info` metric.
+    fn device(&self) -> &str {
+        "cpu"
+    }
 }
 
 impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
@@ -24,8 +42,20 @@ impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
         (**self).estimate(image)
     }
 
+    fn estimate_stream(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<Option<Pose>, ModelError> {
+        (**self).estimate_stream(stream, image)
+    }
+
     fn name(&self) -> &str {
         (**self).name()
+    }
+
+    fn device(&self) -> &str {
+        (**self).device()
     }
 }
 
@@ -35,19 +65,104 @@ impl PoseModel for posture_pose::PoseEstimator {
         posture_pose::PoseEstimator::estimate(self, image).map_err(|e| Box::new(e) as ModelError)
     }
 
+    fn estimate_stream(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<Option<Pose>, ModelError> {
+        posture_pose::PoseEstimator::estimate_stream(self, stream, image)
+            .map_err(|e| Box::new(e) as ModelError)
+    }
+
     fn name(&self) -> &str {
         "blazepose-full"
     }
+
+    fn device(&self) -> &str {
+        posture_pose::PoseEstimator::device(self).as_str()
+    }
 }
 
-/// Loads BlazePose from `models_dir` with `threads` inference threads.
+/// Loads BlazePose from `models_dir` with `threads` inference threads, on
+/// the CPU, static images (see [`load_blazepose_with`] for the rest).
 pub fn load_blazepose(
     models_dir: &std::path::Path,
     threads: usize,
 ) -> Result<posture_pose::PoseEstimator, posture_pose::PoseError> {
-    posture_pose::PoseEstimator::load(&posture_pose::PoseConfig {
+    load_blazepose_with(&posture_pose::PoseConfig {
         models_dir: models_dir.to_path_buf(),
         threads,
         ..posture_pose::PoseConfig::default()
     })
+}
+
+/// Loads BlazePose as `cfg` says (device, tracking, thresholds).
+pub fn load_blazepose_with(
+    cfg: &posture_pose::PoseConfig,
+) -> Result<posture_pose::PoseEstimator, posture_pose::PoseError> {
+    posture_pose::PoseEstimator::load(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Remembers which entry point was called.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+    }
+
+    impl PoseModel for Recorder {
+        fn estimate(&mut self, _: &RgbImage) -> Result<Option<Pose>, ModelError> {
+            self.calls.push("estimate".into());
+            Ok(None)
+        }
+
+        fn estimate_stream(
+            &mut self,
+            stream: &str,
+            _: &RgbImage,
+        ) -> Result<Option<Pose>, ModelError> {
+            self.calls.push(format!("stream {stream}"));
+            Ok(None)
+        }
+
+        fn name(&self) -> &str {
+            "recorder"
+        }
+
+        fn device(&self) -> &str {
+            "cuda"
+        }
+    }
+
+    struct Plain;
+
+    impl PoseModel for Plain {
+        fn estimate(&mut self, _: &RgbImage) -> Result<Option<Pose>, ModelError> {
+            Ok(Some(Pose::default()))
+        }
+
+        fn name(&self) -> &str {
+            "plain"
+        }
+    }
+
+    #[test]
+    fn boxed_models_forward_streams_and_device() {
+        let mut m = Box::new(Recorder::default());
+        let img = RgbImage::new(2, 2);
+        <Box<Recorder> as PoseModel>::estimate_stream(&mut m, "pi1", &img).unwrap();
+        <Box<Recorder> as PoseModel>::estimate(&mut m, &img).unwrap();
+        assert_eq!(m.calls, ["stream pi1", "estimate"]);
+        assert_eq!(<Box<Recorder> as PoseModel>::device(&m), "cuda");
+        // A model without streams or a device answers every stream statically, on the CPU.
+        let mut p: Box<dyn PoseModel> = Box::new(Plain);
+        assert_eq!(
+            p.estimate_stream("pi1", &img).unwrap(),
+            Some(Pose::default())
+        );
+        assert_eq!(p.device(), "cpu");
+    }
 }

@@ -1,32 +1,38 @@
 //! The MQTT edge: subscribe to camera topics and feed frames to the
 //! [`Analyzer`]; and the connection settings shared with the publisher.
 //!
-//! QoS 1 with a persistent session (`clean_session = false`, stable client
-//! id), so frames published while the analyzer restarts wait at the broker.
+//! QoS 1 with a persistent session (no clean start, stable client id, in
+//! MQTT 5 a session that never expires), so frames published while the
+//! analyzer restarts wait at the broker. MQTT 5 by default, so the broker
+//! itself discards a message too large for `--max-payload-bytes` instead of
+//! stalling the camera's queue behind it (see [`crate::subscriber`]); a
+//! payload that still arrives over the limit is measured before any copy
+//! and only its first bytes are dead-lettered.
 //! Acknowledgements are manual: a frame's PUBACK goes out only after its
 //! outputs are durable ([`Analyzer::process`] returned `Ok`). A frame in hand
 //! when the connection drops is not acknowledged; the broker redelivers it
 //! and its frame id makes the second pass a no-op.
 //!
 //! ```text
-//!  broker ─► EventLoop (poll task) ─► bounded channel ─► worker: Analyzer::process ─► client.ack
+//!  broker ─► subscriber::Connection (poll task) ─► bounded channel ─► worker: length check ─► Analyzer::process | reject_oversized ─► client.ack
 //! ```
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, Event, EventLoop, MqttOptions, Outgoing, Packet, Publish, QoS, TlsConfiguration,
-    Transport,
-};
+use posture_core::backoff::{Backoff, Retries};
+use rumqttc::{MqttOptions, TlsConfiguration, Transport};
 use tokio::sync::mpsc;
 
+use crate::deadletter::OVERSIZED_PREFIX_BYTES;
 use crate::pipeline::{Analyzer, Frame, Outcome};
+use crate::subscriber::{self, Client, Connection, Message, MqttProtocol, Polled};
 
-/// Largest MQTT packet (the protocol's limit). The client accepts anything
-/// the broker sends so an oversized frame reaches our own size check (and the
-/// dead-letter folder) instead of breaking the connection in a loop.
+/// Largest MQTT packet (the protocol's limit): what the publisher, and an
+/// analyzer speaking MQTT 3.1.1, accept. A 3.1.1 client that refused a large
+/// packet would only drop the connection and get it redelivered forever, so
+/// in 3.1.1 the broker's own limit must protect the analyzer.
 pub const MQTT_MAX_PACKET: usize = 268_435_455 + 5;
 
 /// Where and how to connect.
@@ -46,6 +52,8 @@ pub struct MqttConfig {
     pub tls: Option<MqttTls>,
     /// Keep-alive interval.
     pub keep_alive: Duration,
+    /// Protocol of the analyzer's subscription (the publisher speaks 3.1.1).
+    pub protocol: MqttProtocol,
 }
 
 /// TLS to the broker (rustls; the process installs its crypto provider).
@@ -87,6 +95,7 @@ impl MqttConfig {
             password: None,
             tls: None,
             keep_alive: Duration::from_secs(30),
+            protocol: MqttProtocol::V5,
         }
     }
 
@@ -95,8 +104,9 @@ impl MqttConfig {
         self.options_with(clean_session, false)
     }
 
-    /// rumqttc options for the analyzer: persistent session and manual acks
-    /// (a PUBACK only when [`rumqttc::AsyncClient::ack`] is called).
+    /// rumqttc MQTT 3.1.1 options for the analyzer: persistent session and
+    /// manual acks (a PUBACK only when [`rumqttc::AsyncClient::ack`] is
+    /// called). MQTT 5 options: [`crate::subscriber`].
     pub fn subscriber_options(&self) -> Result<MqttOptions, MqttError> {
         self.options_with(false, true)
     }
@@ -115,18 +125,26 @@ impl MqttConfig {
         if let Some(user) = &self.username {
             o.set_credentials(user.clone(), self.password.clone().unwrap_or_default());
         }
-        if let Some(tls) = &self.tls {
-            let ca = std::fs::read(&tls.ca_file).map_err(|source| MqttError::CaFile {
-                path: tls.ca_file.clone(),
-                source,
-            })?;
-            o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-                ca,
-                alpn: None,
-                client_auth: None,
-            }));
+        if let Some(transport) = self.tls_transport()? {
+            o.set_transport(transport);
         }
         Ok(o)
+    }
+
+    /// The TLS transport, when the broker speaks TLS.
+    pub(crate) fn tls_transport(&self) -> Result<Option<Transport>, MqttError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let ca = std::fs::read(&tls.ca_file).map_err(|source| MqttError::CaFile {
+            path: tls.ca_file.clone(),
+            source,
+        })?;
+        Ok(Some(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn: None,
+            client_auth: None,
+        })))
     }
 }
 
@@ -139,35 +157,22 @@ pub fn camera_from_topic(topic: &str) -> String {
         .to_string()
 }
 
-/// Reconnect delays: doubling from `initial` up to `max`.
-#[derive(Clone, Copy, Debug)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    current: Duration,
-}
-
-impl Backoff {
-    /// A backoff starting at `initial`, capped at `max`.
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        Self {
+/// Retry delays doubling from `initial` up to `max`, with 10 % jitter drawn
+/// from a generator seeded by `who` (the client id): analyzers that lost the
+/// broker together do not all come back in the same instant.
+pub fn retries(initial: Duration, max: Duration, who: &str) -> Retries {
+    use std::hash::{Hash as _, Hasher as _};
+    // DefaultHasher::new() has fixed keys: the same id gives the same seed.
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    who.hash(&mut h);
+    Retries::new(
+        Backoff {
             initial,
             max,
-            current: initial,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.current;
-        self.current = (self.current * 2).min(self.max);
-        d
-    }
-
-    /// Back to the initial delay (after a success).
-    pub fn reset(&mut self) {
-        self.current = self.initial;
-    }
+            jitter: 0.1,
+        },
+        h.finish(),
+    )
 }
 
 /// Counts of one analyzer run.
@@ -196,22 +201,30 @@ pub async fn run_analyzer(
     if topics.is_empty() {
         return Err(MqttError::NoTopic);
     }
-    let options = cfg.subscriber_options()?;
-    tracing::info!(broker = %format!("{}:{}", cfg.host, cfg.port), client_id = %cfg.client_id, ?topics, "analyzer connecting (QoS 1, persistent session, manual acks)");
-    // Request channel: acks and subscribes; 64 is far above what one worker queues.
-    let (client, eventloop) = AsyncClient::new(options, 64);
-    // Frames between the network task and the worker. Small on purpose: the
+    let limit = analyzer.config().limits.max_payload_bytes;
+    let (client, connection) = subscriber::connect(cfg, limit)?;
+    tracing::info!(
+        broker = %format!("{}:{}", cfg.host, cfg.port),
+        client_id = %cfg.client_id,
+        ?topics,
+        protocol = %cfg.protocol,
+        max_packet = subscriber::max_packet_size(limit),
+        "analyzer connecting (QoS 1, persistent session, manual acks)"
+    );
+    // Messages between the network task and the worker. Small on purpose: the
     // backlog belongs at the broker (it survives our restarts), not in memory.
-    let (tx, mut rx) = mpsc::channel::<(Publish, jiff::Timestamp)>(4);
+    let (tx, mut rx) = mpsc::channel::<(Message, jiff::Timestamp)>(4);
     // If this future is dropped (the task aborted), the network task goes
     // too: the connection closes without acks, like a crash, and the broker
     // redelivers the frames in hand to the next session.
     let mut poller = AbortOnDrop(Some(tokio::spawn(poll_loop(
-        eventloop,
+        connection,
         client.clone(),
         topics.to_vec(),
         tx,
         on_connection,
+        cfg.client_id.clone(),
+        cfg.protocol,
     ))));
     tokio::pin!(shutdown);
     let mut stats = RunStats::default();
@@ -219,7 +232,7 @@ pub async fn run_analyzer(
     let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     'frames: loop {
-        let (publish, received) = tokio::select! {
+        let (message, received) = tokio::select! {
             biased;
             () = &mut shutdown => break,
             p = rx.recv() => match p {
@@ -231,19 +244,40 @@ pub async fn run_analyzer(
                 continue;
             }
         };
-        let topic = publish.topic.clone();
+        let Message {
+            topic,
+            payload,
+            token,
+        } = message;
+        // The length is checked before any copy: a payload over the limit
+        // keeps only its first bytes (for the dead letter).
+        let total = payload.len();
+        let oversized = total > limit;
         let frame = Frame {
             camera: camera_override
                 .map(str::to_string)
                 .unwrap_or_else(|| camera_from_topic(&topic)),
             source: topic,
             name_hint: None,
-            payload: publish.payload.to_vec(),
+            payload: if oversized {
+                payload[..total.min(OVERSIZED_PREFIX_BYTES)].to_vec()
+            } else {
+                Vec::from(payload)
+            },
             received,
         };
-        let mut backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+        let mut backoff = retries(
+            Duration::from_millis(500),
+            Duration::from_secs(30),
+            &frame.source,
+        );
         let outcome = loop {
-            match analyzer.process(&frame).await {
+            let result = if oversized {
+                analyzer.reject_oversized(&frame, total)
+            } else {
+                analyzer.process(&frame).await
+            };
+            match result {
                 Ok(o) => break o,
                 Err(e) if e.is_fatal() => {
                     tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
@@ -264,7 +298,7 @@ pub async fn run_analyzer(
             Outcome::Analyzed { .. } => stats.analyzed += 1,
             Outcome::Rejected { .. } => stats.rejected += 1,
         }
-        if let Err(e) = client.ack(&publish).await {
+        if let Err(e) = client.ack(&token).await {
             // The event loop is gone (shutting down): the broker redelivers.
             tracing::warn!(error = %e, "could not acknowledge a frame");
         }
@@ -303,56 +337,64 @@ impl Drop for AbortOnDrop {
 }
 
 async fn poll_loop(
-    mut eventloop: EventLoop,
-    client: AsyncClient,
+    mut connection: Connection,
+    client: Client,
     topics: Vec<String>,
-    tx: mpsc::Sender<(Publish, jiff::Timestamp)>,
+    tx: mpsc::Sender<(Message, jiff::Timestamp)>,
     on_connection: impl Fn(bool),
+    client_id: String,
+    protocol: MqttProtocol,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(30));
+    let mut backoff = retries(
+        Duration::from_millis(200),
+        Duration::from_secs(30),
+        &client_id,
+    );
     let mut down_logged = false;
+    let mut ever_connected = false;
     loop {
-        match eventloop.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                tracing::info!(
-                    session_present = ack.session_present,
-                    "connected to the MQTT broker"
-                );
+        match connection.poll().await {
+            Polled::Connected { session_present } => {
+                tracing::info!(session_present, %protocol, "connected to the MQTT broker");
+                ever_connected = true;
                 backoff.reset();
                 down_logged = false;
                 // Subscribing again is harmless when the session kept the subscription.
                 for topic in &topics {
-                    if let Err(e) = client.try_subscribe(topic.clone(), QoS::AtLeastOnce) {
+                    if let Err(e) = client.try_subscribe(topic) {
                         tracing::error!(%topic, error = %e, "could not queue the subscription");
                     }
                 }
             }
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+            Polled::Subscribed => {
                 // Ready once the broker holds our subscription: from now on
                 // frames queue for us even while we are away.
-                tracing::debug!(?ack, "subscribed");
+                tracing::debug!("subscribed");
                 on_connection(true);
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => {
-                if tx.send((p, jiff::Timestamp::now())).await.is_err() {
+            Polled::Message(m) => {
+                if tx.send((*m, jiff::Timestamp::now())).await.is_err() {
                     // The worker stopped: keep polling so its acks and the
                     // disconnect go out, until the disconnect is sent.
                     continue;
                 }
             }
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => {
+            Polled::DisconnectSent => {
                 // Flush the DISCONNECT itself.
-                let _ = tokio::time::timeout(Duration::from_millis(500), eventloop.poll()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(500), connection.poll()).await;
                 return;
             }
-            Ok(_) => {}
-            Err(e) => {
+            Polled::Other => {}
+            Polled::Failed(e) => {
                 on_connection(false);
                 if tx.is_closed() {
                     return;
                 }
                 let delay = backoff.next_delay();
-                if !down_logged {
+                if !down_logged && !ever_connected && protocol == MqttProtocol::V5 {
+                    tracing::warn!(error = %e, retry_in = ?delay, "cannot connect to the MQTT broker; retrying with backoff (a broker that speaks only MQTT 3.1.1, such as the embedded broker of `posture-farm local`, closes MQTT 5 connections: use --mqtt-protocol 3.1.1 there and set the broker's message size limit)");
+                    down_logged = true;
+                } else if !down_logged {
                     tracing::warn!(error = %e, retry_in = ?delay, "MQTT broker unreachable; reconnecting with backoff");
                     down_logged = true;
                 } else {
@@ -376,12 +418,21 @@ mod tests {
     }
 
     #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let d: Vec<_> = (0..4).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(d, [100, 200, 350, 350]);
+    fn retries_double_and_cap_with_at_most_ten_percent_jitter() {
+        let mut b = retries(Duration::from_millis(100), Duration::from_millis(350), "a");
+        for base in [100u64, 200, 350, 350] {
+            let d = b.next_delay();
+            let base = Duration::from_millis(base);
+            assert!(d >= base && d <= base.mul_f64(1.1), "{d:?} vs {base:?}");
+        }
         b.reset();
-        assert_eq!(b.next_delay().as_millis(), 100);
+        assert!(b.next_delay() < Duration::from_millis(111));
+        // Another client id draws other jitter.
+        let seq = |id| {
+            let mut r = retries(Duration::from_secs(1), Duration::from_secs(30), id);
+            (0..6).map(|_| r.next_delay()).collect::<Vec<_>>()
+        };
+        assert_ne!(seq("posture-analyzer-pi1"), seq("posture-analyzer-pi2"));
     }
 
     #[test]

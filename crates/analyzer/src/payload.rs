@@ -39,9 +39,11 @@ pub enum RejectReason {
     Empty,
     /// Payload larger than [`Limits::max_payload_bytes`].
     TooLarge,
-    /// Not raw image bytes and not valid base64.
+    /// Text (the base64 path) that does not decode as base64.
     BadBase64,
-    /// Decoded bytes are neither JPEG nor PNG.
+    /// Neither a JPEG/PNG image nor base64 text: binary data of another kind
+    /// (another image format, random bytes), or base64 that decodes to
+    /// something other than a JPEG/PNG.
     NotImage,
     /// The image header announces more pixels than [`Limits::max_pixels`].
     TooManyPixels,
@@ -72,7 +74,7 @@ impl RejectReason {
             RejectReason::Empty => "empty",
             RejectReason::TooLarge => "too_large",
             RejectReason::BadBase64 => "bad_base64",
-            RejectReason::NotImage => "not_image",
+            RejectReason::NotImage => "not_an_image",
             RejectReason::TooManyPixels => "too_many_pixels",
             RejectReason::Truncated => "truncated",
             RejectReason::Corrupt => "corrupt",
@@ -120,24 +122,67 @@ pub struct DecodedImage {
 const JPEG_MAGIC: &[u8] = &[0xFF, 0xD8, 0xFF];
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
 
+/// Reads a file as a payload without ever holding more than the limit: its
+/// length is checked first, and a file longer than `max_payload_bytes` (or
+/// one that grew past it while being read) yields only its first
+/// `prefix_bytes`. Returns the bytes read and the file's full length; the
+/// caller rejects it as too large when that length is over the limit.
+pub fn read_file_bounded(
+    path: &std::path::Path,
+    max_payload_bytes: usize,
+    prefix_bytes: usize,
+) -> std::io::Result<(Vec<u8>, usize)> {
+    use std::io::Read as _;
+    let file = std::fs::File::open(path)?;
+    let len = usize::try_from(file.metadata()?.len()).unwrap_or(usize::MAX);
+    let cap = if len > max_payload_bytes {
+        prefix_bytes
+    } else {
+        max_payload_bytes.saturating_add(1)
+    };
+    let mut buf = Vec::with_capacity(len.min(cap));
+    file.take(u64::try_from(cap).unwrap_or(u64::MAX))
+        .read_to_end(&mut buf)?;
+    if len > max_payload_bytes || buf.len() > max_payload_bytes {
+        let total = len.max(buf.len());
+        buf.truncate(prefix_bytes);
+        return Ok((buf, total));
+    }
+    let total = buf.len();
+    Ok((buf, total))
+}
+
+/// The rejection of a payload of `bytes` bytes, over [`Limits::max_payload_bytes`].
+pub fn too_large(bytes: usize, limits: &Limits) -> Rejected {
+    Rejected::new(
+        RejectReason::TooLarge,
+        format!(
+            "payload is {bytes} bytes, the limit is {}",
+            limits.max_payload_bytes
+        ),
+    )
+}
+
 /// Turns a payload into image bytes: raw JPEG/PNG as is, otherwise base64
 /// (whitespace and a `data:` URL prefix tolerated, padding optional).
 pub fn payload_bytes(payload: &[u8], limits: &Limits) -> Result<Vec<u8>, Rejected> {
     if payload.len() > limits.max_payload_bytes {
-        return Err(Rejected::new(
-            RejectReason::TooLarge,
-            format!(
-                "payload is {} bytes, the limit is {}",
-                payload.len(),
-                limits.max_payload_bytes
-            ),
-        ));
+        return Err(too_large(payload.len(), limits));
     }
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(Rejected::new(RejectReason::Empty, "payload is empty"));
     }
     if payload.starts_with(JPEG_MAGIC) || payload.starts_with(PNG_MAGIC) {
         return Ok(payload.to_vec());
+    }
+    if !looks_like_text(payload) {
+        return Err(Rejected::new(
+            RejectReason::NotImage,
+            format!(
+                "binary data that is neither a JPEG/PNG image nor base64 text ({})",
+                describe_binary(payload)
+            ),
+        ));
     }
     let mut text: &[u8] = payload.trim_ascii();
     if text.starts_with(b"data:") {
@@ -174,6 +219,47 @@ pub fn payload_bytes(payload: &[u8], limits: &Limits) -> Result<Vec<u8>, Rejecte
         ));
     }
     Ok(bytes)
+}
+
+/// Whether a payload is text (printable ASCII and whitespace, or UTF-8 text
+/// without control characters): base64 is text, so anything else can only be
+/// binary data.
+fn looks_like_text(payload: &[u8]) -> bool {
+    match std::str::from_utf8(payload) {
+        Ok(text) => !text
+            .chars()
+            .any(|c| c.is_control() && !c.is_ascii_whitespace()),
+        Err(_) => false,
+    }
+}
+
+/// What a binary payload seems to be, for the dead-letter detail.
+fn describe_binary(payload: &[u8]) -> String {
+    const KNOWN: &[(&[u8], &str)] = &[
+        (b"GIF87a", "a GIF image"),
+        (b"GIF89a", "a GIF image"),
+        (b"BM", "a BMP image"),
+        (b"II*\0", "a TIFF image"),
+        (b"MM\0*", "a TIFF image"),
+        (b"\0\0\x01\0", "an ICO image"),
+    ];
+    let webp = payload.len() >= 12 && &payload[..4] == b"RIFF" && &payload[8..12] == b"WEBP";
+    let heif = payload.len() >= 12 && &payload[4..8] == b"ftyp";
+    let kind = if webp {
+        Some("a WebP image")
+    } else if heif {
+        Some("an ISO media file (HEIC/AVIF/MP4)")
+    } else {
+        KNOWN
+            .iter()
+            .find(|(magic, _)| payload.starts_with(magic))
+            .map(|(_, kind)| *kind)
+    };
+    let head: Vec<String> = payload.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    match kind {
+        Some(kind) => format!("{kind}; only JPEG and PNG are accepted"),
+        None => format!("first bytes {}", head.join(" ")),
+    }
 }
 
 /// Decodes image bytes (JPEG or PNG) within `limits` and applies EXIF orientation.
@@ -434,6 +520,56 @@ pub(crate) mod tests {
         with_exif.extend_from_slice(&raw[2..]);
         let d = decode_payload(&with_exif, &Limits::default()).unwrap();
         assert_eq!(d.image.dimensions(), (20, 40));
+    }
+
+    #[test]
+    fn binary_that_is_no_image_is_not_an_image_and_text_that_fails_is_bad_base64() {
+        let l = Limits::default();
+        // Random binary data (a fixed xorshift stream): not text, so not base64 either.
+        let mut x: u32 = 0x9E37_79B9;
+        let random: Vec<u8> = (0..4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        let r = decode_payload(&random, &l).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NotImage, "{r:?}");
+        assert_eq!(r.reason.as_str(), "not_an_image");
+        // Other image formats are binary too, and named.
+        let gif = b"GIF89a\x01\x00\x01\x00\x80\x00\x00\xff\xff\xff";
+        let r = decode_payload(gif, &l).unwrap_err();
+        assert_eq!(r.reason, RejectReason::NotImage);
+        assert!(r.detail.contains("GIF"), "{}", r.detail);
+        // A NUL or a control byte in otherwise base64-looking data: binary.
+        assert_eq!(reason(b"QUJD\x00REVG", &l), RejectReason::NotImage);
+        // Text that does not decode stays bad_base64, whatever its characters.
+        assert_eq!(reason(b"not base64 at all!", &l), RejectReason::BadBase64);
+        assert_eq!(reason("QUJD€€".as_bytes(), &l), RejectReason::BadBase64);
+        assert_eq!(reason(b"QUJDRA=x", &l), RejectReason::BadBase64);
+    }
+
+    #[test]
+    fn files_over_the_limit_yield_only_a_prefix_and_their_length() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.jpg");
+        std::fs::write(&small, jpeg(8, 8)).unwrap();
+        let (bytes, total) = read_file_bounded(&small, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (jpeg(8, 8).len(), jpeg(8, 8).len()));
+        // A sparse 3 GB file: only 100 bytes are read.
+        let big = dir.path().join("big.jpg");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(3_000_000_000).unwrap();
+        let (bytes, total) = read_file_bounded(&big, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (100, 3_000_000_000));
+        // Exactly at the limit is fine; one byte over is not.
+        std::fs::write(&small, [7u8; 10_001]).unwrap();
+        let (bytes, total) = read_file_bounded(&small, 10_000, 100).unwrap();
+        assert_eq!((bytes.len(), total), (100, 10_001));
+        let (bytes, total) = read_file_bounded(&small, 10_001, 100).unwrap();
+        assert_eq!((bytes.len(), total), (10_001, 10_001));
     }
 
     proptest::proptest! {

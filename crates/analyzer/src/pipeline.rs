@@ -17,10 +17,12 @@ use posture_core::posture::{Assessment, Pose, Thresholds, Verdict, assess};
 
 use crate::annotate::annotate;
 use crate::csvlog::{Appended, CsvError, CsvLog};
-use crate::deadletter::{DeadLetterError, DeadLetters, sanitize};
+use crate::deadletter::{
+    DeadLetterError, DeadLetterLimits, DeadLetters, Letter, OVERSIZED_PREFIX_BYTES, sanitize,
+};
 use crate::metrics::{CameraLabels, Metrics, ReasonLabels, VerdictLabels};
 use crate::model::PoseModel;
-use crate::payload::{Limits, RejectReason, Rejected, decode_payload};
+use crate::payload::{Limits, RejectReason, Rejected, decode_payload, too_large};
 use crate::record::{PostureRow, frame_id};
 use crate::store::{Recorded, SpoolError, Store};
 
@@ -39,6 +41,8 @@ pub struct AnalyzerConfig {
     pub font: Option<PathBuf>,
     /// JPEG quality of annotated images.
     pub jpeg_quality: u8,
+    /// Bounds of the dead-letter folder.
+    pub dead_letter: DeadLetterLimits,
 }
 
 impl AnalyzerConfig {
@@ -51,6 +55,7 @@ impl AnalyzerConfig {
             node_name,
             font: None,
             jpeg_quality: 90,
+            dead_letter: DeadLetterLimits::default(),
         }
     }
 }
@@ -170,7 +175,7 @@ impl Analyzer {
         metrics: Metrics,
     ) -> Self {
         let font = crate::annotate::load_font(cfg.font.as_deref()).map(Arc::new);
-        let dead = DeadLetters::new(&cfg.out_dir);
+        let dead = DeadLetters::open(&cfg.out_dir, cfg.dead_letter, metrics.dead_letter.clone());
         Self {
             cfg,
             model: Some(model),
@@ -218,6 +223,14 @@ impl Analyzer {
                 camera: frame.camera.clone(),
             })
             .inc();
+        if frame.payload.len() > self.cfg.limits.max_payload_bytes {
+            // Neither copied nor decoded: only its first bytes are kept.
+            return self.reject(
+                frame,
+                too_large(frame.payload.len(), &self.cfg.limits),
+                frame.payload.len(),
+            );
+        }
         let started = Instant::now();
         let Some(mut model) = self.model.take() else {
             return Err(AnalyzeError::Task(
@@ -251,7 +264,7 @@ impl Analyzer {
             Err(e) => return Err(AnalyzeError::Task(e.to_string())),
         };
         let outcome = match analysed {
-            Analysed::Rejected(rejected) => self.reject(frame, rejected)?,
+            Analysed::Rejected(rejected) => self.reject(frame, rejected, frame.payload.len())?,
             Analysed::Done {
                 bytes_id,
                 annotated_jpeg,
@@ -274,14 +287,44 @@ impl Analyzer {
         }
     }
 
-    fn reject(&mut self, frame: &Frame, rejected: Rejected) -> Result<Outcome, AnalyzeError> {
-        let kept = self.dead.keep(
-            &frame.camera,
-            &frame.source,
-            frame.received,
-            &frame.payload,
-            &rejected,
-        )?;
+    /// Rejects a frame too large to be read whole (checked by the MQTT loop
+    /// and files mode before any copy): `frame.payload` holds only its first
+    /// bytes and `total_bytes` is its real length. Counted, dead-lettered
+    /// (first [`OVERSIZED_PREFIX_BYTES`] only) and acknowledgeable like any
+    /// rejection.
+    pub fn reject_oversized(
+        &mut self,
+        frame: &Frame,
+        total_bytes: usize,
+    ) -> Result<Outcome, AnalyzeError> {
+        self.metrics
+            .received
+            .get_or_create(&CameraLabels {
+                camera: frame.camera.clone(),
+            })
+            .inc();
+        self.reject(frame, too_large(total_bytes, &self.cfg.limits), total_bytes)
+    }
+
+    fn reject(
+        &mut self,
+        frame: &Frame,
+        rejected: Rejected,
+        total_bytes: usize,
+    ) -> Result<Outcome, AnalyzeError> {
+        let keep = match rejected.reason {
+            RejectReason::TooLarge => frame.payload.len().min(OVERSIZED_PREFIX_BYTES),
+            _ => frame.payload.len(),
+        };
+        let kept = self.dead.keep(&Letter {
+            camera: &frame.camera,
+            source: &frame.source,
+            received: frame.received,
+            reason: rejected.reason.as_str(),
+            detail: &rejected.detail,
+            payload: &frame.payload[..keep],
+            payload_bytes: total_bytes,
+        })?;
         self.metrics
             .failed
             .get_or_create(&ReasonLabels {
@@ -405,7 +448,7 @@ fn analyse_blocking(
     };
     let bytes_id = frame_id(camera, &decoded.bytes);
     let mut img: RgbImage = decoded.image;
-    let pose: Option<Pose> = match model.estimate(&img) {
+    let pose: Option<Pose> = match model.estimate_stream(camera, &img) {
         Ok(p) => p,
         Err(e) => {
             return Analysed::Rejected(Rejected {

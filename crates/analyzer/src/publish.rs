@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use rumqttc::{AsyncClient, Event, Outgoing, Packet, QoS};
 
-use crate::mqtt::{Backoff, MqttConfig, MqttError};
+use crate::mqtt::{MqttConfig, MqttError, retries};
 
 /// How images are put on the wire.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -205,7 +205,11 @@ pub async fn publish_files(
     let deadline = started + plan.timeout + interval * total as u32;
     let mut acked = 0usize;
     let mut sent = 0usize;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+    let mut backoff = retries(
+        Duration::from_millis(200),
+        Duration::from_secs(5),
+        &cfg.client_id,
+    );
     let mut down_logged = false;
     while acked < total {
         let event = tokio::time::timeout_at(deadline, eventloop.poll()).await;
@@ -229,14 +233,15 @@ pub async fn publish_files(
                     tracing::warn!(error = %e, broker = %format!("{}:{}", cfg.host, cfg.port), "MQTT broker unreachable; retrying");
                     down_logged = true;
                 }
-                if tokio::time::Instant::now() + backoff.next_delay() > deadline {
+                let delay = backoff.next_delay();
+                if tokio::time::Instant::now() + delay > deadline {
                     return Err(PublishError::Timeout {
                         waited: started.elapsed(),
                         sent,
                         acked,
                     });
                 }
-                tokio::time::sleep(backoff.next_delay()).await;
+                tokio::time::sleep(delay).await;
             }
         }
     }

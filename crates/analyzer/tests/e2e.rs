@@ -8,82 +8,14 @@ mod support;
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use base64::Engine as _;
-use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
+use posture_analyzer::mqtt::{MqttConfig, RunStats};
 use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
 use posture_analyzer::store::{DbTarget, LegacyDbVars, Recorded};
-use posture_analyzer::{Analyzer, Database, Limits, Outcome, RejectReason};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use posture_analyzer::{Database, Limits, Outcome, RejectReason};
 use support::*;
-use tokio::sync::{mpsc, oneshot};
-
-struct Running {
-    stop: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<(Analyzer, Result<RunStats, String>)>,
-    outcomes: mpsc::UnboundedReceiver<Outcome>,
-}
-
-impl Running {
-    async fn start(mut analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
-        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
-        let (stop, stop_rx) = oneshot::channel::<()>();
-        let (tx, outcomes) = mpsc::unbounded_channel();
-        let ready = Arc::new(AtomicBool::new(false));
-        let ready_flag = ready.clone();
-        let topics = vec![topic.to_string()];
-        let task = tokio::spawn(async move {
-            let stats = run_analyzer(
-                &cfg,
-                &topics,
-                None,
-                &mut analyzer,
-                async {
-                    let _ = stop_rx.await;
-                },
-                move |up| ready_flag.store(up, Ordering::SeqCst),
-                move |o| {
-                    let _ = tx.send(o.clone());
-                },
-            )
-            .await
-            .map_err(|e| posture_analyzer::error_chain(&e));
-            (analyzer, stats)
-        });
-        for _ in 0..400 {
-            if ready.load(Ordering::SeqCst) {
-                return Self {
-                    stop,
-                    task,
-                    outcomes,
-                };
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("analyzer did not subscribe");
-    }
-
-    /// Waits for `n` more outcomes.
-    async fn take(&mut self, n: usize) -> Vec<Outcome> {
-        let mut got = Vec::new();
-        while got.len() < n {
-            match tokio::time::timeout(Duration::from_secs(30), self.outcomes.recv()).await {
-                Ok(Some(o)) => got.push(o),
-                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
-            }
-        }
-        got
-    }
-
-    async fn stop(self) -> (Analyzer, RunStats) {
-        let _ = self.stop.send(());
-        let (a, stats) = self.task.await.unwrap();
-        (a, stats.unwrap())
-    }
-}
 
 fn plan(topic: &str) -> PublishPlan {
     PublishPlan {
@@ -101,32 +33,6 @@ async fn publish(port: u16, topic: &str, files: &[std::path::PathBuf]) {
         publish_files(&cfg, &plan(topic), files).await.unwrap(),
         files.len()
     );
-}
-
-/// Publishes raw payloads at QoS 1 and waits for every PUBACK.
-async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
-    let mut o = MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
-    o.set_max_packet_size(1 << 24, 1 << 24);
-    let (client, mut el) = AsyncClient::new(o, 64);
-    let n = payloads.len();
-    for p in payloads {
-        client
-            .publish(topic, QoS::AtLeastOnce, false, p)
-            .await
-            .unwrap();
-    }
-    let mut acked = 0;
-    while acked < n {
-        let event = tokio::time::timeout(Duration::from_secs(20), el.poll())
-            .await
-            .unwrap()
-            .unwrap();
-        if let Event::Incoming(Packet::PubAck(_)) = event {
-            acked += 1;
-        }
-    }
-    client.disconnect().await.unwrap();
-    let _ = tokio::time::timeout(Duration::from_millis(300), el.poll()).await;
 }
 
 fn pg_target(pg: &Postgres) -> DbTarget {
@@ -556,7 +462,10 @@ async fn embedded_broker_carries_frames_end_to_end() {
     let out = tempfile::tempdir().unwrap();
     let target = DbTarget::Sqlite(out.path().join("posture.db"));
     let a = analyzer(out.path(), &target, Limits::default()).await;
-    let mut run = Running::start(a, port, "images/pi1", "analyzer-local").await;
+    // rumqttd (the embedded broker) speaks MQTT 3.1.1 only.
+    let mut cfg = MqttConfig::new("127.0.0.1", port, "analyzer-local");
+    cfg.protocol = posture_analyzer::MqttProtocol::V311;
+    let mut run = Running::start_with(a, cfg, "images/pi1").await;
     let files = write_frames(&out.path().join("in"), &[(RED, 1), (BLUE, 2), (GRAY, 3)]);
     publish(port, "images/pi1", &files).await;
     let got = run.take(3).await;

@@ -141,6 +141,7 @@ fn check(doc: &Value) -> Result<(), String> {
         ("v1", "Namespace") => round_trip::<core::v1::Namespace>(doc),
         ("v1", "Pod") => round_trip::<core::v1::Pod>(doc),
         ("apps/v1", "Deployment") => round_trip::<apps::v1::Deployment>(doc),
+        ("apps/v1", "DaemonSet") => round_trip::<apps::v1::DaemonSet>(doc),
         ("batch/v1", "Job") => round_trip::<batch::v1::Job>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<rbac::v1::ClusterRole>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {

@@ -1,9 +1,12 @@
 //! Exponential backoff with jitter, as a pure function of the attempt count
-//! and a random draw the caller supplies.
+//! and a random draw the caller supplies; [`Retries`] carries the attempt
+//! count (and a seeded generator) for a loop that retries one thing, such as
+//! an MQTT reconnect.
 
 use std::time::Duration;
 
-use rand::Rng;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 
 /// Backoff settings. Defaults follow kube-scheduler: 1 s doubling to 10 s;
 /// up to 10 % jitter is added so a burst of failures does not retry in step.
@@ -48,6 +51,44 @@ impl Backoff {
     }
 }
 
+/// One retry sequence: a [`Backoff`], the number of attempts so far and a
+/// generator for the jitter seeded by the caller (so two processes that
+/// failed together, given different seeds, do not retry in step).
+/// [`Retries::reset`] after a success starts the sequence over.
+#[derive(Clone, Debug)]
+pub struct Retries {
+    backoff: Backoff,
+    attempt: u32,
+    rng: StdRng,
+}
+
+impl Retries {
+    /// A sequence of `backoff`'s delays, jitter drawn from a generator seeded with `seed`.
+    pub fn new(backoff: Backoff, seed: u64) -> Self {
+        Self {
+            backoff,
+            attempt: 0,
+            rng: StdRng::seed_from_u64(seed),
+        }
+    }
+
+    /// The delay before the next retry; counts the attempt.
+    pub fn next_delay(&mut self) -> Duration {
+        self.attempt = self.attempt.saturating_add(1);
+        self.backoff.delay(self.attempt, &mut self.rng)
+    }
+
+    /// Retries counted since the start or the last [`Retries::reset`].
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+
+    /// Back to the first delay (after a success).
+    pub fn reset(&mut self) {
+        self.attempt = 0;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,6 +111,50 @@ mod tests {
             let d = b.delay(attempt, &mut rng);
             let base = b.base_delay(attempt);
             assert!(d >= base && d <= base.mul_f64(1.1), "{d:?} vs {base:?}");
+        }
+    }
+
+    #[test]
+    fn retries_double_cap_and_reset() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_millis(350),
+            jitter: 0.0,
+        };
+        let mut r = Retries::new(b, 1);
+        let d: Vec<u128> = (0..4).map(|_| r.next_delay().as_millis()).collect();
+        assert_eq!(d, [100, 200, 350, 350]);
+        assert_eq!(r.attempts(), 4);
+        r.reset();
+        assert_eq!(r.attempts(), 0);
+        assert_eq!(r.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn retries_with_different_seeds_do_not_move_in_step() {
+        let b = Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(30),
+            jitter: 0.5,
+        };
+        let run = |seed| {
+            let mut r = Retries::new(b, seed);
+            (0..8).map(|_| r.next_delay()).collect::<Vec<_>>()
+        };
+        assert_eq!(run(3), run(3), "same seed, same delays");
+        assert_ne!(run(3), run(4));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn retries_stay_within_base_and_jitter(seed: u64, n in 1usize..64) {
+            let b = Backoff::default();
+            let mut r = Retries::new(b, seed);
+            for attempt in 1..=n as u32 {
+                let d = r.next_delay();
+                let base = b.base_delay(attempt);
+                proptest::prop_assert!(d >= base && d <= base.mul_f64(1.0 + b.jitter));
+            }
         }
     }
 }

@@ -2,49 +2,58 @@
 //!
 //! MediaPipe's BlazePose models (detector + full landmark model, from the
 //! `mediapipe==0.10.21` wheel, converted to ONNX by `scripts/setup-models.sh`)
-//! run with ONNX Runtime through `ort`, on a fixed number of CPU threads.
-//! Every step around the two networks reproduces MediaPipe's CPU graph
+//! run with ONNX Runtime through `ort`, on a fixed number of CPU threads or
+//! an NVIDIA GPU ([`device`]: CUDA or TensorRT, `auto` falling back to the
+//! CPU). Every step around the two networks reproduces MediaPipe's CPU graph
 //! (`pose_landmark_cpu`, `model_complexity=1`, static images) so the
 //! landmarks match MediaPipe Python's to well under a pixel on PNG input.
 //!
 //! ```text
 //!  RgbImage ─► letterbox 224×224 (OpenCV fixed-point bilinear, zero border, [-1,1])
 //!           ─► detector.onnx ─► decode 2254 SSD anchors ─► weighted NMS (IoU 0.3) ─► best person
-//!           ─► rotated square ROI (hip centre, ×1.25, hips→shoulders up)
-//!           ─► crop 256×256 (replicated border, [0,1]) ─► landmark.onnx
-//!           ─► 39 landmarks + heatmap refinement (kernel 9) ─► project into the image ─► Pose
+//!           ─► rotated square ROI (hip centre, ×1.25, hips→shoulders up)       ▲ skipped while a
+//!           ─► crop 256×256 (replicated border, [0,1]) ─► landmark.onnx        │ stream's person
+//!           ─► 39 landmarks + heatmap refinement (kernel 9) ─► project ─► Pose  │ stays ([`tracking`])
 //! ```
 //!
-//! The geometry and post-processing ([`geometry`], [`warp`], [`detect`],
-//! [`landmarks`]) are pure functions tested without a model;
-//! [`PoseEstimator`] only glues them to the two ONNX Runtime sessions.
-//! The models directory comes from `posture-farm setup` (or the script);
+//! The geometry, post-processing and decisions ([`geometry`], [`warp`],
+//! [`detect`], [`landmarks`], [`tracking`], [`device`], [`models`],
+//! [`agreement`]) are pure functions tested without a model;
+//! [`PoseEstimator`] only glues them to the two ONNX Runtime sessions and
+//! times its two stages ([`PoseTimings`]).
+//! The models directory comes from `posture-farm setup` (or the script) and
+//! is found by one rule, [`models::resolve`];
 //! nothing is downloaded at run time.
 
+pub mod agreement;
 pub mod detect;
+pub mod device;
 pub mod estimator;
 pub mod geometry;
 pub mod landmarks;
+pub mod models;
+mod session;
+pub mod tracking;
 pub mod warp;
 
 use std::path::PathBuf;
 
-pub use estimator::{DETECTOR_FILE, LANDMARK_FILE, PoseEstimator, RUNTIME_FILE, check_models_dir};
+pub use device::Device;
+pub use estimator::{
+    DETECTOR_FILE, LANDMARK_FILE, PoseEstimator, PoseTimings, RUNTIME_FILE, check_models_dir,
+};
 /// Re-exported so callers decode images with the same `image` version the
 /// estimator takes.
 pub use image;
 pub use posture_core::posture::{Landmark, Pose};
+pub use tracking::Mode;
 
-/// Environment variable naming the models directory.
-pub const MODELS_DIR_ENV: &str = "POSTURE_MODELS_DIR";
+pub use models::MODELS_DIR_ENV;
 
 /// Where the models live unless told otherwise: `$POSTURE_MODELS_DIR`, else
-/// `./models` (what `scripts/setup-models.sh` writes by default).
+/// an existing `./models`, else the per-user data directory (see [`models`]).
 pub fn default_models_dir() -> PathBuf {
-    match std::env::var_os(MODELS_DIR_ENV) {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from("models"),
-    }
+    models::resolve_current().path
 }
 
 /// How to load and run the estimator.
@@ -60,8 +69,15 @@ pub struct PoseConfig {
     pub min_detection_score: f32,
     /// Minimum landmark-model presence flag (MediaPipe's
     /// `min_tracking_confidence`, default 0.5); below it the detection was
-    /// not a person after all.
+    /// not a person after all, or a tracked person was lost.
     pub min_presence: f32,
+    /// Where the models run. The library default is the CPU (results and
+    /// tests independent of the machine); the commands default to `auto`.
+    pub device: Device,
+    /// Static images or per-stream tracking (see [`tracking`]).
+    pub mode: Mode,
+    /// Where the TensorRT provider caches its engines.
+    pub tensorrt_cache_dir: PathBuf,
 }
 
 impl Default for PoseConfig {
@@ -71,6 +87,9 @@ impl Default for PoseConfig {
             threads: 1,
             min_detection_score: 0.5,
             min_presence: 0.5,
+            device: Device::Cpu,
+            mode: Mode::Static,
+            tensorrt_cache_dir: models::tensorrt_cache_dir(&models::Env::current()),
         }
     }
 }
@@ -128,6 +147,15 @@ pub enum PoseError {
         #[source]
         source: ort::Error,
     },
+    /// The requested GPU execution provider cannot run here (with `auto`,
+    /// logged and the next device tried instead).
+    #[error("the pose model cannot run on {device}: {reason}")]
+    DeviceUnavailable {
+        /// The device tried.
+        device: Device,
+        /// ONNX Runtime's or our explanation.
+        reason: String,
+    },
     /// The image has no pixels.
     #[error("image has zero width or height")]
     EmptyImage,
@@ -169,5 +197,7 @@ mod tests {
             (c.threads, c.min_detection_score, c.min_presence),
             (1, 0.5, 0.5)
         );
+        // The library runs static images on the CPU unless told otherwise.
+        assert_eq!((c.device, c.mode), (Device::Cpu, Mode::Static));
     }
 }

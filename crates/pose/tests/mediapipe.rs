@@ -7,32 +7,12 @@
 //! fail when `CI` is set and print a skip notice otherwise.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
-use std::path::PathBuf;
+mod support;
 
 use posture_core::posture::landmark;
 use posture_pose::image::{self, Rgb, RgbImage};
 use posture_pose::{PoseConfig, PoseEstimator};
-
-fn models_dir() -> Option<PathBuf> {
-    let dir = match std::env::var_os("POSTURE_MODELS_DIR") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models"),
-    };
-    match posture_pose::check_models_dir(&dir) {
-        Ok(()) if dir.join("samples").is_dir() => Some(dir),
-        r => {
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "CI is set but the pose models are missing ({r:?}); run scripts/setup-models.sh first"
-            );
-            eprintln!(
-                "SKIP: pose models not found in {} ({r:?}); run scripts/setup-models.sh",
-                dir.display()
-            );
-            None
-        }
-    }
-}
+use support::{load, models_dir, photos_and_turns};
 
 fn estimator(dir: &std::path::Path) -> PoseEstimator {
     PoseEstimator::load(&PoseConfig {
@@ -44,12 +24,6 @@ fn estimator(dir: &std::path::Path) -> PoseEstimator {
 
 fn reference() -> serde_json::Value {
     serde_json::from_str(include_str!("data/mediapipe_reference.json")).expect("fixture is JSON")
-}
-
-fn load(dir: &std::path::Path, name: &str) -> RgbImage {
-    image::open(dir.join("samples").join(name))
-        .unwrap_or_else(|e| panic!("{name}: {e}"))
-        .to_rgb8()
 }
 
 const KEY_POINTS: [(usize, &str); 6] = [
@@ -207,4 +181,97 @@ fn result_does_not_depend_on_previous_images() {
         est.estimate(&RgbImage::new(0, 0)),
         Err(posture_pose::PoseError::EmptyImage)
     ));
+}
+
+fn tracking_estimator(dir: &std::path::Path) -> PoseEstimator {
+    PoseEstimator::load(&PoseConfig {
+        models_dir: dir.to_path_buf(),
+        mode: posture_pose::Mode::Tracking,
+        ..PoseConfig::default()
+    })
+    .expect("load models")
+}
+
+#[test]
+fn tracking_skips_the_detector_and_keeps_the_answers() {
+    use posture_core::posture::Thresholds;
+    use posture_pose::agreement::{Agreement, MAX_ANGLE_DIFF_DEG};
+    let Some(dir) = models_dir() else { return };
+    let mut still = estimator(&dir);
+    let mut track = tracking_estimator(&dir);
+    let mut agreement = Agreement::default();
+    for (name, img) in photos_and_turns(&dir) {
+        let reference = still.estimate(&img).expect("estimate");
+        // A still camera: the same frame five times on one stream.
+        for frame in 0..5 {
+            let (got, t) = track.estimate_timed(Some(&name), &img).expect("track");
+            let tracked = frame > 0 && reference.is_some();
+            assert_eq!(
+                t.detector_ran, !tracked,
+                "{name} frame {frame}: detector_ran {} ({t:?})",
+                t.detector_ran
+            );
+            if frame == 0 {
+                assert_eq!(got, reference, "{name}: the first frame is a static one");
+            }
+            agreement.add(
+                &format!("{name}#{frame}"),
+                reference.as_ref(),
+                got.as_ref(),
+                &Thresholds::default(),
+            );
+        }
+    }
+    eprintln!("tracking vs static: {}", agreement.summary());
+    agreement
+        .check(MAX_ANGLE_DIFF_DEG, 40)
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn tracks_are_per_stream_and_follow_a_changing_scene() {
+    use posture_core::posture::Thresholds;
+    use posture_pose::agreement::{Agreement, MAX_ANGLE_DIFF_DEG};
+    let Some(dir) = models_dir() else { return };
+    let mut still = estimator(&dir);
+    let mut track = tracking_estimator(&dir);
+    let (a, b, nobody) = (
+        load(&dir, "astronaut.png"),
+        load(&dir, "camera.png"),
+        load(&dir, "coffee.png"),
+    );
+    let want_a = still.estimate(&a).expect("a");
+    let want_b = still.estimate(&b).expect("b");
+    let mut agreement = Agreement::default();
+    let t = Thresholds::default();
+    // Two cameras interleaved on one estimator: neither disturbs the other.
+    for i in 0..3 {
+        let got_a = track.estimate_stream("cam-a", &a).expect("a");
+        let got_b = track.estimate_stream("cam-b", &b).expect("b");
+        agreement.add(&format!("a#{i}"), want_a.as_ref(), got_a.as_ref(), &t);
+        agreement.add(&format!("b#{i}"), want_b.as_ref(), got_b.as_ref(), &t);
+    }
+    // One camera whose scene changes: the person moves elsewhere, then leaves.
+    track.estimate_stream("cam-c", &a).expect("c");
+    let moved = track.estimate_stream("cam-c", &b).expect("moved");
+    agreement.add("moved", want_b.as_ref(), moved.as_ref(), &t);
+    let (left, timing) = track.estimate_timed(Some("cam-c"), &nobody).expect("left");
+    assert!(left.is_none(), "nobody in coffee.png");
+    assert!(
+        timing.detector_ran,
+        "a lost track runs the detector: {timing:?}"
+    );
+    eprintln!("per-stream tracking vs static: {}", agreement.summary());
+    agreement
+        .check(MAX_ANGLE_DIFF_DEG, 6)
+        .unwrap_or_else(|e| panic!("{e}"));
+    // Without a stream, or in static mode, nothing is remembered.
+    let (_, t1) = track.estimate_timed(None, &a).expect("none");
+    assert!(t1.detector_ran);
+    let (_, t2) = still.estimate_timed(Some("cam-a"), &a).expect("static");
+    let (_, t3) = still.estimate_timed(Some("cam-a"), &a).expect("static");
+    assert!(
+        t2.detector_ran && t3.detector_ran,
+        "static mode never tracks"
+    );
 }

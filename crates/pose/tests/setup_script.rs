@@ -10,18 +10,26 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-fn check(models_dir: &Path) -> (bool, String) {
+/// Runs the setup script with `args` and `--models-dir models_dir`. With
+/// no usable Python, so it can never download anything.
+fn run_script(args: &[&str], models_dir: &Path) -> (Option<i32>, String) {
     let out = Command::new("bash")
         .arg(repo().join("scripts/setup-models.sh"))
-        .arg("--check")
+        .args(args)
         .arg("--models-dir")
         .arg(models_dir)
+        .env("PYTHON", "/nonexistent/python")
         .output()
         .expect("run bash");
     (
-        out.status.success(),
+        out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+fn check(models_dir: &Path) -> (bool, String) {
+    let (code, err) = run_script(&["--check"], models_dir);
+    (code == Some(0), err)
 }
 
 /// The models directory made by the setup script, if present (see tests/mediapipe.rs).
@@ -83,18 +91,8 @@ fn complete_directory_passes_and_setup_does_nothing() {
     let (ok, err) = check(&dir);
     assert!(ok, "{err}");
     // Without --check, a valid directory is left alone (no download, no venv).
-    let out = Command::new("bash")
-        .arg(repo().join("scripts/setup-models.sh"))
-        .arg("--models-dir")
-        .arg(&dir)
-        .env("PYTHON", "/nonexistent/python")
-        .output()
-        .expect("run bash");
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && err.contains("nothing to do"),
-        "{err}"
-    );
+    let (code, err) = run_script(&[], &dir);
+    assert!(code == Some(0) && err.contains("nothing to do"), "{err}");
 }
 
 #[test]
@@ -120,5 +118,40 @@ fn truncated_or_altered_files_are_caught() {
     assert!(
         !ok && err.contains("wrong size") && err.contains("samples/coffee.png"),
         "{err}"
+    );
+}
+
+#[test]
+fn gpu_check_names_the_gpu_runtime_and_cuda_libraries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, err) = run_script(&["--check", "--gpu", "--arch", "x86_64"], tmp.path());
+    assert_eq!(code, Some(1), "{err}");
+    for f in [
+        "pose_detection.onnx",
+        "gpu/libonnxruntime.so",
+        "gpu/libonnxruntime_providers_cuda.so",
+        "gpu/libcudart.so.12",
+        "gpu/libcudnn.so.9",
+    ] {
+        assert!(
+            err.contains(&format!("missing: {}/{f}", tmp.path().display())),
+            "{f} not reported:\n{err}"
+        );
+    }
+}
+
+#[test]
+fn gpu_on_a_jetson_points_at_jetpack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (code, err) = run_script(&["--gpu", "--arch", "aarch64"], tmp.path());
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("ORT_DYLIB_PATH") && err.contains("JetPack"),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read_dir(tmp.path()).unwrap().count(),
+        0,
+        "nothing written"
     );
 }

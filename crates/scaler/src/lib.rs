@@ -8,7 +8,8 @@
 //! ```text
 //!  Prometheus poller ─► watch::Receiver<GpuSnapshot> ─┐ (UsageSource)
 //!                                                    ├─► Scaler ─► IsActive / StreamIsActive (debounced)
-//!  scalerMetadata (per request) ─► ScalerConfig ──────┘           GetMetricSpec / GetMetrics (spare capacity)
+//!  scalerMetadata (per request) ─► ScalerConfig ──────┤           GetMetricSpec / GetMetrics (spare capacity)
+//!  settings file (settings::watch_file) ─► Settings ──┘           StreamMetricSpec (current spec, then every change)
 //! ```
 //!
 //! The service is generic over [`UsageSource`] ("what is the GPU usage now"),
@@ -18,10 +19,11 @@
 
 pub mod metrics;
 pub mod service;
+pub mod settings;
 pub mod source;
 
 pub use metrics::ScalerMetrics;
-pub use service::{Scaler, ScalerOptions};
+pub use service::{DEFAULT_TARGET, Scaler, ScalerOptions, Settings, SettingsError};
 pub use source::{StaticUsage, UsageSource};
 
 /// Code generated from KEDA's `externalscaler.proto` (server and client).

@@ -21,6 +21,10 @@ pub struct ScalerMetrics {
     pub active: Family<Labels, Gauge>,
     /// Last spare capacity reported by GetMetrics, percentage points.
     pub spare_capacity: Gauge<f64, AtomicU64>,
+    /// The metric target now advertised (GetMetricSpec, StreamMetricSpec).
+    pub target: Gauge<f64, AtomicU64>,
+    /// Changed specs pushed on open StreamMetricSpec streams.
+    pub spec_pushes: Counter,
 }
 
 impl ScalerMetrics {
@@ -41,6 +45,16 @@ impl ScalerMetrics {
             "spare_capacity_percent",
             "Spare GPU capacity last reported to KEDA: sum over eligible nodes of max(0, 100 - usage)",
             self.spare_capacity.clone(),
+        );
+        registry.register(
+            "metric_target",
+            "Metric target advertised to KEDA (targetSizeFloat): spare capacity per analyzer Job",
+            self.target.clone(),
+        );
+        registry.register(
+            "metric_spec_pushes",
+            "Changed metric specs pushed to KEDA on open StreamMetricSpec streams",
+            self.spec_pushes.clone(),
         );
     }
 

@@ -4,6 +4,12 @@
 //! Debounce state is kept per ScaledJob (namespace/name): once a ScaledJob
 //! has been told "active" it stays active for the stabilisation window, both
 //! for polling (`IsActive`) and for the push stream (`StreamIsActive`).
+//!
+//! The live [`Settings`] (defaults for triggers, metric target) may change
+//! while the scaler runs ([`Scaler::update_settings`], e.g. from a settings
+//! file): `StreamMetricSpec` pushes the new spec to every open stream at once
+//! and `GetMetricSpec` answers the same values, so a new target reaches the
+//! HPA without waiting for KEDA to poll; `StreamIsActive` re-evaluates too.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,7 +17,7 @@ use std::time::Duration;
 
 use posture_core::model::Millis;
 use posture_core::scaler::{Activity, ScalerConfig, any_below_threshold, spare_capacity};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Code, Request, Response, Status};
@@ -23,10 +29,14 @@ use crate::source::UsageSource;
 /// Settings of the service that do not come from a trigger's metadata.
 #[derive(Clone, Debug)]
 pub struct ScalerOptions {
-    /// Threshold and metric name used when the trigger does not override them.
+    /// Threshold and metric name used when the trigger does not override
+    /// them (initial value; live changes: [`Scaler::update_settings`]).
     pub defaults: ScalerConfig,
     /// How long a ScaledJob stays active after the last time a node had room.
     pub stabilization: Duration,
+    /// The metric target (`targetSizeFloat`): spare GPU capacity, in
+    /// percentage points, that one analyzer Job stands for. Initial value.
+    pub target: f64,
 }
 
 impl Default for ScalerOptions {
@@ -34,7 +44,54 @@ impl Default for ScalerOptions {
         Self {
             defaults: ScalerConfig::default(),
             stabilization: Duration::from_secs(60),
+            target: DEFAULT_TARGET,
         }
+    }
+}
+
+/// The default metric target: 1 (any spare capacity asks for a Job).
+pub const DEFAULT_TARGET: f64 = 1.0;
+
+/// What may change while the scaler runs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    /// Threshold and metric name for triggers that do not set them.
+    pub defaults: ScalerConfig,
+    /// Metric target (`targetSizeFloat`), finite and above 0.
+    pub target: f64,
+}
+
+/// Why [`Scaler::update_settings`] refused new settings.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SettingsError {
+    /// The target is not a finite number above 0.
+    #[error("metric target {0} must be a finite number above 0")]
+    Target(f64),
+    /// The defaults would be refused as trigger metadata.
+    #[error(transparent)]
+    Defaults(#[from] posture_core::scaler::MetadataError),
+}
+
+impl Settings {
+    /// Checks the target and the defaults (as a trigger's metadata would be).
+    pub fn validate(&self) -> Result<(), SettingsError> {
+        if !(self.target.is_finite() && self.target > 0.0) {
+            return Err(SettingsError::Target(self.target));
+        }
+        let metadata = [
+            (
+                posture_core::scaler::KEY_THRESHOLD.to_owned(),
+                self.defaults.threshold.to_string(),
+            ),
+            (
+                posture_core::scaler::KEY_METRIC_NAME.to_owned(),
+                self.defaults.metric_name.clone(),
+            ),
+        ]
+        .into_iter()
+        .collect();
+        ScalerConfig::from_metadata(&ScalerConfig::default(), &metadata)?;
+        Ok(())
     }
 }
 
@@ -55,6 +112,8 @@ impl<S> Clone for Scaler<S> {
 struct Inner<S> {
     source: S,
     options: ScalerOptions,
+    /// The live settings; streams subscribe to changes.
+    settings: watch::Sender<Settings>,
     /// Origin of the millisecond clock handed to the pure debounce; a tokio
     /// `Instant` so tests can pause and advance time.
     start: Instant,
@@ -64,17 +123,23 @@ struct Inner<S> {
     metrics: ScalerMetrics,
 }
 
-/// Bound of each StreamIsActive channel: the stream only carries changes, so
-/// a slow reader never needs more than a couple of pending updates.
+/// Bound of each stream's channel: a stream only carries changes, so a slow
+/// reader never needs more than a couple of pending updates.
 const STREAM_BUFFER: usize = 4;
 
 impl<S: UsageSource> Scaler<S> {
     /// A service reading usage from `source`.
     pub fn new(source: S, options: ScalerOptions, metrics: ScalerMetrics) -> Self {
+        let (settings, _) = watch::channel(Settings {
+            defaults: options.defaults.clone(),
+            target: options.target,
+        });
+        metrics.target.set(options.target);
         Self {
             inner: Arc::new(Inner {
                 source,
                 options,
+                settings,
                 start: Instant::now(),
                 activity: Mutex::new(HashMap::new()),
                 metrics,
@@ -82,15 +147,45 @@ impl<S: UsageSource> Scaler<S> {
         }
     }
 
+    /// The live settings now.
+    pub fn settings(&self) -> Settings {
+        self.inner.settings.borrow().clone()
+    }
+
+    /// Changes the live settings; open `StreamMetricSpec` streams whose spec
+    /// changes get it at once. Returns whether anything changed; invalid
+    /// settings are refused and the current ones kept.
+    pub fn update_settings(
+        &self,
+        change: impl FnOnce(&mut Settings),
+    ) -> Result<bool, SettingsError> {
+        let mut next = self.settings();
+        change(&mut next);
+        next.validate()?;
+        let target = next.target;
+        let changed = self.inner.settings.send_if_modified(|current| {
+            if *current == next {
+                return false;
+            }
+            *current = next;
+            true
+        });
+        if changed {
+            self.inner.metrics.target.set(target);
+            tracing::info!(?target, "scaler settings changed; pushing new metric specs");
+        }
+        Ok(changed)
+    }
+
     fn now_ms(&self) -> Millis {
         Millis::try_from(self.inner.start.elapsed().as_millis()).unwrap_or(Millis::MAX)
     }
 
     fn config(&self, r: Option<&pb::ScaledObjectRef>) -> Result<ScalerConfig, Status> {
-        let defaults = &self.inner.options.defaults;
+        let defaults = self.inner.settings.borrow().defaults.clone();
         match r {
-            None => Ok(defaults.clone()),
-            Some(r) => ScalerConfig::from_metadata(defaults, &r.scaler_metadata).map_err(|e| {
+            None => Ok(defaults),
+            Some(r) => ScalerConfig::from_metadata(&defaults, &r.scaler_metadata).map_err(|e| {
                 tracing::warn!(namespace = %r.namespace, name = %r.name, error = %e, "rejected scalerMetadata");
                 Status::invalid_argument(e.to_string())
             }),
@@ -129,14 +224,19 @@ impl<S: UsageSource> Scaler<S> {
         result.map(Response::new)
     }
 
-    fn metric_spec(config: &ScalerConfig) -> pb::GetMetricSpecResponse {
-        pb::GetMetricSpecResponse {
+    /// The spec of one trigger under the current settings: what both
+    /// `GetMetricSpec` and `StreamMetricSpec` answer.
+    fn metric_spec(&self, r: &pb::ScaledObjectRef) -> Result<pb::GetMetricSpecResponse, Status> {
+        let config = self.config(Some(r))?;
+        let target = self.inner.settings.borrow().target;
+        Ok(pb::GetMetricSpecResponse {
             metric_specs: vec![pb::MetricSpec {
-                metric_name: config.metric_name.clone(),
-                target_size: 1,
-                target_size_float: 1.0,
+                metric_name: config.metric_name,
+                // Deprecated integer field, for older KEDA: at least 1.
+                target_size: (target.round() as i64).max(1),
+                target_size_float: target,
             }],
-        }
+        })
     }
 }
 
@@ -168,9 +268,16 @@ impl<S: UsageSource> pb::external_scaler_server::ExternalScaler for Scaler<S> {
         let this = self.clone();
         tokio::spawn(async move {
             let mut source = this.inner.source.clone();
+            let mut settings = this.inner.settings.subscribe();
+            let mut config = config;
             let mut last: Option<bool> = None;
             let mut source_open = true;
             loop {
+                // New defaults (threshold) apply at once; the trigger's own
+                // metadata was valid at open and stays so.
+                if let Ok(c) = this.config(Some(&r)) {
+                    config = c;
+                }
                 let (active, hold_end) = this.evaluate(&r, &config);
                 if last != Some(active) {
                     if tx
@@ -204,6 +311,7 @@ impl<S: UsageSource> pb::external_scaler_server::ExternalScaler for Scaler<S> {
                 tokio::select! {
                     open = changed => source_open = open,
                     () = hold_timer => {}
+                    Ok(()) = settings.changed() => {}
                     () = tx.closed() => break,
                 }
             }
@@ -217,7 +325,7 @@ impl<S: UsageSource> pb::external_scaler_server::ExternalScaler for Scaler<S> {
         request: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<pb::GetMetricSpecResponse>, Status> {
         let r = request.into_inner();
-        let result = self.config(Some(&r)).map(|c| Self::metric_spec(&c));
+        let result = self.metric_spec(&r);
         self.respond("GetMetricSpec", result)
     }
 
@@ -254,18 +362,49 @@ impl<S: UsageSource> pb::external_scaler_server::ExternalScaler for Scaler<S> {
         request: Request<pb::ScaledObjectRef>,
     ) -> Result<Response<Self::StreamMetricSpecStream>, Status> {
         let r = request.into_inner();
-        let spec = match self.config(Some(&r)) {
-            Ok(c) => Self::metric_spec(&c),
+        let first = match self.metric_spec(&r) {
+            Ok(spec) => spec,
             Err(status) => return self.respond("StreamMetricSpec", Err(status)),
         };
-        // The spec depends only on the trigger's metadata, which is fixed for
-        // the stream's life: send it at once (as KEDA requires) and keep the
-        // stream open until KEDA closes it.
-        let (tx, rx) = mpsc::channel(1);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        let this = self.clone();
         tokio::spawn(async move {
-            if tx.send(Ok(spec)).await.is_ok() {
-                tx.closed().await;
+            // Subscribed before the first send: no change can slip between.
+            let mut settings = this.inner.settings.subscribe();
+            settings.mark_unchanged();
+            // KEDA's rule 1: the current specs at once, not only on change.
+            if tx.send(Ok(first.clone())).await.is_err() {
+                return;
             }
+            let mut last = first;
+            loop {
+                tokio::select! {
+                    changed = settings.changed() => {
+                        if changed.is_err() {
+                            // The scaler is gone: end the stream.
+                            break;
+                        }
+                    }
+                    () = tx.closed() => break,
+                }
+                // Rule 2: the same computation as GetMetricSpec, so the two
+                // never diverge.
+                let spec = match this.metric_spec(&r) {
+                    Ok(spec) => spec,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        break;
+                    }
+                };
+                if spec != last {
+                    if tx.send(Ok(spec.clone())).await.is_err() {
+                        break;
+                    }
+                    this.inner.metrics.spec_pushes.inc();
+                    last = spec;
+                }
+            }
+            tracing::debug!(namespace = %r.namespace, name = %r.name, "StreamMetricSpec ended");
         });
         self.respond("StreamMetricSpec", Ok(ReceiverStream::new(rx)))
     }

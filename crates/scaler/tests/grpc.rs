@@ -85,9 +85,12 @@ impl Running {
 }
 
 async fn start(rx: watch::Receiver<GpuSnapshot>, options: ScalerOptions) -> Running {
+    start_scaler(Scaler::new(rx, options, ScalerMetrics::default())).await
+}
+
+async fn start_scaler(scaler: Scaler<watch::Receiver<GpuSnapshot>>) -> Running {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let scaler = Scaler::new(rx, options, ScalerMetrics::default());
     let (stop, stopped) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         posture_scaler::serve(listener, scaler, None, async {
@@ -291,6 +294,7 @@ async fn debounce_holds_active_for_the_stabilisation_window() {
     let options = ScalerOptions {
         defaults: ScalerConfig::default(),
         stabilization: Duration::from_secs(60),
+        ..ScalerOptions::default()
     };
     let scaler = Scaler::new(rx, options, ScalerMetrics::default());
     let sj = scaled_job("posture-pi1", &[]);
@@ -446,4 +450,163 @@ fn bad_tls_material_is_a_clear_error() {
             .unwrap_err();
         assert!(err.to_string().contains("TLS"), "{err}");
     });
+}
+
+/// The next message of a spec stream, within 5 s (no poll involved).
+async fn next(
+    s: &mut tonic::Streaming<posture_scaler::pb::GetMetricSpecResponse>,
+) -> posture_scaler::pb::GetMetricSpecResponse {
+    tokio::time::timeout(Duration::from_secs(5), s.message())
+        .await
+        .expect("a spec is pushed without polling")
+        .unwrap()
+        .expect("the stream stays open")
+}
+
+/// KEDA's rules for StreamMetricSpec: the current specs as soon as the stream
+/// opens, a push on every change (a new target reaches KEDA, and the HPA,
+/// without a poll), and GetMetricSpec equal to the latest streamed value.
+#[tokio::test]
+async fn stream_metric_spec_pushes_every_target_change_and_matches_get_metric_spec() {
+    let (_tx, rx) = watch::channel(snapshot(&[("agx", 30.0)]));
+    let metrics = ScalerMetrics::default();
+    let scaler = Scaler::new(rx, ScalerOptions::default(), metrics.clone());
+    let server = start_scaler(scaler.clone()).await;
+    let mut client = server.client().await;
+    let plain = scaled_job("posture-pi1", &[]);
+    let named = scaled_job("posture-pi2", &[("metricName", "gpu_room")]);
+    let spec_of = |r: &posture_scaler::pb::GetMetricSpecResponse| {
+        (
+            r.metric_specs[0].metric_name.clone(),
+            r.metric_specs[0].target_size_float,
+            r.metric_specs[0].target_size,
+        )
+    };
+    let mut s1 = client
+        .stream_metric_spec(plain.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let mut s2 = client
+        .stream_metric_spec(named.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    // Rule 1: the current spec at once.
+    assert_eq!(
+        spec_of(&next(&mut s1).await),
+        ("gpu_trigger".into(), 1.0, 1)
+    );
+    assert_eq!(spec_of(&next(&mut s2).await), ("gpu_room".into(), 1.0, 1));
+
+    // The operator raises the target: both streams get it at once.
+    assert!(scaler.update_settings(|s| s.target = 15.0).unwrap());
+    assert_eq!(
+        spec_of(&next(&mut s1).await),
+        ("gpu_trigger".into(), 15.0, 15)
+    );
+    assert_eq!(spec_of(&next(&mut s2).await), ("gpu_room".into(), 15.0, 15));
+    // Rule 2: GetMetricSpec answers what was streamed last.
+    let polled = client
+        .get_metric_spec(plain.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spec_of(&polled), ("gpu_trigger".into(), 15.0, 15));
+
+    // A new default metric name changes only the trigger that uses the default.
+    assert!(
+        scaler
+            .update_settings(|s| s.defaults.metric_name = "gpu_spare".into())
+            .unwrap()
+    );
+    assert_eq!(
+        spec_of(&next(&mut s1).await),
+        ("gpu_spare".into(), 15.0, 15)
+    );
+    // Same settings again, and a refused target: no push, nothing changes.
+    assert!(!scaler.update_settings(|s| s.target = 15.0).unwrap());
+    assert!(scaler.update_settings(|s| s.target = 0.0).is_err());
+    assert!(scaler.update_settings(|s| s.target = f64::NAN).is_err());
+    assert!(
+        scaler
+            .update_settings(|s| s.defaults.threshold = 300.0)
+            .is_err()
+    );
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), s2.message())
+            .await
+            .is_err(),
+        "nothing pushed for an unchanged spec"
+    );
+    // A fractional target is kept exactly; the deprecated integer field rounds.
+    scaler.update_settings(|s| s.target = 2.4).unwrap();
+    assert_eq!(spec_of(&next(&mut s2).await), ("gpu_room".into(), 2.4, 2));
+    assert_eq!(spec_of(&next(&mut s1).await), ("gpu_spare".into(), 2.4, 2));
+    assert_eq!(metrics.spec_pushes.get(), 5);
+
+    // A trigger whose metadata is invalid gets InvalidArgument, like GetMetricSpec.
+    let err = client
+        .stream_metric_spec(scaled_job("bad", &[("threshold", "x")]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument);
+    drop((s1, s2));
+    server.stop().await;
+}
+
+/// The settings file: edited while running, applied, pushed; a bad edit is
+/// ignored and the settings in force stay.
+#[tokio::test]
+async fn settings_file_changes_reach_open_streams() {
+    let (_tx, rx) = watch::channel(snapshot(&[("agx", 30.0)]));
+    let scaler = Scaler::new(rx, ScalerOptions::default(), ScalerMetrics::default());
+    let base = scaler.settings();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scaler.yaml");
+    std::fs::write(&path, "target: 5\n").unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let watcher = tokio::spawn(posture_scaler::settings::watch_file(
+        scaler.clone(),
+        path.clone(),
+        base,
+        Duration::from_millis(20),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let server = start_scaler(scaler.clone()).await;
+    let mut client = server.client().await;
+    let sj = scaled_job("posture-pi1", &[]);
+    // Wait for the first read, then open the stream.
+    for _ in 0..250 {
+        if scaler.settings().target == 5.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut stream = client
+        .stream_metric_spec(sj.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = stream.message().await.unwrap().unwrap();
+    assert_eq!(first.metric_specs[0].target_size_float, 5.0);
+    // A typo: ignored, target stays 5.
+    std::fs::write(&path, "taget: 9\n").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(scaler.settings().target, 5.0);
+    // A real edit is pushed.
+    std::fs::write(&path, "target: 12\nthreshold: 40\n").unwrap();
+    let pushed = tokio::time::timeout(Duration::from_secs(5), stream.message())
+        .await
+        .expect("pushed")
+        .unwrap()
+        .unwrap();
+    assert_eq!(pushed.metric_specs[0].target_size_float, 12.0);
+    assert_eq!(scaler.settings().defaults.threshold, 40.0);
+    let _ = stop.send(());
+    watcher.await.unwrap();
+    drop(stream);
+    server.stop().await;
 }

@@ -8,12 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use image::{Rgb, RgbImage};
+use posture_analyzer::Outcome;
+use posture_analyzer::mqtt::{MqttConfig, RunStats, run_analyzer};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{
     Analyzer, AnalyzerConfig, Database, Limits, Metrics, ModelError, PoseModel, Store,
 };
 use posture_core::posture::{Landmark, Pose, landmark};
+use tokio::sync::{mpsc, oneshot};
 
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
@@ -365,4 +371,115 @@ pub fn csv_lines(path: &Path) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// An analyzer running `run_analyzer` in a task, with its outcomes on a channel.
+pub struct Running {
+    /// Resolves the analyzer's shutdown future.
+    pub stop: oneshot::Sender<()>,
+    /// The task (abort it to simulate a crash).
+    pub task: tokio::task::JoinHandle<(Analyzer, Result<RunStats, String>)>,
+    /// Every acknowledged frame's outcome.
+    pub outcomes: mpsc::UnboundedReceiver<Outcome>,
+}
+
+impl Running {
+    /// Subscribes to `topic` on 127.0.0.1:`port` as `client_id` (MQTT 5).
+    pub async fn start(analyzer: Analyzer, port: u16, topic: &str, client_id: &str) -> Self {
+        Self::start_with(
+            analyzer,
+            MqttConfig::new("127.0.0.1", port, client_id),
+            topic,
+        )
+        .await
+    }
+
+    /// Subscribes to `topic` with `cfg`; returns once the subscription is in place.
+    pub async fn start_with(mut analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
+        let (stop, stop_rx) = oneshot::channel::<()>();
+        let (tx, outcomes) = mpsc::unbounded_channel();
+        let ready = Arc::new(AtomicBool::new(false));
+        let ready_flag = ready.clone();
+        let topics = vec![topic.to_string()];
+        let task = tokio::spawn(async move {
+            let stats = run_analyzer(
+                &cfg,
+                &topics,
+                None,
+                &mut analyzer,
+                async {
+                    let _ = stop_rx.await;
+                },
+                move |up| ready_flag.store(up, Ordering::SeqCst),
+                move |o| {
+                    let _ = tx.send(o.clone());
+                },
+            )
+            .await
+            .map_err(|e| posture_analyzer::error_chain(&e));
+            (analyzer, stats)
+        });
+        for _ in 0..400 {
+            if ready.load(Ordering::SeqCst) {
+                return Self {
+                    stop,
+                    task,
+                    outcomes,
+                };
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("analyzer did not subscribe");
+    }
+
+    /// Waits for `n` more outcomes.
+    pub async fn take(&mut self, n: usize) -> Vec<Outcome> {
+        let mut got = Vec::new();
+        while got.len() < n {
+            match tokio::time::timeout(Duration::from_secs(60), self.outcomes.recv()).await {
+                Ok(Some(o)) => got.push(o),
+                other => panic!("waited for {n} outcomes, got {} ({other:?})", got.len()),
+            }
+        }
+        got
+    }
+
+    /// Nothing more arrives within `wait`.
+    pub async fn quiet(&mut self, wait: Duration) {
+        if let Ok(Some(o)) = tokio::time::timeout(wait, self.outcomes.recv()).await {
+            panic!("unexpected outcome {o:?}");
+        }
+    }
+
+    /// Stops it (the frame in hand is finished) and returns the analyzer.
+    pub async fn stop(self) -> (Analyzer, RunStats) {
+        let _ = self.stop.send(());
+        let (a, stats) = self.task.await.unwrap();
+        (a, stats.unwrap())
+    }
+}
+
+/// Publishes raw payloads at QoS 1 as an MQTT 3.1.1 camera (no size limit
+/// of its own, up to 256 MiB) and waits for every PUBACK.
+pub async fn publish_raw(port: u16, topic: &str, payloads: Vec<Vec<u8>>) {
+    let mut o = rumqttc::MqttOptions::new(format!("raw-{}", free_port()), "127.0.0.1", port);
+    o.set_max_packet_size(1 << 28, 1 << 28);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 64);
+    let n = payloads.len();
+    for p in payloads {
+        client
+            .publish(topic, rumqttc::QoS::AtLeastOnce, false, p)
+            .await
+            .unwrap();
+    }
+    let mut acked = 0;
+    while acked < n {
+        match tokio::time::timeout(Duration::from_secs(60), el.poll()).await {
+            Ok(Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_)))) => acked += 1,
+            Ok(Ok(_)) => {}
+            other => panic!("publishing: {other:?}"),
+        }
+    }
+    let _ = client.disconnect().await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), el.poll()).await;
 }

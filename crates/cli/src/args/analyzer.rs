@@ -2,7 +2,7 @@
 //! and `publish`) and the pipeline ([`PipelineArgs`], for `analyze` and
 //! `local`), with what those commands print about a frame and the outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::Context as _;
 use posture_analyzer::store::{DbTarget, LegacyDbVars};
@@ -69,16 +69,28 @@ pub struct PipelineArgs {
     /// Directory for outputs: analyzed_images/, <camera>_results.csv, dead_letter/, spool/.
     #[arg(long = "out-dir", env = "OUTPUT_DIR", default_value = ".")]
     pub out_dir: PathBuf,
-    /// Models directory made by `posture-farm setup`.
+    /// Models directory made by `posture-farm setup`. Default: ./models if it
+    /// holds model files, else $XDG_DATA_HOME/posture-farm/models, else
+    /// ~/.local/share/posture-farm/models (where `setup` installs).
     #[arg(
         long = "models-dir",
         env = "POSTURE_MODELS_DIR",
-        default_value = "models"
+        default_value_os_t = posture_pose::models::default_dir()
     )]
     pub models_dir: PathBuf,
     /// Inference threads (1 = one core per analyzer).
     #[arg(long = "pose-threads", env = "POSE_THREADS", default_value_t = 1)]
     pub pose_threads: usize,
+    /// Where the pose model runs: auto (TensorRT, else CUDA, else the CPU,
+    /// saying why in one log line), cpu, cuda or tensorrt (an error if the GPU
+    /// cannot be used). GPUs need `posture-farm setup --gpu` or ORT_DYLIB_PATH.
+    #[arg(long = "device", env = "POSE_DEVICE", default_value = "auto")]
+    pub device: posture_pose::Device,
+    /// static (every frame on its own) or tracking (per camera, skip the
+    /// detector while the person stays where it was found). Default:
+    /// tracking for MQTT cameras, static for --files and `local`'s samples.
+    #[arg(long = "pose-mode", env = "POSE_MODE")]
+    pub pose_mode: Option<posture_pose::Mode>,
     /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
     #[arg(
         long = "neck-threshold",
@@ -93,9 +105,28 @@ pub struct PipelineArgs {
         default_value_t = 10.0
     )]
     pub torso_threshold: f32,
-    /// Largest accepted payload in bytes (larger ones are dead-lettered).
+    /// Largest accepted payload in bytes. Over MQTT 5 the broker is told
+    /// (Maximum Packet Size = this + 68 KiB for topic and headers) and
+    /// discards larger messages; what arrives over it is dead-lettered (first
+    /// 64 KiB only). Files longer than this are not read.
     #[arg(long = "max-payload-bytes", env = "MAX_PAYLOAD_BYTES", default_value_t = 16 * 1024 * 1024)]
     pub max_payload_bytes: usize,
+    /// Most letters (payload + .json sidecar) kept in <out-dir>/dead_letter/;
+    /// the oldest are removed first.
+    #[arg(
+        long = "dead-letter-max-letters",
+        env = "DEAD_LETTER_MAX_LETTERS",
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub dead_letter_max_letters: u64,
+    /// Most bytes kept in <out-dir>/dead_letter/; the oldest letters are removed first.
+    #[arg(
+        long = "dead-letter-max-bytes",
+        env = "DEAD_LETTER_MAX_BYTES",
+        default_value_t = 256 * 1024 * 1024
+    )]
+    pub dead_letter_max_bytes: u64,
     /// Largest accepted image in pixels, checked from the header before decoding.
     #[arg(long = "max-pixels", env = "MAX_PIXELS", default_value_t = 40_000_000)]
     pub max_pixels: u64,
@@ -161,12 +192,19 @@ impl PipelineArgs {
             self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
             "thresholds must be positive degrees"
         );
-        let model = load_model(&self.models_dir, self.pose_threads)?;
+        let model = load_model(&posture_pose::PoseConfig {
+            models_dir: self.models_dir.clone(),
+            threads: self.pose_threads.max(1),
+            device: self.device,
+            mode: self.pose_mode.unwrap_or(posture_pose::Mode::Tracking),
+            ..posture_pose::PoseConfig::default()
+        })?;
         let target = self.db_target()?;
         let db = Database::open(&target)
             .await
             .with_context(|| format!("opening the database {}", target.describe()))?;
         let metrics = Metrics::register(registry.sub_registry_with_prefix("posture_analyzer"));
+        metrics.set_pose_device(model.device());
         let spool = self
             .spool_path
             .clone()
@@ -186,6 +224,10 @@ impl PipelineArgs {
             torso_deg: self.torso_threshold,
         };
         cfg.font = self.font.clone();
+        cfg.dead_letter = posture_analyzer::deadletter::DeadLetterLimits {
+            max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
+            max_bytes: self.dead_letter_max_bytes,
+        };
         tracing::info!(
             out_dir = %cfg.out_dir.display(),
             database = %target.describe(),
@@ -201,17 +243,17 @@ impl PipelineArgs {
 
 /// Loads BlazePose, or says how to get it.
 pub fn load_model(
-    models_dir: &Path,
-    threads: usize,
+    cfg: &posture_pose::PoseConfig,
 ) -> anyhow::Result<Box<dyn posture_analyzer::PoseModel>> {
-    if posture_analyzer::posture_pose::check_models_dir(models_dir).is_err() {
+    let dir = &cfg.models_dir;
+    if posture_pose::check_models_dir(dir).is_err() {
         anyhow::bail!(
             "the pose model is not in {} — run `posture-farm setup` (or scripts/setup-models.sh), or point --models-dir / POSTURE_MODELS_DIR at it",
-            models_dir.display()
+            dir.display()
         );
     }
-    let est = posture_analyzer::load_blazepose(models_dir, threads.max(1))
-        .with_context(|| format!("loading the pose model from {}", models_dir.display()))?;
+    let est = posture_analyzer::model::load_blazepose_with(cfg)
+        .with_context(|| format!("loading the pose model from {}", dir.display()))?;
     Ok(Box::new(est))
 }
 

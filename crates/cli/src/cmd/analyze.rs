@@ -30,6 +30,11 @@ pub struct AnalyzeArgs {
         default_value = "0.0.0.0:9102"
     )]
     pub admin_addr: SocketAddr,
+    /// MQTT protocol of the subscription: 5 (the broker discards messages
+    /// over --max-payload-bytes) or 3.1.1 (for brokers without MQTT 5: set
+    /// the broker's message_size_limit, or large messages reach the analyzer).
+    #[arg(long = "mqtt-protocol", env = "MQTT_PROTOCOL", default_value = "5")]
+    pub mqtt_protocol: posture_analyzer::MqttProtocol,
     #[command(flatten)]
     pub mqtt: MqttArgs,
     #[command(flatten)]
@@ -37,7 +42,13 @@ pub struct AnalyzeArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
+    if !args.files.is_empty() {
+        // Files are unrelated photos, not a camera's frames.
+        args.pipeline
+            .pose_mode
+            .get_or_insert(posture_pose::Mode::Static);
+    }
     let mut registry = Registry::default();
     let mut analyzer = args.pipeline.build(&mut registry).await?;
     if !args.files.is_empty() {
@@ -80,7 +91,8 @@ pub async fn run(args: AnalyzeArgs) -> anyhow::Result<()> {
             .collect::<Vec<_>>()
             .join("-")
     });
-    let mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    let mut mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    mqtt.protocol = args.mqtt_protocol;
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
@@ -137,6 +149,31 @@ mod tests {
     }
 
     #[test]
+    fn mqtt_protocol_and_dead_letter_bounds() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V5);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 1000);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 256 << 20);
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--mqtt-protocol",
+            "3.1.1",
+            "--dead-letter-max-letters",
+            "10",
+            "--dead-letter-max-bytes",
+            "1000000",
+        ]);
+        assert_eq!(a.mqtt_protocol, posture_analyzer::MqttProtocol::V311);
+        assert_eq!(a.pipeline.dead_letter_max_letters, 10);
+        assert_eq!(a.pipeline.dead_letter_max_bytes, 1_000_000);
+        let zero = ["posture-farm", "analyze", "--dead-letter-max-letters", "0"];
+        assert!(Cli::try_parse_from(zero).is_err());
+        let bad = ["posture-farm", "analyze", "--mqtt-protocol", "6"];
+        assert!(Cli::try_parse_from(bad).is_err());
+    }
+
+    #[test]
     fn files_mode_and_thresholds() {
         let a = analyze(&[
             "--files",
@@ -150,6 +187,23 @@ mod tests {
         assert_eq!(a.files.len(), 2);
         assert_eq!(a.pipeline.neck_threshold, 35.0);
         assert_eq!(a.camera_id.as_deref(), Some("desk"));
+    }
+
+    #[test]
+    fn pose_device_and_mode() {
+        let a = analyze(&["--topic", "t"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Auto);
+        assert_eq!(
+            a.pipeline.pose_mode, None,
+            "decided by run(): tracking unless --files"
+        );
+        let a = analyze(&["--topic", "t", "--device", "cuda", "--pose-mode", "static"]);
+        assert_eq!(a.pipeline.device, posture_pose::Device::Cuda);
+        assert_eq!(a.pipeline.pose_mode, Some(posture_pose::Mode::Static));
+        assert!(
+            Cli::try_parse_from(["posture-farm", "analyze", "--device", "gpu"]).is_err(),
+            "unknown devices are refused"
+        );
     }
 
     #[test]

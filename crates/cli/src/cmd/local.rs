@@ -46,7 +46,11 @@ pub struct LocalArgs {
 }
 
 /// Runs the subcommand.
-pub async fn run(args: LocalArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
+    // The samples are unrelated photos on one topic, not a camera's frames.
+    args.pipeline
+        .pose_mode
+        .get_or_insert(posture_pose::Mode::Static);
     anyhow::ensure!(
         args.interval.is_finite() && args.interval >= 0.0,
         "--interval must be a non-negative number of seconds"
@@ -146,11 +150,14 @@ async fn start_analyzer(
     // Unbounded: at most one outcome per published sample, and the samples
     // are a handful of files.
     let (tx, outcomes) = mpsc::unbounded_channel::<Outcome>();
-    let analyzer_cfg = MqttConfig::new(
+    let mut analyzer_cfg = MqttConfig::new(
         "127.0.0.1",
         port,
         format!("posture-analyzer-local-{camera}"),
     );
+    // The embedded broker (rumqttd) speaks MQTT 3.1.1 only; it refuses
+    // publishes over its own payload limit, so nothing huge reaches us.
+    analyzer_cfg.protocol = posture_analyzer::MqttProtocol::V311;
     let topics = vec![topic.to_string()];
     let stop = Shutdown::new();
     let task = {

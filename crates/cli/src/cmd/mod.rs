@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod balance;
 pub mod bench;
 pub mod down;
+pub mod exporter;
 pub mod gpu;
 pub mod label_nodes;
 pub mod local;
@@ -52,6 +53,8 @@ pub enum Command {
     Balance(balance::BalanceArgs),
     /// Serve the KEDA External Scaler (gRPC), optionally with the balancer in-process.
     Scaler(scaler::ScalerArgs),
+    /// Serve this node's GPU load for Prometheus (jetson_gpu_usage_percent{node}): Jetson sysfs or NVML.
+    Exporter(exporter::ExporterArgs),
     /// Deploy everything to the cluster: taint master, label nodes, RBAC, scheduler, workloads.
     Up(up::UpArgs),
     /// Collect results from the analyzer pods, then remove what `up` created.
@@ -76,6 +79,7 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::LabelNodes(a) => label_nodes::run(a).await,
         Command::Balance(a) => balance::run(a).await,
         Command::Scaler(a) => scaler::run(a).await,
+        Command::Exporter(a) => exporter::run(a).await,
         Command::Up(a) => up::run(a).await,
         Command::Down(a) => down::run(a).await,
         Command::Status(a) => status::run(a).await,

@@ -32,6 +32,15 @@ pub struct ScalerArgs {
     /// metadata overrides it).
     #[arg(long, env = "SCALER_METRIC_NAME", default_value = DEFAULT_METRIC_NAME)]
     pub metric_name: String,
+    /// Metric target advertised to KEDA (targetSizeFloat): spare GPU capacity,
+    /// in percentage points, that one analyzer Job stands for.
+    #[arg(long, env = "SCALER_TARGET", default_value_t = posture_scaler::DEFAULT_TARGET)]
+    pub target: f64,
+    /// YAML file (e.g. a mounted ConfigMap) with `target`, `threshold`,
+    /// `metricName`; re-read every 5 s while running, changes are pushed to
+    /// KEDA through StreamMetricSpec. Keys it lacks keep the flags' values.
+    #[arg(long, env = "SCALER_SETTINGS_FILE")]
+    pub settings_file: Option<PathBuf>,
     /// Once a ScaledJob was reported active, keep reporting active this long
     /// after the last time a node had room, so KEDA does not tear Jobs down
     /// while the balancer moves them.
@@ -125,9 +134,25 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
         ScalerOptions {
             defaults,
             stabilization: args.stabilization_window,
+            target: args.target,
         },
         scaler_metrics,
     );
+    let base = scaler.settings();
+    base.validate().context("invalid --target")?;
+    if let Some(path) = &args.settings_file {
+        // Applied once before serving, so KEDA's first answers already use it.
+        if let Err(e) = posture_scaler::settings::apply_file(&scaler, path, &base) {
+            tracing::warn!(error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "scaler settings file not applied at start; using the flags");
+        }
+        tokio::spawn(posture_scaler::settings::watch_file(
+            scaler.clone(),
+            path.clone(),
+            base,
+            Duration::from_secs(5),
+            shutdown.clone().wait(),
+        ));
+    }
     ready.set(true);
     let served = posture_scaler::serve(listener, scaler, tls, shutdown.clone().wait()).await;
     shutdown.trigger();
@@ -159,6 +184,11 @@ mod tests {
         assert_eq!(w.args.listen.port(), 50051);
         assert_eq!(w.args.metric_name, "gpu_trigger");
         assert_eq!(w.args.stabilization_window, Duration::from_secs(60));
+        assert_eq!(w.args.target, 1.0);
+        assert!(w.args.settings_file.is_none());
+        let w = Wrap::try_parse_from(["x", "--target", "15", "--settings-file", "/etc/s.yaml"])
+            .unwrap();
+        assert_eq!(w.args.target, 15.0);
         let d = w.args.defaults().unwrap();
         assert_eq!(d.threshold, 50.0);
         assert!(
