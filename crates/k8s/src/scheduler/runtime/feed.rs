@@ -175,7 +175,6 @@ impl Scheduler {
         }
         if info.ours
             && let Some(err) = &info.priority_error
-            && self.leader.acting()
             && self.warned_uids.insert(info.uid.clone())
         {
             self.reports.send(Report::Warning {
