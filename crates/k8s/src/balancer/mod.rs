@@ -105,4 +105,6 @@ pub enum BalanceError {
 }
 
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod tests;
