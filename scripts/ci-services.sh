@@ -6,7 +6,8 @@
 #   prometheus                 Prometheus server      (GPU usage source)
 #   prometheus-node-exporter   textfile collector     (GPU metrics for the above)
 #   openssl                    makes the CA for the analyzer's MQTT-over-TLS test
-#   fonts-dejavu-core          text on annotated images
+#   fonts-dejavu-core          text on annotated images (and in the browser tests)
+#   chromium, chromium-driver  headless browser + WebDriver (dashboard browser tests)
 # Idempotent: installs only what is missing. Needs root (or sudo).
 set -euo pipefail
 
@@ -17,9 +18,11 @@ command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 command -v prometheus-node-exporter >/dev/null 2>&1 || need+=(prometheus-node-exporter)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 [ -f /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || need+=(fonts-dejavu-core)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 
 if [ ${#need[@]} -eq 0 ]; then
-  echo "ci-services: mosquitto, postgresql, prometheus, prometheus-node-exporter, openssl, fonts present"
+  echo "ci-services: mosquitto, postgresql, prometheus, prometheus-node-exporter, openssl, fonts, chromium present"
   exit 0
 fi
 

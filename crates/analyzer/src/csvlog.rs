@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use crate::record::{CSV_HEADER, PostureRow};
@@ -21,6 +21,13 @@ pub struct CsvError {
     path: PathBuf,
     #[source]
     source: std::io::Error,
+}
+
+impl CsvError {
+    /// The I/O error behind it.
+    pub fn io(&self) -> &std::io::Error {
+        &self.source
+    }
 }
 
 /// One camera's results file.
@@ -81,24 +88,36 @@ impl CsvLog {
     }
 
     fn append_locked(&mut self, row: &PostureRow) -> std::io::Result<Appended> {
-        let len = self.file.metadata()?.len();
+        let mut len = self.file.metadata()?.len();
         if len < self.scanned {
             // Someone truncated or replaced the file: rescan from scratch.
             self.seen.clear();
             self.scanned = 0;
         }
         if len > self.scanned {
+            let mut tail = Vec::new();
             self.file.seek(SeekFrom::Start(self.scanned))?;
-            let mut tail = String::new();
             (&self.file)
                 .take(len - self.scanned)
-                .read_to_string(&mut tail)?;
-            // Only complete lines count; a torn last line is rescanned later.
-            let complete = tail.rfind('\n').map(|i| i + 1).unwrap_or(0);
-            for line in tail[..complete]
-                .lines()
-                .skip(usize::from(self.scanned == 0))
-            {
+                .read_to_end(&mut tail)?;
+            // Only complete lines count. Under the lock nobody is mid-write,
+            // so bytes after the last newline are a torn line left by a
+            // writer that failed or died: never acknowledged, cut off so the
+            // line we append starts on a line of its own.
+            let complete = tail
+                .iter()
+                .rposition(|&b| b == b'\n')
+                .map(|i| i + 1)
+                .unwrap_or(0);
+            if complete < tail.len() {
+                let cut = self.scanned + complete as u64;
+                tracing::warn!(path = %self.path.display(), bytes = len - cut, "cutting a torn last line (a write that never completed)");
+                self.file.set_len(cut)?;
+                self.file.sync_data()?;
+                len = cut;
+            }
+            let text = String::from_utf8_lossy(&tail[..complete]);
+            for line in text.lines().skip(usize::from(self.scanned == 0)) {
                 if let Some(id) = line.rsplit(',').next() {
                     self.seen.insert(id.trim_matches('"').to_string());
                 }
@@ -114,8 +133,7 @@ impl CsvLog {
             out.push('\n');
         }
         out.push_str(&row.csv_line());
-        self.file.write_all(out.as_bytes())?;
-        self.file.sync_data()?;
+        crate::fsutil::append_synced(&mut self.file, out.as_bytes())?;
         self.scanned = len + out.len() as u64;
         self.seen.insert(row.frame_id.clone());
         Ok(Appended::Written)
@@ -125,6 +143,7 @@ impl CsvLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
 
     fn row(id: &str) -> PostureRow {
         PostureRow {
@@ -166,6 +185,32 @@ mod tests {
         assert!(
             lines[1].ends_with(",f1") && lines[2].ends_with(",f2") && lines[3].ends_with(",f3")
         );
+    }
+
+    #[test]
+    fn a_line_appended_after_a_torn_line_stays_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pi1_results.csv");
+        let mut a = CsvLog::open(&path).unwrap();
+        a.append(&row("f1")).unwrap();
+        drop(a);
+        // A writer died mid-line (disk full, power loss), in the middle of a
+        // multi-byte character even.
+        let mut torn = row("f2").csv_line().into_bytes();
+        torn.truncate(12);
+        torn.extend_from_slice("é".as_bytes().split_at(1).0);
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(&torn)
+            .unwrap();
+        let mut b = CsvLog::open(&path).unwrap();
+        assert_eq!(b.append(&row("f3")).unwrap(), Appended::Written);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 3, "{text}");
+        assert_eq!(format!("{}\n", lines[2]), row("f3").csv_line());
     }
 
     #[test]

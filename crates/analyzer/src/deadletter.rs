@@ -301,7 +301,13 @@ fn scan(root: &Path) -> Vec<Entry> {
     entries.into_iter().map(|(_, e)| e).collect()
 }
 
-/// Keeps camera ids usable as one path component.
+/// Longest result of [`sanitize`]: file names built from it (with a
+/// prefix and a frame-id suffix) stay far below the 255-byte limit.
+const MAX_COMPONENT: usize = 96;
+
+/// Keeps camera ids usable as one path component: other characters become
+/// `_`, and a name longer than [`MAX_COMPONENT`] is cut and given a hash of
+/// the whole name (so long names stay distinct).
 pub fn sanitize(name: &str) -> String {
     let s: String = name
         .chars()
@@ -313,6 +319,10 @@ pub fn sanitize(name: &str) -> String {
             }
         })
         .collect();
+    if s.len() > MAX_COMPONENT {
+        let hash = crate::record::frame_id("", name.as_bytes());
+        return format!("{}~{}", &s[..MAX_COMPONENT - 13], &hash[..12]);
+    }
     match s.as_str() {
         "" | "." | ".." => "_".to_string(),
         _ => s,

@@ -34,6 +34,13 @@ pub struct ReasonLabels {
     pub reason: String,
 }
 
+/// Label set of database errors.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabels {
+    /// `transient` (retried, the frame spooled) or `permanent` (the row refused for good).
+    pub kind: String,
+}
+
 /// Label set of the pose model's device.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeviceLabels {
@@ -56,6 +63,13 @@ pub struct Metrics {
     pub latency: Histogram,
     /// Rows waiting in the spool for the database.
     pub spool_depth: Gauge,
+    /// Database errors by kind.
+    pub db_errors: Family<KindLabels, Counter>,
+    /// Frames whose outputs failed transiently (disk full, too many open
+    /// files) and that wait, unacknowledged, for a retry.
+    pub retried: Family<CameraLabels, Counter>,
+    /// Annotated images removed from the database by retention.
+    pub images_pruned: Counter,
     /// The dead-letter folder's size and removals.
     pub dead_letter: DeadLetterMetrics,
     /// 1 for the device the pose model runs on (an info metric).
@@ -74,6 +88,9 @@ impl Default for Metrics {
                 0.005, 2.0, 12,
             )),
             spool_depth: Gauge::default(),
+            db_errors: Family::default(),
+            retried: Family::default(),
+            images_pruned: Counter::default(),
             dead_letter: DeadLetterMetrics::default(),
             pose_device: Family::default(),
         }
@@ -114,6 +131,21 @@ impl Metrics {
             "spool_depth",
             "Rows waiting in the local spool for the database",
             m.spool_depth.clone(),
+        );
+        registry.register(
+            "database_errors",
+            "Database errors: transient (frame spooled, database retried with backoff) or permanent (row dead-lettered)",
+            m.db_errors.clone(),
+        );
+        registry.register(
+            "frames_retried",
+            "Frames not recorded on a transient output error (disk full, too many open files), retried with backoff",
+            m.retried.clone(),
+        );
+        registry.register(
+            "images_pruned",
+            "Annotated images removed from the database by retention (rows are kept)",
+            m.images_pruned.clone(),
         );
         registry.register(
             "dead_letters_removed",

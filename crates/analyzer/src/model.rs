@@ -30,6 +30,17 @@ pub trait PoseModel: Send + 'static {
     /// Short name for logs and the startup line.
     fn name(&self) -> &str;
 
+    /// [`PoseModel::estimate_stream`], also saying how its time split
+    /// between the detector and the landmark model when the model measures
+    /// it (`posture-farm bench pipeline`). Default: no split.
+    fn estimate_stream_timed(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<(Option<Pose>, Option<posture_pose::PoseTimings>), ModelError> {
+        Ok((self.estimate_stream(stream, image)?, None))
+    }
+
     /// Where it runs (`cpu`, `cuda`, `tensorrt`), for logs and the
     /// `pose_device_info` metric.
     fn device(&self) -> &str {
@@ -54,6 +65,14 @@ impl<M: PoseModel + ?Sized> PoseModel for Box<M> {
         (**self).name()
     }
 
+    fn estimate_stream_timed(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<(Option<Pose>, Option<posture_pose::PoseTimings>), ModelError> {
+        (**self).estimate_stream_timed(stream, image)
+    }
+
     fn device(&self) -> &str {
         (**self).device()
     }
@@ -76,6 +95,16 @@ impl PoseModel for posture_pose::PoseEstimator {
 
     fn name(&self) -> &str {
         "blazepose-full"
+    }
+
+    fn estimate_stream_timed(
+        &mut self,
+        stream: &str,
+        image: &RgbImage,
+    ) -> Result<(Option<Pose>, Option<posture_pose::PoseTimings>), ModelError> {
+        posture_pose::PoseEstimator::estimate_timed(self, Some(stream), image)
+            .map(|(pose, t)| (pose, Some(t)))
+            .map_err(|e| Box::new(e) as ModelError)
     }
 
     fn device(&self) -> &str {

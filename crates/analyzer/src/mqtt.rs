@@ -27,7 +27,12 @@ use tokio::sync::mpsc;
 
 use crate::deadletter::OVERSIZED_PREFIX_BYTES;
 use crate::pipeline::{Analyzer, Frame, Outcome};
-use crate::subscriber::{self, Client, Connection, Message, MqttProtocol, Polled};
+use crate::retry::Parking;
+use crate::subscriber::{self, AckToken, Client, Connection, Message, MqttProtocol, Polled};
+
+/// Frames that may wait for a retry at once (see [`crate::retry`]); beyond
+/// that the backlog stays at the broker.
+const PARKED_FRAMES: usize = 32;
 
 /// Largest MQTT packet (the protocol's limit): what the publisher, and an
 /// analyzer speaking MQTT 3.1.1, accept. A 3.1.1 client that refused a large
@@ -231,12 +236,30 @@ pub async fn run_analyzer(
     let mut fatal = None;
     let mut flush_tick = tokio::time::interval(Duration::from_secs(5));
     flush_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Frames that failed on a transient output error wait here, per camera,
+    // so the other cameras' frames go on (crate::retry).
+    let mut parking: Parking<(AckToken, usize)> = Parking::new(PARKED_FRAMES);
     'frames: loop {
-        let (message, received) = tokio::select! {
+        let due = parking.next_due();
+        let ((token, total), frame) = tokio::select! {
             biased;
             () = &mut shutdown => break,
-            p = rx.recv() => match p {
-                Some(p) => p,
+            () = tokio::time::sleep_until(due.unwrap_or_else(tokio::time::Instant::now)), if due.is_some() => {
+                match parking.take_due(tokio::time::Instant::now()) {
+                    Some(p) => p,
+                    None => continue,
+                }
+            }
+            p = rx.recv(), if !parking.is_full() => match p {
+                Some((message, received)) => {
+                    let (held, frame) = frame_of(message, received, camera_override, limit);
+                    if parking.holds(&frame.camera) {
+                        // Behind the camera's waiting frame, to keep its order.
+                        parking.queue(held, frame);
+                        continue;
+                    }
+                    (held, frame)
+                }
                 None => break,
             },
             _ = flush_tick.tick() => {
@@ -244,56 +267,26 @@ pub async fn run_analyzer(
                 continue;
             }
         };
-        let Message {
-            topic,
-            payload,
-            token,
-        } = message;
-        // The length is checked before any copy: a payload over the limit
-        // keeps only its first bytes (for the dead letter).
-        let total = payload.len();
-        let oversized = total > limit;
-        let frame = Frame {
-            camera: camera_override
-                .map(str::to_string)
-                .unwrap_or_else(|| camera_from_topic(&topic)),
-            source: topic,
-            name_hint: None,
-            payload: if oversized {
-                payload[..total.min(OVERSIZED_PREFIX_BYTES)].to_vec()
-            } else {
-                Vec::from(payload)
-            },
-            received,
+        let result = if total > limit {
+            analyzer.reject_oversized(&frame, total)
+        } else {
+            analyzer.process(&frame).await
         };
-        let mut backoff = retries(
-            Duration::from_millis(500),
-            Duration::from_secs(30),
-            &frame.source,
-        );
-        let outcome = loop {
-            let result = if oversized {
-                analyzer.reject_oversized(&frame, total)
-            } else {
-                analyzer.process(&frame).await
-            };
-            match result {
-                Ok(o) => break o,
-                Err(e) if e.is_fatal() => {
-                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
-                    fatal = Some(e);
-                    break 'frames;
-                }
-                Err(e) => {
-                    let delay = backoff.next_delay();
-                    tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, retry_in = ?delay, "frame not recorded; it stays unacknowledged and is retried");
-                    tokio::select! {
-                        () = &mut shutdown => break 'frames,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) if e.is_fatal() => {
+                tracing::error!(error = %crate::error_chain(&e), camera = %frame.camera, "the analyzer cannot go on; the frame stays unacknowledged for the next run");
+                fatal = Some(e);
+                break 'frames;
+            }
+            Err(e) => {
+                let camera = frame.camera.clone();
+                let delay = parking.failed((token, total), frame, tokio::time::Instant::now());
+                tracing::error!(error = %crate::error_chain(&e), %camera, retry_in = ?delay, waiting = parking.len(), "frame not recorded; it stays unacknowledged and is retried while other cameras go on");
+                continue;
             }
         };
+        parking.succeeded(&frame.camera, tokio::time::Instant::now());
         match &outcome {
             Outcome::Analyzed { .. } => stats.analyzed += 1,
             Outcome::Rejected { .. } => stats.rejected += 1,
@@ -303,6 +296,12 @@ pub async fn run_analyzer(
             tracing::warn!(error = %e, "could not acknowledge a frame");
         }
         on_outcome(&outcome);
+    }
+    if !parking.is_empty() {
+        tracing::warn!(
+            frames = parking.len(),
+            "frames waiting for a retry stay unacknowledged; the broker redelivers them"
+        );
     }
     tracing::info!(
         analyzed = stats.analyzed,
@@ -324,6 +323,38 @@ pub async fn run_analyzer(
         Some(e) => Err(MqttError::Analyzer(e)),
         None => Ok(stats),
     }
+}
+
+/// The frame of a received message (camera from the topic unless
+/// overridden), with what acknowledges it and the payload's real length. The
+/// length is checked before any copy: a payload over `limit` keeps only its
+/// first bytes (for the dead letter).
+fn frame_of(
+    message: Message,
+    received: jiff::Timestamp,
+    camera_override: Option<&str>,
+    limit: usize,
+) -> ((AckToken, usize), Frame) {
+    let Message {
+        topic,
+        payload,
+        token,
+    } = message;
+    let total = payload.len();
+    let frame = Frame {
+        camera: camera_override
+            .map(str::to_string)
+            .unwrap_or_else(|| camera_from_topic(&topic)),
+        source: topic,
+        name_hint: None,
+        payload: if total > limit {
+            payload[..total.min(OVERSIZED_PREFIX_BYTES)].to_vec()
+        } else {
+            Vec::from(payload)
+        },
+        received,
+    };
+    ((token, total), frame)
 }
 
 struct AbortOnDrop(Option<tokio::task::JoinHandle<()>>);

@@ -53,11 +53,15 @@ pub enum RejectReason {
     Corrupt,
     /// The pose model failed on this image (it will fail again).
     ModelError,
+    /// The outputs can never be written (e.g. a name the file system refuses).
+    OutputError,
+    /// The database refuses the row for good (a constraint, bad data).
+    DbRejected,
 }
 
 impl RejectReason {
     /// Every reason, for pre-registering metric labels.
-    pub const ALL: [RejectReason; 8] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Empty,
         RejectReason::TooLarge,
         RejectReason::BadBase64,
@@ -66,6 +70,8 @@ impl RejectReason {
         RejectReason::Truncated,
         RejectReason::Corrupt,
         RejectReason::ModelError,
+        RejectReason::OutputError,
+        RejectReason::DbRejected,
     ];
 
     /// Snake-case label used in metrics, logs and sidecars.
@@ -79,6 +85,8 @@ impl RejectReason {
             RejectReason::Truncated => "truncated",
             RejectReason::Corrupt => "corrupt",
             RejectReason::ModelError => "model_error",
+            RejectReason::OutputError => "output_error",
+            RejectReason::DbRejected => "db_rejected",
         }
     }
 }

@@ -1,35 +1,43 @@
 //! One frame through the analyzer: decode → pose → verdict → annotated image,
-//! CSV line, database row. Used the same way by the MQTT loop and by
-//! `analyze --files`.
+//! CSV line, database row (and image). Used the same way by the MQTT loop
+//! and by `analyze --files`.
 //!
-//! The CPU-heavy part (decoding, inference, drawing, JPEG encoding) runs on
-//! the blocking pool with the model moved in and back, so the async side
-//! (MQTT keep-alives, /metrics) stays responsive.
+//! Everything that blocks runs on the blocking pool with the model and the
+//! file outputs moved in and back: decoding, inference, drawing, JPEG
+//! encoding, and the fsynced image file and CSV line. The async side (MQTT
+//! keep-alives, /metrics) only awaits the database (row and image in one
+//! transaction) or, while it is down, the spool.
+//!
+//! ```text
+//!  Frame ─► [blocking] decode ─ pose ─ angles ─ annotate ─ encode ─ files? (image, CSV)
+//!        ─► [async] Store::record(row, image if db) ─► Outcome (then the caller acks)
+//! ```
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use ab_glyph::FontVec;
 use image::RgbImage;
 use posture_core::posture::{Assessment, Pose, Thresholds, Verdict, assess};
 
 use crate::annotate::annotate;
-use crate::csvlog::{Appended, CsvError, CsvLog};
+use crate::csvlog::Appended;
 use crate::deadletter::{
     DeadLetterError, DeadLetterLimits, DeadLetters, Letter, OVERSIZED_PREFIX_BYTES, sanitize,
 };
 use crate::metrics::{CameraLabels, Metrics, ReasonLabels, VerdictLabels};
 use crate::model::PoseModel;
+use crate::outputs::{FileOutputs, MAX_OPEN_CSV, OutputError, Outputs};
 use crate::payload::{Limits, RejectReason, Rejected, decode_payload, too_large};
-use crate::record::{PostureRow, frame_id};
+use crate::record::{PostureRow, frame_id, row_time};
 use crate::store::{Recorded, SpoolError, Store};
 
 /// Settings of the pipeline.
 #[derive(Clone, Debug)]
 pub struct AnalyzerConfig {
-    /// Root of every output (annotated images, CSVs, dead letters).
+    /// Root of the local outputs (annotated images, CSVs, dead letters).
     pub out_dir: PathBuf,
     /// Payload size and pixel limits.
     pub limits: Limits,
@@ -41,12 +49,14 @@ pub struct AnalyzerConfig {
     pub font: Option<PathBuf>,
     /// JPEG quality of annotated images.
     pub jpeg_quality: u8,
+    /// Where annotated images go besides the row (database, local files).
+    pub outputs: Outputs,
     /// Bounds of the dead-letter folder.
     pub dead_letter: DeadLetterLimits,
 }
 
 impl AnalyzerConfig {
-    /// Defaults for `out_dir` and `node_name`.
+    /// Defaults for `out_dir` and `node_name`: local files, JPEG quality 85.
     pub fn new(out_dir: PathBuf, node_name: String) -> Self {
         Self {
             out_dir,
@@ -54,7 +64,8 @@ impl AnalyzerConfig {
             thresholds: Thresholds::default(),
             node_name,
             font: None,
-            jpeg_quality: 90,
+            jpeg_quality: 85,
+            outputs: Outputs::default(),
             dead_letter: DeadLetterLimits::default(),
         }
     }
@@ -97,12 +108,12 @@ pub enum Outcome {
     Analyzed {
         /// The row written (or already present).
         row: Box<PostureRow>,
-        /// How the row was made durable.
+        /// How the row (and image) was made durable.
         recorded: Recorded,
-        /// The annotated image.
-        image: PathBuf,
+        /// The annotated image file, when local files are an output.
+        image: Option<PathBuf>,
     },
-    /// Never analysable; kept in the dead-letter folder.
+    /// Never analysable or recordable; kept in the dead-letter folder.
     Rejected {
         /// Why.
         reason: RejectReason,
@@ -112,21 +123,13 @@ pub enum Outcome {
 }
 
 /// A failure that leaves the frame unrecorded: the caller must not
-/// acknowledge it, and retries.
+/// acknowledge it, and retries later (every one of these is transient:
+/// failures that can never clear end as [`Outcome::Rejected`]).
 #[derive(Debug, thiserror::Error)]
 pub enum AnalyzeError {
-    /// Writing the annotated image failed.
-    #[error("writing annotated image {path}")]
-    Image {
-        /// Where.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// Appending to the CSV failed.
+    /// Writing the annotated image or the CSV line failed.
     #[error(transparent)]
-    Csv(#[from] CsvError),
+    Output(#[from] OutputError),
     /// The spool (the database's stand-in) could not be written.
     #[error(transparent)]
     Spool(#[from] SpoolError),
@@ -145,47 +148,213 @@ impl AnalyzeError {
     }
 }
 
-enum Analysed {
-    Rejected(Rejected),
-    Done {
-        bytes_id: String,
-        annotated_jpeg: Vec<u8>,
-        assessment: Assessment,
+/// Where one frame's time went (`posture-farm bench pipeline`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimings {
+    /// Payload to pixels (base64, JPEG/PNG decoding, orientation).
+    pub decode: Duration,
+    /// Pose detector (the whole pose step when the model does not split it).
+    pub detect: Duration,
+    /// Landmark model.
+    pub landmarks: Duration,
+    /// Angles and verdict.
+    pub angles: Duration,
+    /// Drawing onto the frame.
+    pub annotate: Duration,
+    /// JPEG encoding of the annotated frame.
+    pub encode: Duration,
+    /// Making the outputs durable (image, CSV line, row).
+    pub persist: Duration,
+}
+
+impl StageTimings {
+    /// The pose step: detector plus landmark model.
+    pub fn pose(&self) -> Duration {
+        self.detect + self.landmarks
+    }
+
+    /// Every stage.
+    pub fn total(&self) -> Duration {
+        self.decode + self.pose() + self.angles + self.annotate + self.encode + self.persist
+    }
+}
+
+/// The blocking half: model, font, local files and dead letters, moved
+/// onto the blocking pool for each frame and back.
+struct Worker {
+    model: Box<dyn PoseModel>,
+    font: Option<Arc<FontVec>>,
+    files: FileOutputs,
+    dead: Arc<Mutex<DeadLetters>>,
+    cfg: AnalyzerConfig,
+}
+
+/// Keeps `frame` (its first bytes only when it is too large) in the
+/// dead-letter folder shared by the pipeline and the store.
+pub(crate) fn keep_letter(
+    dead: &Mutex<DeadLetters>,
+    frame: &Frame,
+    rejected: &Rejected,
+    total_bytes: usize,
+) -> Result<PathBuf, DeadLetterError> {
+    let keep = match rejected.reason {
+        RejectReason::TooLarge => frame.payload.len().min(OVERSIZED_PREFIX_BYTES),
+        _ => frame.payload.len(),
+    };
+    // A panic while holding the lock leaves the index usable: files are the truth.
+    let mut dead = dead.lock().unwrap_or_else(|p| p.into_inner());
+    dead.keep(&Letter {
+        camera: &frame.camera,
+        source: &frame.source,
+        received: frame.received,
+        reason: rejected.reason.as_str(),
+        detail: &rejected.detail,
+        payload: &frame.payload[..keep],
+        payload_bytes: total_bytes,
+    })
+}
+
+/// What the blocking half did with a frame.
+enum Step {
+    Rejected {
+        reason: RejectReason,
+        detail: String,
+        kept: PathBuf,
     },
+    Analysed {
+        row: Box<PostureRow>,
+        jpeg: Vec<u8>,
+        assessment: Assessment,
+        image: Option<PathBuf>,
+        appended: Option<Appended>,
+    },
+    Failed(AnalyzeError),
+}
+
+impl Worker {
+    fn run(&mut self, frame: &Frame, timings: &mut StageTimings) -> Step {
+        let analysed = analyse(
+            &mut *self.model,
+            &frame.camera,
+            &frame.payload,
+            &self.cfg,
+            self.font.as_deref(),
+            timings,
+        );
+        let (id, jpeg, assessment) = match analysed {
+            Ok(done) => done,
+            Err(rejected) => return self.reject(frame, rejected),
+        };
+        let row = self.row(frame, &id, &assessment);
+        let (mut image, mut appended) = (None, None);
+        if self.cfg.outputs.files {
+            let started = Instant::now();
+            match self.files.write(&row, &jpeg) {
+                Ok((path, a)) => (image, appended) = (Some(path), Some(a)),
+                Err(e) if e.is_permanent() => {
+                    let detail = crate::error_chain(&e);
+                    return self.reject(
+                        frame,
+                        Rejected {
+                            reason: RejectReason::OutputError,
+                            detail,
+                        },
+                    );
+                }
+                Err(e) => return Step::Failed(e.into()),
+            }
+            timings.persist = started.elapsed();
+        }
+        Step::Analysed {
+            row: Box::new(row),
+            jpeg,
+            assessment,
+            image,
+            appended,
+        }
+    }
+
+    fn row(&self, frame: &Frame, id: &str, assessment: &Assessment) -> PostureRow {
+        let cam = sanitize(&frame.camera);
+        let filename = match &frame.name_hint {
+            Some(hint) => format!("{cam}_{}_{}.jpg", sanitize(hint), &id[..12]),
+            None => format!("{cam}_{}.jpg", &id[..16]),
+        };
+        let measurement = assessment.measurement();
+        PostureRow {
+            pi_id: frame.camera.clone(),
+            filename,
+            received_time: row_time(frame.received),
+            analyzed_time: row_time(jiff::Timestamp::now()),
+            neck_angle: measurement.map(|m| round2(m.neck_deg)),
+            body_angle: measurement.map(|m| round2(m.torso_deg)),
+            posture_status: assessment.status().to_string(),
+            landmarks_detected: assessment.landmarks_detected(),
+            processed_by: self.cfg.node_name.clone(),
+            frame_id: id.to_string(),
+        }
+    }
+
+    fn reject(&self, frame: &Frame, rejected: Rejected) -> Step {
+        match keep_letter(&self.dead, frame, &rejected, frame.payload.len()) {
+            Ok(kept) => Step::Rejected {
+                reason: rejected.reason,
+                detail: rejected.detail,
+                kept,
+            },
+            Err(e) => Step::Failed(e.into()),
+        }
+    }
 }
 
 /// The analyzer: owns the model, the output files and the row store.
 pub struct Analyzer {
     cfg: AnalyzerConfig,
-    model: Option<Box<dyn PoseModel>>,
-    font: Option<Arc<FontVec>>,
-    csv: HashMap<String, CsvLog>,
+    worker: Option<Box<Worker>>,
     store: Store,
-    dead: DeadLetters,
     metrics: Metrics,
     logged_reasons: HashSet<RejectReason>,
+    timings: StageTimings,
+    dead: Arc<Mutex<DeadLetters>>,
 }
 
 impl Analyzer {
-    /// An analyzer writing under `cfg.out_dir` and rows to `store`.
+    /// An analyzer writing local outputs under `cfg.out_dir` and rows (and
+    /// images, per `cfg.outputs`) to `store`.
     pub fn new(
         cfg: AnalyzerConfig,
         model: Box<dyn PoseModel>,
-        store: Store,
+        mut store: Store,
         metrics: Metrics,
     ) -> Self {
         let font = crate::annotate::load_font(cfg.font.as_deref()).map(Arc::new);
-        let dead = DeadLetters::open(&cfg.out_dir, cfg.dead_letter, metrics.dead_letter.clone());
+        let dead = Arc::new(Mutex::new(DeadLetters::open(
+            &cfg.out_dir,
+            cfg.dead_letter,
+            metrics.dead_letter.clone(),
+        )));
+        store.set_dead_letters(dead.clone());
+        let worker = Worker {
+            model,
+            font,
+            files: FileOutputs::new(cfg.out_dir.clone(), MAX_OPEN_CSV),
+            dead: dead.clone(),
+            cfg: cfg.clone(),
+        };
         Self {
             cfg,
-            model: Some(model),
-            font,
-            csv: HashMap::new(),
+            worker: Some(Box::new(worker)),
             store,
-            dead,
             metrics,
             logged_reasons: HashSet::new(),
+            timings: StageTimings::default(),
+            dead,
         }
+    }
+
+    /// Where the last frame's time went.
+    pub fn last_timings(&self) -> StageTimings {
+        self.timings
     }
 
     /// The metrics handles.
@@ -203,15 +372,19 @@ impl Analyzer {
         &self.cfg
     }
 
+    /// CSV files open now (at most [`MAX_OPEN_CSV`]).
+    pub fn open_csv_files(&self) -> usize {
+        self.worker.as_ref().map_or(0, |w| w.files.open_csv_files())
+    }
+
     /// Folder of a camera's annotated images.
     pub fn images_dir(out: &Path, camera: &str) -> PathBuf {
-        out.join("analyzed_images")
-            .join(format!("analyzed_images_from_{}", sanitize(camera)))
+        FileOutputs::images_dir(out, camera)
     }
 
     /// A camera's CSV file.
     pub fn csv_path(out: &Path, camera: &str) -> PathBuf {
-        out.join(format!("{}_results.csv", sanitize(camera)))
+        FileOutputs::csv_path(out, camera)
     }
 
     /// Analyses one frame and makes its outputs durable. `Ok` means the frame
@@ -225,59 +398,76 @@ impl Analyzer {
             .inc();
         if frame.payload.len() > self.cfg.limits.max_payload_bytes {
             // Neither copied nor decoded: only its first bytes are kept.
-            return self.reject(
-                frame,
-                too_large(frame.payload.len(), &self.cfg.limits),
-                frame.payload.len(),
-            );
+            return self.reject_too_large(frame, frame.payload.len());
         }
         let started = Instant::now();
-        let Some(mut model) = self.model.take() else {
+        let Some(mut worker) = self.worker.take() else {
             return Err(AnalyzeError::Task(
                 "the pose model was lost in an earlier panic".into(),
             ));
         };
-        let payload = frame.payload.clone();
-        let camera = frame.camera.clone();
-        let limits = self.cfg.limits;
-        let thresholds = self.cfg.thresholds;
-        let font = self.font.clone();
-        let quality = self.cfg.jpeg_quality;
+        let owned = frame.clone();
         let joined = tokio::task::spawn_blocking(move || {
-            let result = analyse_blocking(
-                &mut *model,
-                &camera,
-                &payload,
-                &limits,
-                &thresholds,
-                font.as_deref(),
-                quality,
-            );
-            (model, result)
+            let mut timings = StageTimings::default();
+            let step = worker.run(&owned, &mut timings);
+            (worker, step, timings)
         })
         .await;
-        let analysed = match joined {
-            Ok((model, result)) => {
-                self.model = Some(model);
-                result
+        let step = match joined {
+            Ok((worker, step, timings)) => {
+                self.worker = Some(worker);
+                self.timings = timings;
+                step
             }
             Err(e) => return Err(AnalyzeError::Task(e.to_string())),
         };
-        let outcome = match analysed {
-            Analysed::Rejected(rejected) => self.reject(frame, rejected, frame.payload.len())?,
-            Analysed::Done {
-                bytes_id,
-                annotated_jpeg,
+        let outcome = match step {
+            Step::Rejected {
+                reason,
+                detail,
+                kept,
+            } => self.rejected(frame, reason, &detail, kept),
+            Step::Failed(e) => {
+                self.count_retry(frame);
+                return Err(e);
+            }
+            Step::Analysed {
+                row,
+                jpeg,
                 assessment,
+                image,
+                appended,
             } => {
-                self.write_outputs(frame, bytes_id, annotated_jpeg, assessment)
-                    .await?
+                let t = Instant::now();
+                let image_for_db = self.cfg.outputs.db.then_some(jpeg.as_slice());
+                let recorded = match self.store.record(&row, image_for_db).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.count_retry(frame);
+                        return Err(e.into());
+                    }
+                };
+                self.timings.persist += t.elapsed();
+                if let Recorded::Rejected(why) = recorded {
+                    return self.db_rejected(frame, why).await;
+                }
+                self.recorded(frame, row, recorded, &assessment, image, appended)
             }
         };
         self.metrics
             .latency
             .observe(started.elapsed().as_secs_f64());
         Ok(outcome)
+    }
+
+    /// A frame not recorded on a transient error: the caller retries it.
+    fn count_retry(&self, frame: &Frame) {
+        self.metrics
+            .retried
+            .get_or_create(&CameraLabels {
+                camera: frame.camera.clone(),
+            })
+            .inc();
     }
 
     /// Replays spooled rows if the database is back (call periodically).
@@ -303,112 +493,82 @@ impl Analyzer {
                 camera: frame.camera.clone(),
             })
             .inc();
-        self.reject(frame, too_large(total_bytes, &self.cfg.limits), total_bytes)
+        self.reject_too_large(frame, total_bytes)
     }
 
-    fn reject(
+    fn reject_too_large(
         &mut self,
         frame: &Frame,
-        rejected: Rejected,
         total_bytes: usize,
     ) -> Result<Outcome, AnalyzeError> {
-        let keep = match rejected.reason {
-            RejectReason::TooLarge => frame.payload.len().min(OVERSIZED_PREFIX_BYTES),
-            _ => frame.payload.len(),
+        let rejected = too_large(total_bytes, &self.cfg.limits);
+        let kept = keep_letter(&self.dead, frame, &rejected, total_bytes)?;
+        Ok(self.rejected(frame, rejected.reason, &rejected.detail, kept))
+    }
+
+    /// The database refused the row for good: keep the frame as a dead letter.
+    async fn db_rejected(&mut self, frame: &Frame, why: String) -> Result<Outcome, AnalyzeError> {
+        let dead = self.dead.clone();
+        let owned = frame.clone();
+        let rejected = Rejected {
+            reason: RejectReason::DbRejected,
+            detail: why.clone(),
         };
-        let kept = self.dead.keep(&Letter {
-            camera: &frame.camera,
-            source: &frame.source,
-            received: frame.received,
-            reason: rejected.reason.as_str(),
-            detail: &rejected.detail,
-            payload: &frame.payload[..keep],
-            payload_bytes: total_bytes,
-        })?;
+        let kept = tokio::task::spawn_blocking(move || {
+            keep_letter(&dead, &owned, &rejected, owned.payload.len())
+        })
+        .await
+        .map_err(|e| AnalyzeError::Task(e.to_string()))??;
+        Ok(self.rejected(frame, RejectReason::DbRejected, &why, kept))
+    }
+
+    fn rejected(
+        &mut self,
+        frame: &Frame,
+        reason: RejectReason,
+        detail: &str,
+        kept: PathBuf,
+    ) -> Outcome {
         self.metrics
             .failed
             .get_or_create(&ReasonLabels {
-                reason: rejected.reason.as_str().to_string(),
+                reason: reason.as_str().to_string(),
             })
             .inc();
-        if self.logged_reasons.insert(rejected.reason) {
+        if self.logged_reasons.insert(reason) {
             tracing::warn!(
                 camera = %frame.camera,
                 source = %frame.source,
-                reason = rejected.reason.as_str(),
-                detail = %rejected.detail,
+                reason = reason.as_str(),
+                detail = %detail,
                 kept = %kept.display(),
                 "frame rejected and kept in the dead-letter folder (further rejections for this reason are logged at debug)"
             );
         } else {
-            tracing::debug!(camera = %frame.camera, reason = rejected.reason.as_str(), detail = %rejected.detail, kept = %kept.display(), "frame rejected");
+            tracing::debug!(camera = %frame.camera, reason = reason.as_str(), detail = %detail, kept = %kept.display(), "frame rejected");
         }
-        Ok(Outcome::Rejected {
-            reason: rejected.reason,
-            kept,
-        })
+        Outcome::Rejected { reason, kept }
     }
 
-    async fn write_outputs(
+    fn recorded(
         &mut self,
         frame: &Frame,
-        id: String,
-        jpeg: Vec<u8>,
-        assessment: Assessment,
-    ) -> Result<Outcome, AnalyzeError> {
-        let cam = sanitize(&frame.camera);
-        let filename = match &frame.name_hint {
-            Some(hint) => format!("{cam}_{}_{}.jpg", sanitize(hint), &id[..12]),
-            None => format!("{cam}_{}.jpg", &id[..16]),
-        };
-        let dir = Self::images_dir(&self.cfg.out_dir, &frame.camera);
-        let path = dir.join(&filename);
-        write_atomically(&dir, &path, &jpeg).map_err(|source| AnalyzeError::Image {
-            path: path.clone(),
-            source,
-        })?;
-        let measurement = assessment.measurement();
-        let row = PostureRow {
-            pi_id: frame.camera.clone(),
-            filename,
-            received_time: frame.received.to_string(),
-            analyzed_time: jiff::Timestamp::now().to_string(),
-            neck_angle: measurement.map(|m| round2(m.neck_deg)),
-            body_angle: measurement.map(|m| round2(m.torso_deg)),
-            posture_status: assessment.status().to_string(),
-            landmarks_detected: assessment.landmarks_detected(),
-            processed_by: self.cfg.node_name.clone(),
-            frame_id: id,
-        };
-        let csv_path = Self::csv_path(&self.cfg.out_dir, &frame.camera);
-        let csv = match self.csv.entry(frame.camera.clone()) {
-            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::hash_map::Entry::Vacant(e) => e.insert(CsvLog::open(&csv_path)?),
-        };
-        let appended = csv.append(&row)?;
-        let recorded = self.store.record(&row).await?;
-        let duplicate = recorded == Recorded::Duplicate || appended == Appended::Duplicate;
+        row: Box<PostureRow>,
+        recorded: Recorded,
+        assessment: &Assessment,
+        image: Option<PathBuf>,
+        appended: Option<Appended>,
+    ) -> Outcome {
+        let duplicate = recorded == Recorded::Duplicate || appended == Some(Appended::Duplicate);
         if duplicate {
             self.metrics.duplicates.inc();
             tracing::info!(camera = %frame.camera, frame_id = %row.frame_id, "redelivered frame: outputs already recorded");
         } else {
-            let verdict = match assessment {
-                Assessment::NoPerson => "no_person",
-                Assessment::Unmeasurable => "unmeasurable",
-                Assessment::Measured {
-                    verdict: Verdict::Good,
-                    ..
-                } => "good",
-                Assessment::Measured {
-                    verdict: Verdict::Bad,
-                    ..
-                } => "bad",
-            };
             self.metrics
                 .analyzed
                 .get_or_create(&VerdictLabels {
                     camera: frame.camera.clone(),
-                    verdict: verdict.to_string(),
+                    verdict: verdict_label(assessment).to_string(),
                 })
                 .inc();
         }
@@ -421,11 +581,26 @@ impl Analyzer {
             recorded = ?recorded,
             "frame analysed"
         );
-        Ok(Outcome::Analyzed {
-            row: Box::new(row),
+        Outcome::Analyzed {
+            row,
             recorded,
-            image: path,
-        })
+            image,
+        }
+    }
+}
+
+fn verdict_label(assessment: &Assessment) -> &'static str {
+    match assessment {
+        Assessment::NoPerson => "no_person",
+        Assessment::Unmeasurable => "unmeasurable",
+        Assessment::Measured {
+            verdict: Verdict::Good,
+            ..
+        } => "good",
+        Assessment::Measured {
+            verdict: Verdict::Bad,
+            ..
+        } => "bad",
     }
 }
 
@@ -433,57 +608,81 @@ fn round2(v: f32) -> f64 {
     (f64::from(v) * 100.0).round() / 100.0
 }
 
-fn analyse_blocking(
+/// Decode → pose → angles → annotate → encode; the frame id, the annotated
+/// JPEG and the assessment, or why the payload can never be analysed.
+fn analyse(
     model: &mut dyn PoseModel,
     camera: &str,
     payload: &[u8],
-    limits: &Limits,
-    thresholds: &Thresholds,
+    cfg: &AnalyzerConfig,
     font: Option<&FontVec>,
-    quality: u8,
-) -> Analysed {
-    let decoded = match decode_payload(payload, limits) {
-        Ok(d) => d,
-        Err(r) => return Analysed::Rejected(r),
+    timings: &mut StageTimings,
+) -> Result<(String, Vec<u8>, Assessment), Rejected> {
+    let mut clock = Instant::now();
+    let mut lap = || {
+        let now = Instant::now();
+        let d = now - clock;
+        clock = now;
+        d
     };
+    let decoded = decode_payload(payload, &cfg.limits)?;
+    timings.decode = lap();
     let bytes_id = frame_id(camera, &decoded.bytes);
     let mut img: RgbImage = decoded.image;
-    let pose: Option<Pose> = match model.estimate_stream(camera, &img) {
-        Ok(p) => p,
-        Err(e) => {
-            return Analysed::Rejected(Rejected {
-                reason: RejectReason::ModelError,
-                detail: format!("{} failed: {e}", model.name()),
-            });
-        }
-    };
-    let assessment = assess(pose.as_ref(), thresholds);
+    let (pose, split) = model
+        .estimate_stream_timed(camera, &img)
+        .map_err(|e| Rejected {
+            reason: RejectReason::ModelError,
+            detail: format!("{} failed: {e}", model.name()),
+        })?;
+    let pose: Option<Pose> = pose;
+    let pose_time = lap();
+    match split {
+        Some(t) => (timings.detect, timings.landmarks) = (t.detect, t.landmarks),
+        None => timings.detect = pose_time,
+    }
+    let assessment = assess(pose.as_ref(), &cfg.thresholds);
+    timings.angles = lap();
     annotate(&mut img, pose.as_ref(), &assessment, font);
-    let mut jpeg = Vec::new();
-    if let Err(e) =
-        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, quality).encode_image(&img)
-    {
+    timings.annotate = lap();
+    let jpeg = encode_jpeg(&img, cfg.jpeg_quality).map_err(|detail| Rejected {
         // Encoding an in-memory RGB8 image only fails on absurd sizes.
-        return Analysed::Rejected(Rejected {
-            reason: RejectReason::Corrupt,
-            detail: format!("encoding the annotated image: {e}"),
-        });
-    }
-    Analysed::Done {
-        bytes_id,
-        annotated_jpeg: jpeg,
-        assessment,
-    }
+        reason: RejectReason::Corrupt,
+        detail: format!("encoding the annotated image: {detail}"),
+    })?;
+    timings.encode = lap();
+    Ok((bytes_id, jpeg, assessment))
 }
 
-/// Writes `bytes` to `path` through a temporary file and a rename, so a
-/// reader never sees half an image.
-fn write_atomically(dir: &Path, path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir)?;
-    let tmp = path.with_extension("jpg.tmp");
-    let mut f = std::fs::File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_data()?;
-    std::fs::rename(&tmp, path)
+/// The annotated frame as a baseline JPEG, encoded once (jpeg-encoder:
+/// SIMD colour conversion and DCT where the CPU has them).
+fn encode_jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
+    let (w, h) = img.dimensions();
+    let (Ok(w16), Ok(h16)) = (u16::try_from(w), u16::try_from(h)) else {
+        return Err(format!("{w}×{h} is beyond JPEG's 65535-pixel sides"));
+    };
+    let mut jpeg = Vec::with_capacity(img.as_raw().len() / 8);
+    jpeg_encoder::Encoder::new(&mut jpeg, quality)
+        .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
+        .map_err(|e| e.to_string())?;
+    Ok(jpeg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn annotated_frames_encode_to_jpegs_of_the_same_size() {
+        let img = RgbImage::from_fn(173, 97, |x, y| image::Rgb([x as u8, y as u8, 200]));
+        let jpeg = encode_jpeg(&img, 85).unwrap();
+        let back = image::load_from_memory(&jpeg).unwrap().to_rgb8();
+        assert_eq!(back.dimensions(), (173, 97));
+        let p = back.get_pixel(100, 50);
+        assert!(
+            (i32::from(p[0]) - 100).abs() < 12 && (i32::from(p[2]) - 200).abs() < 12,
+            "{p:?}"
+        );
+        assert!(encode_jpeg(&RgbImage::new(70_000, 1), 85).is_err());
+    }
 }

@@ -31,6 +31,13 @@ pub struct PostureRow {
     pub frame_id: String,
 }
 
+/// A row's time: RFC 3339 in UTC with exactly six fractional digits. Fixed
+/// width, so times sort as text (SQLite); microseconds, so PostgreSQL
+/// stores them exactly and `results export` prints them back unchanged.
+pub fn row_time(t: jiff::Timestamp) -> String {
+    t.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+}
+
 /// The frame id: the first 128 bits of SHA-256 over the camera id and the
 /// image bytes, in hex.
 pub fn frame_id(camera: &str, bytes: &[u8]) -> String {
@@ -46,8 +53,9 @@ pub fn frame_id(camera: &str, bytes: &[u8]) -> String {
 pub const CSV_HEADER: &str = "pi_id,filename,received_time,analyzed_time,neck_angle,body_angle,posture_status,landmarks_detected,processed_by,frame_id";
 
 impl PostureRow {
-    /// One CSV line (RFC 4180 quoting), newline included. The frame id is
-    /// last so de-duplication can read it without a CSV parser.
+    /// One CSV line (RFC 4180 quoting, text fields neutralised against
+    /// spreadsheet formulas), newline included. The frame id is last so
+    /// de-duplication can read it without a CSV parser.
     pub fn csv_line(&self) -> String {
         let angle = |a: Option<f64>| a.map(|v| format!("{v:.2}")).unwrap_or_default();
         let fields = [
@@ -68,17 +76,34 @@ impl PostureRow {
     }
 }
 
+/// A text field for the CSV: a leading `=`, `+`, `-`, `@`, tab or carriage
+/// return would make a spreadsheet run the cell as a formula (OWASP "CSV
+/// injection"), so such a field gets a `'` in front; then RFC 4180 quoting.
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n', '\r']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
+    let neutral = if s.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        std::borrow::Cow::Owned(format!("'{s}"))
     } else {
-        s.to_string()
+        std::borrow::Cow::Borrowed(s)
+    };
+    if neutral.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", neutral.replace('"', "\"\""))
+    } else {
+        neutral.into_owned()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn row_times_are_fixed_width_utc_microseconds() {
+        let t: jiff::Timestamp = "2026-11-23T10:00:00.123456789+02:00".parse().unwrap();
+        assert_eq!(row_time(t), "2026-11-23T08:00:00.123456Z");
+        let whole: jiff::Timestamp = "2026-11-23T08:00:00Z".parse().unwrap();
+        assert_eq!(row_time(whole), "2026-11-23T08:00:00.000000Z");
+        assert!(row_time(whole) < row_time(t));
+    }
 
     #[test]
     fn frame_id_depends_on_camera_and_bytes() {
@@ -108,5 +133,33 @@ mod tests {
             "pi1,\"a,b.jpg\",t0,t1,12.35,,Good,true,\"node \"\"x\"\"\",ff00\n"
         );
         assert_eq!(CSV_HEADER.split(',').count(), 10);
+    }
+
+    #[test]
+    fn csv_text_fields_cannot_start_a_formula() {
+        let row = PostureRow {
+            pi_id: "=HYPERLINK(\"http://x\",\"y\")".into(),
+            filename: "+1.jpg".into(),
+            received_time: "t0".into(),
+            analyzed_time: "t1".into(),
+            neck_angle: Some(1.0),
+            body_angle: Some(2.0),
+            posture_status: "-2+3".into(),
+            landmarks_detected: false,
+            processed_by: "@SUM(A1)".into(),
+            frame_id: "ff".into(),
+        };
+        assert_eq!(
+            row.csv_line(),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\",'+1.jpg,t0,t1,1.00,2.00,'-2+3,false,'@SUM(A1),ff\n"
+        );
+        let tab = PostureRow {
+            pi_id: "\tcmd".into(),
+            processed_by: "\rcmd".into(),
+            ..row
+        };
+        let line = tab.csv_line();
+        assert!(line.starts_with("'\tcmd,"), "{line:?}");
+        assert!(line.contains(",\"'\rcmd\","), "{line:?}");
     }
 }

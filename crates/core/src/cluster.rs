@@ -42,6 +42,32 @@ impl NodeState {
         self.info.allocatable.cpu_millis - self.requested.cpu_millis
     }
 
+    /// The first resource of `request` that does not fit in allocatable
+    /// minus what is bound or assumed here (every scheduler's pods), named
+    /// as kube-scheduler names it; `None` when the pod fits. Allocates only
+    /// for the answer.
+    pub fn shortfall(&self, request: &Resources) -> Option<String> {
+        let (a, u) = (&self.info.allocatable, &self.requested);
+        if request.cpu_millis > 0 && request.cpu_millis > a.cpu_millis - u.cpu_millis {
+            return Some("cpu".into());
+        }
+        if request.memory_bytes > 0 && request.memory_bytes > a.memory_bytes - u.memory_bytes {
+            return Some("memory".into());
+        }
+        if request.pods > 0 && request.pods > a.pods - u.pods {
+            return Some("pods".into());
+        }
+        request
+            .extended
+            .iter()
+            .find(|(k, v)| {
+                let free = a.extended.get(*k).copied().unwrap_or(0)
+                    - u.extended.get(*k).copied().unwrap_or(0);
+                **v > 0 && **v > free
+            })
+            .map(|(k, _)| k.clone())
+    }
+
     /// Allocatable minus requested.
     pub fn free(&self) -> Resources {
         let mut free = self.info.allocatable.clone();
@@ -167,6 +193,12 @@ impl Cluster {
         self.group_min_members
             .get(&(namespace.to_string(), group.to_string()))
             .copied()
+    }
+
+    /// Namespaces and names of the PodGroup objects whose `minMember` is
+    /// recorded (to purge those a re-list no longer shows).
+    pub fn group_min_member_keys(&self) -> Vec<(String, String)> {
+        self.group_min_members.keys().cloned().collect()
     }
 
     /// Records a PodGroup object's `minMember` (`None`: the object was

@@ -29,6 +29,10 @@ pub struct SchedulingContext<'a> {
 pub struct Binding {
     /// The pod to bind.
     pub pod: PodKey,
+    /// The `metadata.uid` of the pod the decision was made for: sent in the
+    /// Binding so the API server refuses it (409) when a pod of the same
+    /// name was recreated meanwhile, as kube-scheduler does.
+    pub uid: String,
     /// The node to bind it to.
     pub node: String,
 }
@@ -38,6 +42,9 @@ pub struct Binding {
 pub struct Eviction {
     /// The victim.
     pub pod: PodKey,
+    /// The victim's `metadata.uid`: sent as `deleteOptions.preconditions.uid`,
+    /// so a pod recreated under the victim's name is never evicted instead.
+    pub uid: String,
     /// The node it runs on.
     pub node: String,
     /// The pod the room is made for.
@@ -110,6 +117,14 @@ pub trait Profile: Send {
 
     /// A binding this profile decided failed (not a 409 "already bound").
     fn bind_failed(&mut self, _binding: &Binding) {}
+
+    /// Whether a new GPU usage snapshot may let a waiting pod fit where the
+    /// previous one did not (a node became eligible), so waiting pods are
+    /// retried at once; otherwise their backoff stands. Profiles that do
+    /// not look at GPU usage never gain anything from a new snapshot.
+    fn gpu_may_fit_more(&self, _before: Option<&GpuSnapshot>, _after: &GpuSnapshot) -> bool {
+        false
+    }
 
     /// Problems with the profile's configuration against the current
     /// cluster (e.g. an ordered node that does not exist), for the runtime

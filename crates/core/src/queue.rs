@@ -82,15 +82,20 @@ impl SchedulingQueue {
         Some(first.2)
     }
 
-    /// Takes a specific pod out of the active queue (e.g. the other members
-    /// of a gang that is scheduled as one unit). Returns whether it was active.
+    /// Takes a specific pod out of the active queue or out of backoff (e.g.
+    /// the other members of a gang that is scheduled as one unit), as if it
+    /// had been popped: a backoff timer firing later must not hand it out
+    /// again while its unit is being decided or bound. Returns whether it
+    /// was waiting (active or in backoff).
     pub fn take(&mut self, key: &PodKey) -> bool {
-        match self.entries.get(key) {
-            Some(e) if e.retry_at.is_none() => {
-                self.active
-                    .remove(&(Reverse(e.priority), e.created_at, key.clone()))
-            }
-            _ => false,
+        let Some(e) = self.entries.get_mut(key) else {
+            return false;
+        };
+        match e.retry_at.take() {
+            Some(at) => self.waiting.remove(&(at, key.clone())),
+            None => self
+                .active
+                .remove(&(Reverse(e.priority), e.created_at, key.clone())),
         }
     }
 
@@ -259,6 +264,20 @@ mod tests {
         q.add(k("b"), 0, 0);
         q.add(k("b"), 9, 0);
         assert_eq!(q.pop(), Some(k("b")), "an active pod is re-ordered");
+    }
+
+    #[test]
+    fn take_removes_a_pod_from_backoff_too() {
+        let mut rng = StdRng::seed_from_u64(1);
+        let mut q = SchedulingQueue::new(Backoff::default());
+        q.add(k("a"), 0, 0);
+        q.pop();
+        q.backoff(&k("a"), 0, &mut rng);
+        assert!(q.take(&k("a")));
+        assert_eq!(q.promote_due(60_000), 0, "no timer left to fire");
+        assert_eq!(q.pop(), None);
+        assert!(q.contains(&k("a")), "still known: its result decides");
+        assert!(!q.take(&k("a")), "taken once");
     }
 
     #[test]

@@ -164,4 +164,8 @@ fn sanitize_blocks_traversal() {
     assert_eq!(sanitize(".."), "_");
     assert_eq!(sanitize("../etc"), ".._etc");
     assert_eq!(sanitize("pi-1_a"), "pi-1_a");
+    // Long names (a long topic segment) stay usable and distinct.
+    let s = sanitize(&"a".repeat(300));
+    assert_eq!(s.len(), 96);
+    assert_ne!(s, sanitize(&"a".repeat(301)));
 }

@@ -88,12 +88,12 @@ impl Mosquitto {
         Some(m)
     }
 
-    /// Starts the broker (again) on the same port and persistence directory.
     /// The broker's working directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
+    /// Starts the broker (again) on the same port and persistence directory.
     pub fn restart(&mut self) {
         assert!(self.child.is_none());
         let child = Command::new(&self.bin)
@@ -135,6 +135,87 @@ fn wait_port(port: u16) {
     panic!("nothing listens on 127.0.0.1:{port}");
 }
 
+/// Runs `openssl` in `dir`; panics when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let ok = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "openssl {args:?} failed");
+}
+
+/// A throwaway CA (`ca.pem`, `ca.key`) and a server certificate signed by it
+/// (`server.pem`, `server.key`) whose subjectAltName is `san`
+/// (e.g. `DNS:localhost,IP:127.0.0.1`).
+pub fn make_certs(dir: &Path, san: &str) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=posture-farm test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
+    std::fs::write(
+        dir.join("ext.cnf"),
+        format!("subjectAltName={san}\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n"),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.pem",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+        ],
+    );
+}
+
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 
 /// A throwaway PostgreSQL cluster in a temporary directory.
@@ -143,12 +224,42 @@ pub struct Postgres {
     pub port: u16,
     running: bool,
     as_root: bool,
+    /// Extra server options (`-c name=value …`).
+    extra: String,
 }
 
 impl Postgres {
     pub fn start() -> Option<Self> {
+        Self::start_with(|_| String::new())
+    }
+
+    /// PostgreSQL with TLS on (a throwaway CA in [`Postgres::dir`]`/tls/ca.pem`;
+    /// the server certificate names only `DNS:localhost`).
+    pub fn start_tls() -> Option<Self> {
+        require("/usr/bin/openssl", "openssl")?;
+        Self::start_with(|dir| {
+            let tls = dir.join("tls");
+            std::fs::create_dir_all(&tls).unwrap();
+            make_certs(&tls, "DNS:localhost");
+            // TLS only: a plain connection is refused.
+            std::fs::write(
+                tls.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\nhostnossl all all 127.0.0.1/32 reject\n",
+            )
+            .unwrap();
+            format!(
+                "-c ssl=on -c ssl_cert_file={0}/server.pem -c ssl_key_file={0}/server.key -c hba_file={0}/pg_hba.conf",
+                tls.display()
+            )
+        })
+    }
+
+    /// Like [`Postgres::start`]; `prepare` gets the cluster's directory
+    /// before initdb and returns extra server options.
+    pub fn start_with(prepare: impl FnOnce(&Path) -> String) -> Option<Self> {
         require(&format!("{PG_BIN}/initdb"), "PostgreSQL 15")?;
         let dir = tempfile::tempdir().unwrap();
+        let extra = prepare(dir.path());
         let as_root = Command::new("id")
             .arg("-u")
             .output()
@@ -166,11 +277,18 @@ impl Postgres {
                     .success()
             );
         }
+        let key = dir.path().join("tls/server.key");
+        if key.exists() {
+            // PostgreSQL refuses a private key others can read.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         let pg = Self {
             dir,
             port: free_port(),
             running: false,
             as_root,
+            extra,
         };
         let data = pg.data();
         let ok = pg
@@ -203,16 +321,17 @@ impl Postgres {
         }
     }
 
-    /// The broker's working directory.
+    /// The cluster's directory.
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
 
     pub fn restart(&mut self) {
         let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off {}",
             self.port,
-            self.dir.path().display()
+            self.dir.path().display(),
+            self.extra
         );
         let ok = self
             .cmd("pg_ctl")
@@ -242,6 +361,35 @@ impl Postgres {
             .stdout(Stdio::null())
             .status();
         self.running = false;
+    }
+
+    /// Runs SQL through `psql`; its output, unaligned.
+    pub fn psql(&self, sql: &str) -> String {
+        let out = self
+            .cmd("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-At",
+                "-v",
+                "ON_ERROR_STOP=1",
+            ])
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-c")
+            .arg(sql)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "psql failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn url(&self) -> String {
@@ -353,14 +501,19 @@ pub async fn analyzer_with(
 ) -> Analyzer {
     let mut cfg = AnalyzerConfig::new(out.to_path_buf(), "test-node".into());
     cfg.limits = limits;
+    analyzer_from(cfg, model, out, target).await
+}
+
+/// An analyzer with settings `cfg` (its spool under `out`).
+pub async fn analyzer_from(
+    cfg: AnalyzerConfig,
+    model: Box<dyn PoseModel>,
+    out: &Path,
+    target: &DbTarget,
+) -> Analyzer {
     let metrics = Metrics::default();
     let db = Database::open(target).await.unwrap();
-    let store = Store::new(
-        db,
-        &out.join("spool/posture_log.jsonl"),
-        metrics.spool_depth.clone(),
-    )
-    .unwrap();
+    let store = Store::new(db, &out.join("spool/posture_log.jsonl"), &metrics).unwrap();
     Analyzer::new(cfg, model, store, metrics)
 }
 
@@ -395,12 +548,31 @@ impl Running {
     }
 
     /// Subscribes to `topic` with `cfg`; returns once the subscription is in place.
-    pub async fn start_with(mut analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
+    pub async fn start_with(analyzer: Analyzer, cfg: MqttConfig, topic: &str) -> Self {
+        Self::start_many(analyzer, cfg, vec![topic.to_string()]).await
+    }
+
+    /// Subscribes to several `topics` on 127.0.0.1:`port` as `client_id`.
+    pub async fn start_topics(
+        analyzer: Analyzer,
+        port: u16,
+        topics: &[&str],
+        client_id: &str,
+    ) -> Self {
+        let cfg = MqttConfig::new("127.0.0.1", port, client_id);
+        Self::start_many(
+            analyzer,
+            cfg,
+            topics.iter().map(|t| t.to_string()).collect(),
+        )
+        .await
+    }
+
+    async fn start_many(mut analyzer: Analyzer, cfg: MqttConfig, topics: Vec<String>) -> Self {
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (tx, outcomes) = mpsc::unbounded_channel();
         let ready = Arc::new(AtomicBool::new(false));
         let ready_flag = ready.clone();
-        let topics = vec![topic.to_string()];
         let task = tokio::spawn(async move {
             let stats = run_analyzer(
                 &cfg,

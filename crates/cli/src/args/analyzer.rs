@@ -3,14 +3,19 @@
 //! `local`), with what those commands print about a frame and the outputs.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context as _;
-use posture_analyzer::store::{DbTarget, LegacyDbVars};
+use posture_analyzer::outputs::Outputs;
+use posture_analyzer::retention::{self, Retention};
+use posture_analyzer::store::DbTarget;
 use posture_analyzer::{
     Analyzer, AnalyzerConfig, Database, Limits, Metrics, MqttConfig, MqttTls, Outcome, Store,
     Thresholds,
 };
 use prometheus_client::registry::Registry;
+
+use super::DbArgs;
 
 /// Connection to the MQTT broker (shared by `analyze` and `publish`).
 #[derive(Clone, Debug, clap::Args)]
@@ -63,6 +68,40 @@ impl MqttArgs {
     }
 }
 
+/// The verdict's thresholds (the analyzer judges with them; the dashboard
+/// and the report draw them).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ThresholdArgs {
+    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "neck-threshold",
+        env = "NECK_THRESHOLD",
+        default_value_t = 40.0
+    )]
+    pub neck_threshold: f32,
+    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
+    #[arg(
+        long = "torso-threshold",
+        env = "TORSO_THRESHOLD",
+        default_value_t = 10.0
+    )]
+    pub torso_threshold: f32,
+}
+
+impl ThresholdArgs {
+    /// The thresholds, checked.
+    pub fn thresholds(&self) -> anyhow::Result<Thresholds> {
+        anyhow::ensure!(
+            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
+            "thresholds must be positive degrees"
+        );
+        Ok(Thresholds {
+            neck_deg: self.neck_threshold,
+            torso_deg: self.torso_threshold,
+        })
+    }
+}
+
 /// Pipeline settings: model, thresholds, limits, outputs, database.
 #[derive(Clone, Debug, clap::Args)]
 pub struct PipelineArgs {
@@ -91,20 +130,9 @@ pub struct PipelineArgs {
     /// tracking for MQTT cameras, static for --files and `local`'s samples.
     #[arg(long = "pose-mode", env = "POSE_MODE")]
     pub pose_mode: Option<posture_pose::Mode>,
-    /// Neck inclination (ear–shoulder vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "neck-threshold",
-        env = "NECK_THRESHOLD",
-        default_value_t = 40.0
-    )]
-    pub neck_threshold: f32,
-    /// Torso inclination (shoulder–hip vs vertical, degrees) at or above which posture is Bad.
-    #[arg(
-        long = "torso-threshold",
-        env = "TORSO_THRESHOLD",
-        default_value_t = 10.0
-    )]
-    pub torso_threshold: f32,
+    /// The Good/Bad thresholds.
+    #[command(flatten)]
+    pub thresholds: ThresholdArgs,
     /// Largest accepted payload in bytes. Over MQTT 5 the broker is told
     /// (Maximum Packet Size = this + 68 KiB for topic and headers) and
     /// discards larger messages; what arrives over it is dead-lettered (first
@@ -137,61 +165,63 @@ pub struct PipelineArgs {
     /// NODE_NAME from the downward API (spec.nodeName).
     #[arg(long = "node-name", env = "NODE_NAME")]
     pub node_name: Option<String>,
-    /// Database URL: postgres://user:pass@host:5432/db or sqlite:path. Wins over DB_*.
-    #[arg(long = "database-url", env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: Option<String>,
-    /// SQLite file used when no PostgreSQL is configured.
-    #[arg(
-        long = "sqlite-path",
-        env = "SQLITE_PATH",
-        default_value = "posture.db"
-    )]
-    pub sqlite_path: PathBuf,
     /// Spool file for rows while the database is unreachable (default <out-dir>/spool/posture_log.jsonl).
     #[arg(long = "spool-path", env = "SPOOL_PATH")]
     pub spool_path: Option<PathBuf>,
-    /// Legacy: `true` turns PostgreSQL on with the DB_* settings below.
-    #[arg(long = "db-enabled", env = "DB_ENABLED")]
-    pub db_enabled: Option<String>,
-    /// Legacy: PostgreSQL host.
-    #[arg(long = "db-host", env = "DB_HOST")]
-    pub db_host: Option<String>,
-    /// Legacy: PostgreSQL port (default 5432).
-    #[arg(long = "db-port", env = "DB_PORT")]
-    pub db_port: Option<u16>,
-    /// Legacy: PostgreSQL database (default postgres).
-    #[arg(long = "db-name", env = "DB_NAME")]
-    pub db_name: Option<String>,
-    /// Legacy: PostgreSQL user (default postgres).
-    #[arg(long = "db-user", env = "DB_USER")]
-    pub db_user: Option<String>,
-    /// Legacy: PostgreSQL password.
-    #[arg(long = "db-password", env = "DB_PASSWORD", hide_env_values = true)]
-    pub db_password: Option<String>,
+    /// Where annotated images go besides the posture_log row: `db` (table
+    /// posture_image, same transaction as the row; the cluster), `files`
+    /// (analyzed_images/ and <camera>_results.csv under --out-dir) or `db,files`.
+    /// Default: `db` for MQTT cameras (the database is the system of record),
+    /// `db,files` for --files and `local`.
+    #[arg(long = "outputs", env = "ANALYZER_OUTPUTS")]
+    pub outputs: Option<Outputs>,
+    /// Delete annotated images older than this from the database (e.g. 30d,
+    /// 12h; units s, m, h, d, w), in the background. Rows are kept.
+    #[arg(long = "image-retention", env = "IMAGE_RETENTION", value_parser = retention::parse_age)]
+    pub image_retention: Option<Duration>,
+    /// Keep only the newest N annotated images per camera in the database. Rows are kept.
+    #[arg(long = "image-keep", env = "IMAGE_KEEP")]
+    pub image_keep: Option<u64>,
+    /// JPEG quality (1–100) of annotated images.
+    #[arg(long = "jpeg-quality", env = "JPEG_QUALITY", default_value_t = 85, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub jpeg_quality: u8,
+    /// The results database (`--database-url`, `--sqlite-path`, legacy `DB_*`).
+    #[command(flatten)]
+    pub db: DbArgs,
 }
 
 impl PipelineArgs {
+    /// Starts pruning annotated images in the database per --image-retention
+    /// and --image-keep (none if neither is set); stops when dropped.
+    pub fn start_retention(&self, analyzer: &mut Analyzer) -> Option<AbortOnDrop> {
+        let policy = Retention {
+            max_age: self.image_retention,
+            keep_per_camera: self.image_keep,
+        };
+        if policy.is_off() {
+            return None;
+        }
+        tracing::info!(max_age = ?policy.max_age, keep_per_camera = ?policy.keep_per_camera, "image retention on");
+        let pruned = analyzer.metrics().images_pruned.clone();
+        let db = analyzer.store().database().clone();
+        // Every 5 minutes: images age by hours or days; a round is a few batched DELETEs.
+        Some(AbortOnDrop(retention::spawn(
+            db,
+            policy,
+            Duration::from_secs(300),
+            pruned,
+        )))
+    }
+
     /// Where rows go.
     pub fn db_target(&self) -> anyhow::Result<DbTarget> {
-        let legacy = LegacyDbVars {
-            enabled: self.db_enabled.clone(),
-            host: self.db_host.clone(),
-            port: self.db_port,
-            name: self.db_name.clone(),
-            user: self.db_user.clone(),
-            password: self.db_password.clone(),
-        };
-        DbTarget::resolve(self.database_url.as_deref(), &legacy, &self.sqlite_path)
-            .context("choosing the database")
+        self.db.target()
     }
 
     /// Loads the model, opens the database and spool, registers metrics
     /// under `posture_analyzer_` in `registry`, and returns the analyzer.
     pub async fn build(&self, registry: &mut Registry) -> anyhow::Result<Analyzer> {
-        anyhow::ensure!(
-            self.neck_threshold > 0.0 && self.torso_threshold > 0.0,
-            "thresholds must be positive degrees"
-        );
+        let thresholds = self.thresholds.thresholds()?;
         let model = load_model(&posture_pose::PoseConfig {
             models_dir: self.models_dir.clone(),
             threads: self.pose_threads.max(1),
@@ -209,8 +239,7 @@ impl PipelineArgs {
             .spool_path
             .clone()
             .unwrap_or_else(|| self.out_dir.join("spool").join("posture_log.jsonl"));
-        let store =
-            Store::new(db, &spool, metrics.spool_depth.clone()).context("opening the spool")?;
+        let store = Store::new(db, &spool, &metrics).context("opening the spool")?;
         let mut cfg = AnalyzerConfig::new(
             self.out_dir.clone(),
             posture_analyzer::node_name(self.node_name.as_deref()),
@@ -219,16 +248,16 @@ impl PipelineArgs {
             max_payload_bytes: self.max_payload_bytes,
             max_pixels: self.max_pixels,
         };
-        cfg.thresholds = Thresholds {
-            neck_deg: self.neck_threshold,
-            torso_deg: self.torso_threshold,
-        };
+        cfg.thresholds = thresholds;
         cfg.font = self.font.clone();
         cfg.dead_letter = posture_analyzer::deadletter::DeadLetterLimits {
             max_letters: usize::try_from(self.dead_letter_max_letters).unwrap_or(usize::MAX),
             max_bytes: self.dead_letter_max_bytes,
         };
+        cfg.outputs = self.outputs.unwrap_or(Outputs::DB);
+        cfg.jpeg_quality = self.jpeg_quality;
         tracing::info!(
+            outputs = %cfg.outputs,
             out_dir = %cfg.out_dir.display(),
             database = %target.describe(),
             spool = %spool.display(),
@@ -238,6 +267,15 @@ impl PipelineArgs {
             "analyzer configured"
         );
         Ok(Analyzer::new(cfg, model, store, metrics))
+    }
+}
+
+/// Aborts a background task when dropped.
+pub struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -283,16 +321,24 @@ pub fn summary_line(source: &str, o: &Outcome) -> String {
 /// Prints where a camera's outputs are.
 pub async fn print_locations(analyzer: &mut Analyzer, camera: &str) {
     let out = analyzer.config().out_dir.clone();
+    let outputs = analyzer.config().outputs;
+    if outputs.files {
+        println!(
+            "annotated images: {}",
+            Analyzer::images_dir(&out, camera).display()
+        );
+        println!(
+            "CSV:              {}",
+            Analyzer::csv_path(&out, camera).display()
+        );
+    }
+    let tables = if outputs.db {
+        "tables posture_log, posture_image; `posture-farm results export` writes the files"
+    } else {
+        "table posture_log"
+    };
     println!(
-        "annotated images: {}",
-        Analyzer::images_dir(&out, camera).display()
-    );
-    println!(
-        "CSV:              {}",
-        Analyzer::csv_path(&out, camera).display()
-    );
-    println!(
-        "database:         {} (table posture_log)",
+        "database:         {} ({tables})",
         analyzer.store().database().target()
     );
     if analyzer.store().spool_depth() > 0 {

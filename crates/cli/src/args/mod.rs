@@ -6,15 +6,20 @@
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  analyzer::MqttArgs ───► analyze · publish
-//!  analyzer::PipelineArgs ► analyze · local
+//!  analyzer::PipelineArgs ► analyze · local (its database flags: dashboard::DbArgs)
+//!  dashboard::DbArgs, ViewArgs ► dashboard · report; start_local ► local
 //! ```
 
 mod analyzer;
 mod balancer;
+mod dashboard;
 mod gpu;
 
-pub use analyzer::{MqttArgs, PipelineArgs, print_locations, summary_line};
+pub use analyzer::{
+    MqttArgs, PipelineArgs, ThresholdArgs, load_model, print_locations, summary_line,
+};
 pub use balancer::BalancerArgs;
+pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 
 /// `seed`, or one drawn from the clock when none was given (`--seed`

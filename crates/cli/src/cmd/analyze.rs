@@ -41,14 +41,26 @@ pub struct AnalyzeArgs {
     pub pipeline: PipelineArgs,
 }
 
-/// Runs the subcommand.
-pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
-    if !args.files.is_empty() {
-        // Files are unrelated photos, not a camera's frames.
-        args.pipeline
+impl AnalyzeArgs {
+    /// Defaults that differ in `--files` mode: files are unrelated photos,
+    /// not a camera's frames (static pose mode), and the seeds' folders and
+    /// CSV are written next to the database rows.
+    fn apply_files_defaults(&mut self) {
+        if self.files.is_empty() {
+            return;
+        }
+        self.pipeline
             .pose_mode
             .get_or_insert(posture_pose::Mode::Static);
+        self.pipeline
+            .outputs
+            .get_or_insert(posture_analyzer::outputs::Outputs::BOTH);
     }
+}
+
+/// Runs the subcommand.
+pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
+    args.apply_files_defaults();
     let mut registry = Registry::default();
     let mut analyzer = args.pipeline.build(&mut registry).await?;
     if !args.files.is_empty() {
@@ -56,25 +68,35 @@ pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
             .camera_id
             .clone()
             .unwrap_or_else(|| "files".to_string());
+        let _retention = args.pipeline.start_retention(&mut analyzer);
         let mut lines = Vec::new();
-        let stats = posture_analyzer::files::analyze_files(
+        let mut missing = Vec::new();
+        let report = posture_analyzer::files::analyze_files(
             &mut analyzer,
             &args.files,
             &camera,
             |path, o| {
                 lines.push(summary_line(&path.display().to_string(), o));
             },
+            |path, why| missing.push(format!("{:<28} UNREADABLE ({why})", path.display())),
         )
         .await?;
-        for l in &lines {
+        for l in lines.iter().chain(&missing) {
             println!("{l}");
         }
         print_locations(&mut analyzer, &camera).await;
         println!(
-            "{} analysed, {} rejected (see dead_letter/)",
-            stats.analyzed, stats.rejected
+            "{} analysed, {} rejected (see dead_letter/), {} unreadable path(s)",
+            report.stats.analyzed,
+            report.stats.rejected,
+            report.unreadable.len()
         );
         analyzer.store().database().close().await;
+        anyhow::ensure!(
+            !report.any_failed(),
+            "{} of the inputs could not be analysed (listed above)",
+            report.stats.rejected as usize + report.unreadable.len()
+        );
         return Ok(());
     }
     anyhow::ensure!(
@@ -92,6 +114,7 @@ pub async fn run(mut args: AnalyzeArgs) -> anyhow::Result<()> {
             .join("-")
     });
     let mut mqtt = args.mqtt.config(format!("posture-analyzer-{who}"));
+    let _retention = args.pipeline.start_retention(&mut analyzer);
     mqtt.protocol = args.mqtt_protocol;
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
@@ -141,8 +164,8 @@ mod tests {
         let a = analyze(&["--topic", "images/pi1", "--topic", "images/pi2,images/pi3"]);
         assert_eq!(a.topics, ["images/pi1", "images/pi2", "images/pi3"]);
         assert!(a.files.is_empty());
-        assert_eq!(a.pipeline.neck_threshold, 40.0);
-        assert_eq!(a.pipeline.torso_threshold, 10.0);
+        assert_eq!(a.pipeline.thresholds.neck_threshold, 40.0);
+        assert_eq!(a.pipeline.thresholds.torso_threshold, 10.0);
         let cfg = a.mqtt.config("default-id".into());
         assert_eq!((cfg.port, cfg.client_id.as_str()), (1883, "default-id"));
         assert!(cfg.tls.is_none());
@@ -185,7 +208,7 @@ mod tests {
             "desk",
         ]);
         assert_eq!(a.files.len(), 2);
-        assert_eq!(a.pipeline.neck_threshold, 35.0);
+        assert_eq!(a.pipeline.thresholds.neck_threshold, 35.0);
         assert_eq!(a.camera_id.as_deref(), Some("desk"));
     }
 
@@ -242,6 +265,63 @@ mod tests {
         assert_eq!(
             a.pipeline.db_target().unwrap().describe(),
             "postgres://pg:6543/x"
+        );
+    }
+
+    #[test]
+    fn legacy_database_tls_and_outputs_flags() {
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "db.local",
+            "--db-sslmode",
+            "verify-full",
+            "--db-sslrootcert",
+            "/etc/ca.pem",
+            "--outputs",
+            "db",
+            "--image-retention",
+            "30d",
+            "--image-keep",
+            "100",
+        ]);
+        assert!(a.pipeline.db_target().is_ok());
+        assert_eq!(
+            a.pipeline.outputs,
+            Some(posture_analyzer::outputs::Outputs::DB)
+        );
+        assert_eq!(
+            a.pipeline.image_retention,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
+        let a = analyze(&[
+            "--topic",
+            "t",
+            "--db-enabled",
+            "true",
+            "--db-host",
+            "h",
+            "--db-sslmode",
+            "strict",
+        ]);
+        assert!(a.pipeline.db_target().is_err());
+        // MQTT cameras: the database only (unset here, resolved in build).
+        assert_eq!(analyze(&["--topic", "t"]).pipeline.outputs, None);
+        // Files: database and the seeds' files, unless told otherwise.
+        let mut a = analyze(&["--files", "x.jpg"]);
+        a.apply_files_defaults();
+        assert_eq!(
+            a.pipeline.outputs,
+            Some(posture_analyzer::outputs::Outputs::BOTH)
+        );
+        let mut a = analyze(&["--files", "x.jpg", "--outputs", "files"]);
+        a.apply_files_defaults();
+        assert_eq!(
+            a.pipeline.outputs,
+            Some(posture_analyzer::outputs::Outputs::FILES)
         );
     }
 

@@ -41,6 +41,17 @@ pub struct LocalArgs {
     /// Serve /metrics, /healthz, /readyz on this address (off unless given).
     #[arg(long = "admin-addr", env = "ADMIN_ADDR")]
     pub admin_addr: Option<SocketAddr>,
+    /// Serve the dashboard here while `local` runs (a free port if taken);
+    /// its URL is printed and `local` keeps running until Ctrl-C.
+    #[arg(
+        long = "dashboard-listen",
+        env = "LOCAL_DASHBOARD_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
+    pub dashboard_listen: SocketAddr,
+    /// No dashboard: exit after the summary (unless --keep-running).
+    #[arg(long = "no-dashboard", env = "LOCAL_NO_DASHBOARD")]
+    pub no_dashboard: bool,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
 }
@@ -51,6 +62,10 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
     args.pipeline
         .pose_mode
         .get_or_insert(posture_pose::Mode::Static);
+    // The seeds' files to look at, and images in the database for the dashboard.
+    args.pipeline
+        .outputs
+        .get_or_insert(posture_analyzer::outputs::Outputs::BOTH);
     anyhow::ensure!(
         args.interval.is_finite() && args.interval >= 0.0,
         "--interval must be a non-negative number of seconds"
@@ -66,7 +81,8 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         .await
         .context("the pose model is missing and `posture-farm setup` failed")?;
     let mut registry = Registry::default();
-    let analyzer = args.pipeline.build(&mut registry).await?;
+    let mut analyzer = args.pipeline.build(&mut registry).await?;
+    let _retention = args.pipeline.start_retention(&mut analyzer);
     let files = image_files(&samples).with_context(|| {
         format!(
             "no sample photos in {} — run `posture-farm setup`, or pass --samples PATH",
@@ -90,6 +106,7 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         Some(a) => Some(admin::serve(a, registry, ready.clone(), shutdown.clone()).await?),
         None => None,
     };
+    let dashboard = start_dashboard(&args, &shutdown).await?;
     let camera = posture_analyzer::camera_from_topic(&args.topic);
     let mut running = start_analyzer(analyzer, port, &args.topic, &camera, ready).await?;
     let sent = publish_samples(&args, port, &files).await?;
@@ -104,6 +121,13 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
     }
     println!();
 
+    if let (Some(url), false) = (&dashboard, args.keep_running) {
+        println!(
+            "dashboard: {url} — open it to see the frames and plots; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
+            args.topic
+        );
+        shutdown.clone().wait().await;
+    }
     if args.keep_running {
         println!(
             "broker on 127.0.0.1:{port}, analyzer on {}; publish more with `posture-farm publish --mqtt-port {port} --topic {} FILE…`; Ctrl-C stops",
@@ -125,6 +149,21 @@ pub async fn run(mut args: LocalArgs) -> anyhow::Result<()> {
         let _ = a.await;
     }
     Ok(())
+}
+
+/// Starts the dashboard over the pipeline's database unless `--no-dashboard`;
+/// returns its URL.
+async fn start_dashboard(args: &LocalArgs, shutdown: &Shutdown) -> anyhow::Result<Option<String>> {
+    if args.no_dashboard {
+        return Ok(None);
+    }
+    let thresholds = args.pipeline.thresholds.thresholds()?;
+    let target = args.pipeline.db_target()?;
+    let url =
+        crate::args::start_local(args.dashboard_listen, &target, thresholds, shutdown.clone())
+            .await?;
+    println!("dashboard: {url} (frames appear as they are analysed)");
+    Ok(Some(url))
 }
 
 /// The analyzer task of `local` and how to talk to it.

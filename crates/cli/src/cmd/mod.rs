@@ -7,6 +7,7 @@ use crate::telemetry::LogArgs;
 pub mod analyze;
 pub mod balance;
 pub mod bench;
+pub mod dashboard;
 pub mod down;
 pub mod exporter;
 pub mod gpu;
@@ -14,6 +15,8 @@ pub mod label_nodes;
 pub mod local;
 pub mod place;
 pub mod publish;
+pub mod report;
+pub mod results;
 pub mod scaler;
 pub mod scheduler;
 pub mod setup;
@@ -59,8 +62,15 @@ pub enum Command {
     Up(up::UpArgs),
     /// Collect results from the analyzer pods, then remove what `up` created.
     Down(down::DownArgs),
+    /// Results kept in the database: `results export` writes them as files (CSV/JSONL and images).
+    #[command(subcommand)]
+    Results(results::ResultsCommand),
     /// Show where posture workloads run, GPU usage and pending pods with reasons.
     Status(status::StatusArgs),
+    /// Web dashboard: cameras, posture plots, farm placement and GPU usage, live (read-only).
+    Dashboard(dashboard::DashboardArgs),
+    /// Write the dashboard's plots and per-camera totals for a time range into one HTML file.
+    Report(report::ReportArgs),
     /// Benchmarks that print tables (pose latency, scheduler decisions).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -83,6 +93,9 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Up(a) => up::run(a).await,
         Command::Down(a) => down::run(a).await,
         Command::Status(a) => status::run(a).await,
+        Command::Dashboard(a) => dashboard::run(a).await,
+        Command::Report(a) => report::run(a).await,
+        Command::Results(c) => results::run(c).await,
         Command::Bench(c) => bench::run(c).await,
     }
 }

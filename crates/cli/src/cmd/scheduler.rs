@@ -115,6 +115,18 @@ pub struct SchedulerArgs {
     #[arg(long, env = "NO_PREEMPTION", help_heading = "Priority profile")]
     pub no_preemption: bool,
 
+    /// Namespaces (comma-separated; `*` = all) where a pod's `priority` annotation
+    /// counts. Elsewhere spec.priority (its PriorityClass) decides and an annotation
+    /// only earns a Warning event: anyone who may create pods could otherwise claim
+    /// the highest priority and preempt everyone.
+    #[arg(
+        long,
+        env = "PRIORITY_ANNOTATION_NAMESPACES",
+        value_delimiter = ',',
+        help_heading = "Priority profile"
+    )]
+    pub priority_annotation_namespaces: Vec<String>,
+
     /// priority: a gang without `pod-group-min-member` is the members pending once
     /// the newest is this old.
     #[arg(long, env = "GANG_SETTLE", default_value = "5s", value_parser = parse_duration, help_heading = "Priority profile")]
@@ -122,8 +134,8 @@ pub struct SchedulerArgs {
 }
 
 impl SchedulerArgs {
-    fn runtime_config(&self, scope: PodScope) -> RuntimeConfig {
-        RuntimeConfig {
+    fn runtime_config(&self, scope: PodScope) -> anyhow::Result<RuntimeConfig> {
+        let cfg = RuntimeConfig {
             scheduler_name: self.scheduler_name.clone(),
             namespace: (!self.all_namespaces).then(|| self.namespace.clone()),
             label_selector: Some(self.label_selector.clone()).filter(|s| !s.trim().is_empty()),
@@ -135,8 +147,17 @@ impl SchedulerArgs {
                 jitter: 0.1,
             },
             seed: self.seed,
+            priority_annotation_namespaces: self
+                .priority_annotation_namespaces
+                .iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect(),
             ..RuntimeConfig::default()
-        }
+        };
+        // A selector the API server would refuse must fail here, clearly.
+        cfg.reader().context("--label-selector")?;
+        Ok(cfg)
     }
 }
 
@@ -157,7 +178,8 @@ async fn choose_profile(
     Ok(match args.profile {
         ProfileKind::RoundRobin => ChosenProfile {
             profile: Box::new(RoundRobin::new(args.node_order.clone())),
-            scope: PodScope::Pending,
+            // Every bound pod counts against its node (resource fit).
+            scope: PodScope::All,
             gpu: None,
         },
         ProfileKind::GpuLeastLoaded => {
@@ -177,7 +199,7 @@ async fn choose_profile(
             let profile = PersistLastChosen::start(profile, store).await;
             ChosenProfile {
                 profile: Box::new(profile),
-                scope: PodScope::Pending,
+                scope: PodScope::All,
                 gpu,
             }
         }
@@ -190,7 +212,7 @@ async fn choose_profile(
             };
             let scope = match args.capacity {
                 CapacityMode::OnePerNode => PodScope::Ours,
-                CapacityMode::ResourceFit => PodScope::OursAndAllBound,
+                CapacityMode::ResourceFit => PodScope::All,
             };
             ChosenProfile {
                 profile: Box::new(PriorityProfile::new(config)),
@@ -236,7 +258,7 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let mut registry = Registry::default();
     let metrics = Arc::new(SchedulerMetrics::register(&mut registry));
     let chosen = choose_profile(&args, &client, &mut registry).await?;
-    let cfg = args.runtime_config(chosen.scope);
+    let cfg = args.runtime_config(chosen.scope)?;
 
     let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
@@ -245,8 +267,16 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let instance = std::env::var("POD_NAME")
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok());
+    // Events and condition patches on their own client (connection pool),
+    // so they never hold a connection a bind could use.
+    let events_client = kube::Client::try_from(
+        kube::Config::infer()
+            .await
+            .context("reading the Kubernetes client configuration")?,
+    )
+    .context("building the Events client")?;
     let (reports, reporter) = spawn_reporter(
-        client.clone(),
+        events_client,
         &cfg.scheduler_name,
         instance,
         metrics.clone(),

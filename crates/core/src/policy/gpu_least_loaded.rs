@@ -223,9 +223,32 @@ impl GpuLeastLoaded {
     }
 }
 
+impl GpuLeastLoaded {
+    /// Nodes a snapshot makes eligible: a fresh, finite reading under the
+    /// threshold.
+    pub fn eligible_nodes<'a>(&self, gpu: &'a GpuSnapshot) -> impl Iterator<Item = &'a str> + 'a {
+        let threshold = self.config.threshold_percent;
+        gpu.nodes
+            .keys()
+            .map(String::as_str)
+            .filter(move |n| gpu.usage(n).is_some_and(|u| u.is_finite() && u < threshold))
+    }
+}
+
 impl Profile for GpuLeastLoaded {
     fn name(&self) -> &'static str {
         "gpu-least-loaded"
+    }
+
+    /// Only a node turning eligible (fresh and under the threshold) can let
+    /// a waiting pod fit; a poll that changes readings but not eligibility
+    /// leaves backoff alone.
+    fn gpu_may_fit_more(&self, before: Option<&GpuSnapshot>, after: &GpuSnapshot) -> bool {
+        let Some(before) = before else {
+            return true;
+        };
+        let was: std::collections::HashSet<&str> = self.eligible_nodes(before).collect();
+        self.eligible_nodes(after).any(|n| !was.contains(n))
     }
 
     fn schedule(
@@ -252,6 +275,7 @@ impl Profile for GpuLeastLoaded {
                     taken.push((node.clone(), pod.requests.clone()));
                     bindings.push(Binding {
                         pod: pod.key.clone(),
+                        uid: pod.uid.clone(),
                         node,
                     });
                 }
@@ -321,6 +345,24 @@ mod tests {
             );
         }
         s
+    }
+
+    #[test]
+    fn only_a_node_turning_eligible_requeues() {
+        let p = GpuLeastLoaded::new(GpuLeastLoadedConfig::default());
+        let busy = snapshot(1, &[("a", 70.0), ("b", 20.0)]);
+        let still_busy = snapshot(2, &[("a", 65.0), ("b", 30.0)]);
+        let a_free = snapshot(3, &[("a", 40.0), ("b", 30.0)]);
+        assert!(p.gpu_may_fit_more(None, &busy), "first snapshot");
+        assert!(
+            !p.gpu_may_fit_more(Some(&busy), &still_busy),
+            "readings changed, eligibility not"
+        );
+        assert!(p.gpu_may_fit_more(Some(&still_busy), &a_free));
+        assert!(
+            !p.gpu_may_fit_more(Some(&a_free), &busy),
+            "fewer eligible nodes"
+        );
     }
 
     fn bind_one(
@@ -464,6 +506,7 @@ mod tests {
                 d,
                 Decision::Bind(vec![Binding {
                     pod: PodKey::new("default", "p"),
+                    uid: mk_pod("p").uid,
                     node: "c".into()
                 }])
             );

@@ -16,9 +16,13 @@
 //! ```
 //!
 //! Semantics:
-//! - **Priority** is [`PodInfo::priority`] (the `priority` annotation, else
-//!   `spec.priority`, else 0; a malformed annotation counts as 0). The queue
+//! - **Priority** is [`PodInfo::priority`] (`spec.priority` from the
+//!   PriorityClass, else 0; the `priority` annotation only in namespaces the
+//!   operator allows, see [`crate::model::effective_priority`]). The queue
 //!   hands out the highest priority first, then the oldest.
+//! - **Ours** ([`crate::model::Ownership`]): our scheduler name, namespace
+//!   and label selector. Other pods bound to a node are capacity only: never
+//!   victims.
 //! - **Capacity** ([`CapacityMode`]): one pod of this scheduler per node (the
 //!   default), or resource fit (the pod's requests against allocatable minus
 //!   what every bound pod requests).
@@ -563,6 +567,7 @@ impl<'c> Plan<'c> {
             .add(&pod.requests);
         self.bindings.push(Binding {
             pod: pod.key.clone(),
+            uid: pod.uid.clone(),
             node,
         });
     }
@@ -572,6 +577,11 @@ impl<'c> Plan<'c> {
             self.victims.insert(victim.clone());
             self.evictions.push(Eviction {
                 pod: victim.clone(),
+                uid: self
+                    .cluster
+                    .pod(victim)
+                    .map(|p| p.uid.clone())
+                    .unwrap_or_default(),
                 node: candidate.node.clone(),
                 preemptor: preemptor.key.clone(),
             });

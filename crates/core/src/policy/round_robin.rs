@@ -8,6 +8,11 @@
 //! cursor moves when a node is handed out; a bind that fails gives its node
 //! back: the node is *owed* and handed out first next time, which is the same
 //! sequence a cursor that "moves on only after a successful bind" produces.
+//!
+//! A node is eligible when it passes [`check_node`] and the pod's requests
+//! fit in its allocatable minus what every pod bound or assumed there
+//! requests (all schedulers' pods, as the kubelet counts them): a full node
+//! is skipped rather than handed a pod the kubelet would reject (OutOfcpu).
 
 use std::collections::VecDeque;
 
@@ -86,7 +91,7 @@ impl RoundRobin {
 
     /// Picks a node for `pod`, or explains why none is eligible.
     pub fn pick(&mut self, cluster: &Cluster, pod: &PodInfo) -> Result<String, FilterSummary> {
-        let eligible = |n: &NodeState| check_node(&n.info, pod).is_ok();
+        let eligible = |n: &NodeState| feasible(n, pod).is_ok();
         if let Some(i) = self
             .owed
             .iter()
@@ -136,11 +141,20 @@ impl RoundRobin {
         for node in cluster.nodes() {
             if !self.order.is_empty() && !self.order.contains(&node.info.name) {
                 summary.add(FilterReason::NotInNodeOrder);
-            } else if let Err(reason) = check_node(&node.info, pod) {
+            } else if let Err(reason) = feasible(node, pod) {
                 summary.add(reason);
             }
         }
         summary
+    }
+}
+
+/// The static checks, then resource fit against what is bound there.
+fn feasible(node: &NodeState, pod: &PodInfo) -> Result<(), FilterReason> {
+    check_node(&node.info, pod)?;
+    match node.shortfall(&pod.requests) {
+        Some(resource) => Err(FilterReason::Insufficient(resource)),
+        None => Ok(()),
     }
 }
 
@@ -160,6 +174,7 @@ impl Profile for RoundRobin {
             match self.pick(cluster, pod) {
                 Ok(node) => bindings.push(Binding {
                     pod: pod.key.clone(),
+                    uid: pod.uid.clone(),
                     node,
                 }),
                 Err(summary) => {
@@ -242,6 +257,7 @@ mod tests {
         let first = rr.pick(&c, &mk_pod("p")).unwrap();
         rr.bind_failed(&Binding {
             pod: PodKey::new("default", "p"),
+            uid: String::new(),
             node: first.clone(),
         });
         assert_eq!(rr.pick(&c, &mk_pod("p")).unwrap(), first);
@@ -339,7 +355,87 @@ mod tests {
         c
     }
 
+    /// Issue 11.8: a 4-CPU node already running eight 500m pods (of any
+    /// scheduler) is full: the ninth goes elsewhere or waits.
+    #[test]
+    fn a_full_node_is_skipped() {
+        let mut c = cluster(&["full", "roomy"]);
+        for i in 0..8 {
+            let mut p = mk_pod(&format!("other-{i}"));
+            p.ours = false;
+            p.requests.cpu_millis = 500;
+            p.node_name = Some("full".into());
+            c.upsert_pod(p);
+        }
+        let mut ninth = mk_pod("ninth");
+        ninth.requests.cpu_millis = 500;
+        let mut rr = RoundRobin::new(vec!["full".into(), "roomy".into()]);
+        assert_eq!(rr.pick(&c, &ninth).unwrap(), "roomy");
+        assert_eq!(
+            rr.pick(&c, &ninth).unwrap(),
+            "roomy",
+            "full is skipped again"
+        );
+        let mut rr = RoundRobin::new(vec!["full".into()]);
+        let d = rr.schedule(&c, &[&ninth], &SchedulingContext::default());
+        let Decision::Unschedulable { message, .. } = d else {
+            panic!("expected unschedulable, got {d:?}")
+        };
+        assert_eq!(
+            message,
+            "0/2 nodes are available: 1 Insufficient cpu, 1 node(s) were not in the round-robin node order."
+        );
+    }
+
     proptest! {
+        /// Issue 11.8: with bound pods counted, round-robin never places a
+        /// pod on a node where it does not fit, and says "unschedulable"
+        /// only when no node has room.
+        #[test]
+        fn never_over_allocatable(
+            nodes in proptest::collection::vec((1i64..=8, 1i64..=8), 1..8),
+            others in proptest::collection::vec((0usize..8, 1i64..=4), 0..12),
+            pods in proptest::collection::vec((0i64..=6, 0i64..=4), 1..40),
+        ) {
+            let mut c = Cluster::new();
+            for (i, (cpu, gib)) in nodes.iter().enumerate() {
+                let mut n = mk_node(&format!("n{i}"));
+                n.allocatable.cpu_millis = cpu * 1000;
+                n.allocatable.memory_bytes = gib << 30;
+                n.allocatable.pods = 6;
+                c.upsert_node(n);
+            }
+            for (j, (node, cpu)) in others.iter().enumerate() {
+                let name = format!("n{}", node % nodes.len());
+                let mut p = mk_pod(&format!("other-{j}"));
+                p.ours = false;
+                p.requests.cpu_millis = cpu * 500;
+                if c.node(&name).and_then(|n| n.shortfall(&p.requests)).is_none() {
+                    p.node_name = Some(name);
+                    c.upsert_pod(p);
+                }
+            }
+            let mut rr = RoundRobin::new(vec![]);
+            for (k, (cpu, gib)) in pods.iter().enumerate() {
+                let mut p = mk_pod(&format!("p{k}"));
+                p.requests.cpu_millis = cpu * 500;
+                p.requests.memory_bytes = gib << 29;
+                c.upsert_pod(p.clone());
+                match rr.schedule(&c, &[&p], &SchedulingContext::default()) {
+                    Decision::Bind(b) => c.assume(&p.key, &b[0].node),
+                    _ => prop_assert!(
+                        c.nodes().all(|n| n.shortfall(&p.requests).is_some()),
+                        "unschedulable although a node has room"
+                    ),
+                }
+                for n in c.nodes() {
+                    let (a, r) = (&n.info.allocatable, &n.requested);
+                    prop_assert!(r.cpu_millis <= a.cpu_millis && r.memory_bytes <= a.memory_bytes && r.pods <= a.pods,
+                        "{} over allocatable: {r:?} > {a:?}", n.info.name);
+                }
+            }
+        }
+
         /// Fairness: per-node counts differ by at most one, and ineligible
         /// nodes are never chosen, whatever the order of failures.
         #[test]
@@ -366,7 +462,7 @@ mod tests {
                     Ok(node) => {
                         prop_assert!(eligible.contains(&node), "chose ineligible {node}");
                         if failures.get(i).copied().unwrap_or(false) {
-                            rr.bind_failed(&Binding { pod: pod.key.clone(), node });
+                            rr.bind_failed(&Binding { pod: pod.key.clone(), uid: pod.uid.clone(), node });
                         } else {
                             *counts.entry(node).or_default() += 1;
                             bound += 1;

@@ -1,11 +1,12 @@
-//! The loop's hands: the [`Actuator`] seam (bind, evict, nominate) and its
+//! The loop's hands: the [`Actuator`] seam (bind, evict, nominate, clear a
+//! nomination) and its
 //! production implementation [`KubeActuator`]. Errors stay typed across the
 //! seam ([`PreemptError`], `kube::Error` inside [`BindOutcome`]), so the loop
 //! logs and reports the whole cause chain.
 
 use futures::future::BoxFuture;
 use kube::Client;
-use posture_core::{Binding, Eviction, Nomination};
+use posture_core::{Binding, Eviction, Nomination, PodKey};
 
 use super::binder::{self, BindOutcome};
 use super::preempt::{self, EvictOutcome, PreemptError};
@@ -33,6 +34,8 @@ pub trait Actuator: Send + Sync + 'static {
     fn evict(&self, eviction: &Eviction) -> BoxFuture<'static, EvictResult>;
     /// Sets `status.nominatedNodeName`.
     fn nominate(&self, nomination: &Nomination) -> BoxFuture<'static, Result<(), PreemptError>>;
+    /// Clears `status.nominatedNodeName` (a preemption was abandoned).
+    fn clear_nomination(&self, pod: &PodKey) -> BoxFuture<'static, Result<(), PreemptError>>;
 }
 
 /// The actuator that talks to the API server.
@@ -67,5 +70,11 @@ impl Actuator for KubeActuator {
         let client = self.client.clone();
         let nomination = nomination.clone();
         Box::pin(async move { preempt::nominate(&client, &nomination).await })
+    }
+
+    fn clear_nomination(&self, pod: &PodKey) -> BoxFuture<'static, Result<(), PreemptError>> {
+        let client = self.client.clone();
+        let pod = pod.clone();
+        Box::pin(async move { preempt::clear_nomination(&client, &pod).await })
     }
 }

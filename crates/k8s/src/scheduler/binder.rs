@@ -15,7 +15,9 @@ pub enum BindOutcome {
     Bound,
     /// HTTP 409: someone bound the pod first. A skip, not an error.
     AlreadyBound(String),
-    /// HTTP 404: the pod is gone. Nothing to do.
+    /// HTTP 404, or 409 because the UID precondition failed: the pod the
+    /// decision was made for is gone (perhaps replaced by a new pod of the
+    /// same name, which is decided on its own). Nothing to do for it.
     PodGone,
     /// Anything else: retried with backoff by the loop.
     Failed(kube::Error),
@@ -33,12 +35,16 @@ impl BindOutcome {
     }
 }
 
-/// The `v1/Binding` object sent for `binding`.
+/// The `v1/Binding` object sent for `binding`. `metadata.uid` is the UID of
+/// the pod the decision was made for: the API server then refuses (409
+/// "Precondition failed: UID in precondition") to bind a pod recreated under
+/// the same name meanwhile, which nobody has evaluated.
 pub fn binding_object(binding: &Binding) -> ApiBinding {
     ApiBinding {
         metadata: ObjectMeta {
             name: Some(binding.pod.name.clone()),
             namespace: Some(binding.pod.namespace.clone()),
+            uid: Some(binding.uid.clone()).filter(|u| !u.is_empty()),
             ..Default::default()
         },
         target: ObjectReference {
@@ -64,12 +70,24 @@ pub async fn bind(client: &Client, binding: &Binding) -> BindOutcome {
         .await
     {
         Ok(_) => BindOutcome::Bound,
+        Err(kube::Error::Api(status)) if status.code == 409 && is_uid_precondition(&status) => {
+            BindOutcome::PodGone
+        }
         Err(kube::Error::Api(status)) if status.code == 409 => {
             BindOutcome::AlreadyBound(status.message.clone())
         }
         Err(kube::Error::Api(status)) if status.code == 404 => BindOutcome::PodGone,
         Err(err) => BindOutcome::Failed(err),
     }
+}
+
+/// Whether a 409 says the object's UID is not the one in the precondition
+/// (the pod was deleted and recreated under the same name): the API
+/// server's "Precondition failed: UID in precondition: …" or the Eviction
+/// API's "The object might have been deleted and then recreated".
+pub fn is_uid_precondition(status: &kube::core::Status) -> bool {
+    let m = &status.message;
+    m.contains("UID in precondition") || m.contains("might have been deleted and then recreated")
 }
 
 #[cfg(test)]
@@ -82,6 +100,7 @@ mod tests {
     fn b() -> Binding {
         Binding {
             pod: PodKey::new("default", "posture-pi1-x"),
+            uid: "6f1c2a10-3b7e-4d2c-9a55-2f0e8c4b7d31".into(),
             node: "agx-desktop".into(),
         }
     }
@@ -96,7 +115,8 @@ mod tests {
                 json!({
                     "apiVersion": "v1",
                     "kind": "Binding",
-                    "metadata": {"name": "posture-pi1-x", "namespace": "default"},
+                    "metadata": {"name": "posture-pi1-x", "namespace": "default",
+                        "uid": "6f1c2a10-3b7e-4d2c-9a55-2f0e8c4b7d31"},
                     "target": {"apiVersion": "v1", "kind": "Node", "name": "agx-desktop"}
                 })
             );
@@ -123,6 +143,14 @@ mod tests {
                 status_json(404, "NotFound", "pods \"posture-pi1-x\" not found"),
             );
             mock.next().await.respond(
+                409,
+                status_json(
+                    409,
+                    "Conflict",
+                    "Operation cannot be fulfilled on pods/binding \"posture-pi1-x\": StorageError: invalid object, Code: 4, Key: /registry/pods/default/posture-pi1-x, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: 6f1c2a10-3b7e-4d2c-9a55-2f0e8c4b7d31, UID in object meta: 0b9d4e7c-1111-4f00-8c1e-3d2a9b8e6f42",
+                ),
+            );
+            mock.next().await.respond(
                 500,
                 status_json(500, "InternalError", "etcdserver: request timed out"),
             );
@@ -132,6 +160,10 @@ mod tests {
             other => panic!("expected AlreadyBound, got {other:?}"),
         }
         assert!(matches!(bind(&client, &b()).await, BindOutcome::PodGone));
+        assert!(
+            matches!(bind(&client, &b()).await, BindOutcome::PodGone),
+            "a recreated pod (UID precondition failed) is gone, not bound by someone else"
+        );
         assert!(matches!(bind(&client, &b()).await, BindOutcome::Failed(_)));
         server.await.unwrap();
     }

@@ -4,16 +4,23 @@
 use std::time::Duration;
 
 use posture_core::backoff::Backoff;
+use posture_core::model::{LabelSelector, LabelSelectorError, Ownership, PriorityAnnotationPolicy};
+
+use super::convert::PodReader;
 
 /// Which pods the loop watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PodScope {
-    /// Only pending pods of ours (`spec.nodeName=`): round-robin, GPU.
-    Pending,
-    /// Every pod of ours, pending and bound: one-pod-per-node capacity.
+    /// Every pod of ours, pending and bound (server-side selection by
+    /// scheduler name, namespace and labels): one-pod-per-node capacity,
+    /// which counts only our pods.
     Ours,
-    /// Every pod of ours plus every running pod bound anywhere: resource fit.
-    OursAndAllBound,
+    /// Every unfinished pod in the cluster, in one watch (as kube-scheduler
+    /// does): ours are picked in-process ([`Ownership`]), every bound pod
+    /// counts against its node's allocatable. Round-robin, GPU and
+    /// resource-fit, the profiles that check requests. One stream, so a
+    /// pod's move from pending to bound arrives in order.
+    All,
 }
 
 /// Loop settings.
@@ -37,6 +44,30 @@ pub struct RuntimeConfig {
     pub seed: u64,
     /// How long a preemptor waits for its victims before it is retried anyway.
     pub preemption_wait: Duration,
+    /// Namespaces where the `priority` annotation is honoured (`*` = all).
+    pub priority_annotation_namespaces: Vec<String>,
+}
+
+impl RuntimeConfig {
+    /// How the loop reads pods: which are ours (scheduler name, namespace,
+    /// label selector) and where the `priority` annotation counts. Fails on
+    /// a malformed label selector.
+    pub fn reader(&self) -> Result<PodReader, LabelSelectorError> {
+        let selector = match self.label_selector.as_deref() {
+            Some(s) => LabelSelector::parse(s)?,
+            None => LabelSelector::default(),
+        };
+        Ok(PodReader {
+            ownership: Ownership {
+                scheduler_name: self.scheduler_name.clone(),
+                namespace: self.namespace.clone(),
+                selector,
+            },
+            annotation_policy: PriorityAnnotationPolicy {
+                namespaces: self.priority_annotation_namespaces.clone(),
+            },
+        })
+    }
 }
 
 impl Default for RuntimeConfig {
@@ -45,11 +76,12 @@ impl Default for RuntimeConfig {
             scheduler_name: "rr-scheduler".into(),
             namespace: Some("default".into()),
             label_selector: Some("app=posture".into()),
-            scope: PodScope::Pending,
+            scope: PodScope::All,
             bind_concurrency: 64,
             backoff: Backoff::default(),
             seed: 0,
             preemption_wait: Duration::from_secs(30),
+            priority_annotation_namespaces: Vec::new(),
         }
     }
 }

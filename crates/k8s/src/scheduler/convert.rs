@@ -1,21 +1,23 @@
 //! API objects → the core's model. Everything the policies look at is read
 //! here, once, so the policies never see `k8s-openapi` types.
 //!
-//! Malformed inputs never fail a conversion: a bad `priority` annotation
-//! becomes priority 0 with [`PodInfo::priority_error`] set (the loop turns it
-//! into a Warning Event), unknown selector operators make their term match
+//! Malformed inputs never fail a conversion: a `priority` annotation that is
+//! malformed or not allowed in the pod's namespace is not used and sets
+//! [`PodInfo::priority_warning`] (the loop turns it into a Warning Event), unknown selector operators make their term match
 //! nothing (as the API server would reject them anyway), unparsable
 //! quantities count as zero.
 
 use k8s_openapi::api::core::v1::{Node, NodeSelectorTerm as ApiTerm, Pod, ResourceRequirements};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use posture_core::model::{
-    NodeInfo, NodeSelectorTerm, PodGroupRef, PodInfo, PodKey, Resources, SelectorOperator,
-    SelectorRequirement, Taint, TaintEffect, Toleration, TolerationOperator,
+    NodeInfo, NodeSelectorTerm, Ownership, PodGroupRef, PodInfo, PodKey, PriorityAnnotationPolicy,
+    PriorityWarning, Resources, SelectorOperator, SelectorRequirement, Taint, TaintEffect,
+    Toleration, TolerationOperator, effective_priority,
 };
 use std::collections::BTreeMap;
 
-/// Annotation giving a pod's priority (an integer), preferred over `spec.priority`.
+/// Annotation giving a pod's priority (an integer), used instead of
+/// `spec.priority` only where [`PodReader::annotation_policy`] allows it.
 pub const PRIORITY_ANNOTATION: &str = "priority";
 /// Annotation naming a pod's gang.
 pub const POD_GROUP_ANNOTATION: &str = "pod-group";
@@ -61,13 +63,38 @@ pub fn node_info(node: &Node) -> NodeInfo {
     }
 }
 
-/// Converts a Pod; `scheduler_name` decides [`PodInfo::ours`].
-pub fn pod_info(pod: &Pod, scheduler_name: &str) -> PodInfo {
+/// How pods are read: which are ours, and where the `priority` annotation
+/// counts.
+#[derive(Clone, Debug, Default)]
+pub struct PodReader {
+    /// Our scheduler name, namespace and label selector.
+    pub ownership: Ownership,
+    /// Namespaces where the `priority` annotation is honoured.
+    pub annotation_policy: PriorityAnnotationPolicy,
+}
+
+impl PodReader {
+    /// A reader for pods of `scheduler_name` in any namespace with any
+    /// labels, the annotation honoured nowhere.
+    pub fn for_scheduler(scheduler_name: &str) -> Self {
+        Self {
+            ownership: Ownership {
+                scheduler_name: scheduler_name.to_string(),
+                ..Ownership::default()
+            },
+            ..Self::default()
+        }
+    }
+}
+
+/// Converts a Pod; `reader` decides [`PodInfo::ours`] and its priority.
+pub fn pod_info(pod: &Pod, reader: &PodReader) -> PodInfo {
     let meta = &pod.metadata;
     let spec = pod.spec.as_ref();
     let annotations = meta.annotations.as_ref();
     let labels = meta.labels.as_ref();
-    let (priority, priority_error) = priority(pod);
+    let namespace = meta.namespace.as_deref().unwrap_or("default");
+    let (priority, priority_warning) = priority(pod, &reader.annotation_policy);
     let group_name = annotations
         .and_then(|a| a.get(POD_GROUP_ANNOTATION))
         .or_else(|| labels.and_then(|l| l.get(POD_GROUP_LABEL)))
@@ -92,7 +119,7 @@ pub fn pod_info(pod: &Pod, scheduler_name: &str) -> PodInfo {
             .map(|t| t.0.as_millisecond())
             .unwrap_or(0),
         priority,
-        priority_error,
+        priority_warning,
         node_selector: spec
             .and_then(|s| s.node_selector.clone())
             .unwrap_or_default(),
@@ -130,33 +157,29 @@ pub fn pod_info(pod: &Pod, scheduler_name: &str) -> PodInfo {
             .as_ref()
             .and_then(|s| s.nominated_node_name.clone())
             .filter(|n| !n.is_empty()),
-        ours: spec.and_then(|s| s.scheduler_name.as_deref()) == Some(scheduler_name),
+        ours: reader.ownership.owns(
+            spec.and_then(|s| s.scheduler_name.as_deref()),
+            namespace,
+            labels.unwrap_or(&BTreeMap::new()),
+        ),
         terminating: meta.deletion_timestamp.is_some()
             || matches!(phase, Some("Succeeded") | Some("Failed")),
     }
 }
 
-/// The `priority` annotation if present and an integer, else `spec.priority`,
-/// else 0. A malformed annotation yields 0 and the reason.
-pub fn priority(pod: &Pod) -> (i32, Option<String>) {
-    let spec_priority = pod.spec.as_ref().and_then(|s| s.priority).unwrap_or(0);
-    match pod
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(PRIORITY_ANNOTATION))
-    {
-        None => (spec_priority, None),
-        Some(raw) => match raw.trim().parse::<i32>() {
-            Ok(p) => (p, None),
-            Err(err) => (
-                0,
-                Some(format!(
-                    "annotation {PRIORITY_ANNOTATION}={raw:?} is not a 32-bit integer ({err}); using priority 0"
-                )),
-            ),
-        },
-    }
+/// The pod's effective priority under `policy` (see
+/// [`effective_priority`]), with a warning when its annotation was not used.
+pub fn priority(pod: &Pod, policy: &PriorityAnnotationPolicy) -> (i32, Option<PriorityWarning>) {
+    effective_priority(
+        pod.spec.as_ref().and_then(|s| s.priority),
+        pod.metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(PRIORITY_ANNOTATION))
+            .map(String::as_str),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+        policy,
+    )
 }
 
 fn term(t: &ApiTerm) -> NodeSelectorTerm {
@@ -348,7 +371,13 @@ mod tests {
             },
             "status": {"phase": "Pending", "nominatedNodeName": "orin"}
         }));
-        let info = pod_info(&p, "rr-scheduler");
+        let trusting = PodReader {
+            annotation_policy: PriorityAnnotationPolicy {
+                namespaces: vec!["default".into()],
+            },
+            ..PodReader::for_scheduler("rr-scheduler")
+        };
+        let info = pod_info(&p, &trusting);
         assert!(info.ours && info.is_pending());
         assert_eq!(info.key.to_string(), "default/posture-pi1-abc");
         assert_eq!(info.priority, 100);
@@ -360,22 +389,52 @@ mod tests {
         assert_eq!(info.requests.pods, 1);
         assert_eq!(info.required_affinity.as_ref().unwrap().len(), 1);
         assert_eq!(info.tolerations[0].operator, TolerationOperator::Exists);
-        assert!(!pod_info(&p, "other").ours);
+        assert!(!pod_info(&p, &PodReader::for_scheduler("other")).ours);
+        let info = pod_info(&p, &PodReader::for_scheduler("rr-scheduler"));
+        assert_eq!(info.priority, 5, "annotation not allowed: spec.priority");
+        assert_eq!(
+            info.priority_warning.map(|w| w.reason),
+            Some("PriorityAnnotationIgnored")
+        );
     }
 
     #[test]
     fn priority_falls_back_and_reports_malformed_annotations() {
+        let all = PriorityAnnotationPolicy {
+            namespaces: vec!["*".into()],
+        };
         let p = pod(json!({"metadata": {"name": "x"}, "spec": {"containers": [], "priority": 7}}));
-        assert_eq!(priority(&p), (7, None));
+        assert_eq!(priority(&p, &all), (7, None));
         let p = pod(
             json!({"metadata": {"name": "x", "annotations": {"priority": "high"}},
             "spec": {"containers": [], "priority": 7}}),
         );
-        let (prio, err) = priority(&p);
-        assert_eq!(prio, 0);
-        assert!(err.unwrap().contains("\"high\""));
+        let (prio, warning) = priority(&p, &all);
+        assert_eq!(prio, 7);
+        assert!(warning.unwrap().message.contains("\"high\""));
         let p = pod(json!({"metadata": {"name": "x"}}));
-        assert_eq!(priority(&p), (0, None));
+        assert_eq!(priority(&p, &all), (0, None));
+    }
+
+    #[test]
+    fn ours_needs_namespace_and_labels_too() {
+        let reader = PodReader {
+            ownership: Ownership {
+                scheduler_name: "s".into(),
+                namespace: Some("default".into()),
+                selector: posture_core::model::LabelSelector::parse("app=posture").unwrap(),
+            },
+            ..PodReader::default()
+        };
+        let mk = |ns: &str, app: &str| {
+            pod(
+                json!({"metadata": {"name": "x", "namespace": ns, "labels": {"app": app}},
+                "spec": {"containers": [], "schedulerName": "s"}}),
+            )
+        };
+        assert!(pod_info(&mk("default", "posture"), &reader).ours);
+        assert!(!pod_info(&mk("other", "posture"), &reader).ours);
+        assert!(!pod_info(&mk("default", "web"), &reader).ours);
     }
 
     #[test]
@@ -385,7 +444,7 @@ mod tests {
             "spec": {"containers": [], "schedulerName": "s", "nodeName": ""},
             "status": {"phase": "Succeeded"}}),
         );
-        let info = pod_info(&p, "s");
+        let info = pod_info(&p, &PodReader::for_scheduler("s"));
         assert_eq!(info.group.as_ref().unwrap().name, "pg");
         assert_eq!(info.node_name, None);
         assert!(info.terminating && !info.is_pending());

@@ -246,6 +246,14 @@ impl<P: RemembersLastChosen> Profile for PersistLastChosen<P> {
         self.inner.bind_failed(binding);
     }
 
+    fn gpu_may_fit_more(
+        &self,
+        before: Option<&posture_core::gpu::GpuSnapshot>,
+        after: &posture_core::gpu::GpuSnapshot,
+    ) -> bool {
+        self.inner.gpu_may_fit_more(before, after)
+    }
+
     fn config_warnings(&self, cluster: &Cluster) -> Vec<String> {
         self.inner.config_warnings(cluster)
     }

@@ -12,9 +12,10 @@
 //! [`KubeActuator`], [`EvictResult`]); beside them [`binder`], [`events`],
 //! [`preempt`], [`podgroup`], [`convert`] (API objects → core model),
 //! [`gpu_state`] (the GPU profile's last choice in a ConfigMap),
-//! [`metrics`], and for leader election [`fence`] (the actuator refusing to
-//! act for a follower) and [`handover`] (a profile's position carried from
-//! one leader to the next).
+//! [`metrics`], [`loadmodel`] (time to bind, measured on the real loop),
+//! and for leader election [`fence`] (the actuator refusing to act for a
+//! follower) and [`handover`] (a profile's position carried from one leader
+//! to the next).
 
 pub mod actuator;
 pub mod binder;
@@ -24,6 +25,7 @@ pub mod events;
 pub mod fence;
 pub mod gpu_state;
 pub mod handover;
+pub mod loadmodel;
 pub mod metrics;
 pub mod podgroup;
 pub mod preempt;

@@ -21,7 +21,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::policy::v1::Eviction as EvictionBody;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{DeleteOptions, ObjectMeta, Preconditions};
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::core::Status;
 use posture_core::model::PodKey;
@@ -82,18 +82,35 @@ pub fn client_without_retry(mut config: kube::Config) -> Result<kube::Client, Pr
     kube::Client::try_from(config).map_err(|e| PreemptError::Client(Box::new(e)))
 }
 
-/// Evicts `e.pod` through the Eviction API (`POST
-/// /api/v1/namespaces/{ns}/pods/{name}/eviction` with a `policy/v1` Eviction).
-pub async fn evict(client: &kube::Client, e: &Eviction) -> Result<EvictOutcome, PreemptError> {
-    let api: Api<Pod> = Api::namespaced(client.clone(), &e.pod.namespace);
-    let body = EvictionBody {
+/// The `policy/v1` Eviction sent for `e`: `deleteOptions.preconditions.uid`
+/// names the victim the plan chose, so a pod recreated under its name meanwhile
+/// is refused (409) rather than evicted.
+pub fn eviction_object(e: &Eviction) -> EvictionBody {
+    EvictionBody {
         metadata: ObjectMeta {
             name: Some(e.pod.name.clone()),
             namespace: Some(e.pod.namespace.clone()),
             ..Default::default()
         },
-        delete_options: None,
-    };
+        delete_options: Some(e.uid.clone())
+            .filter(|u| !u.is_empty())
+            .map(|uid| DeleteOptions {
+                preconditions: Some(Preconditions {
+                    uid: Some(uid),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            }),
+    }
+}
+
+/// Evicts `e.pod` through the Eviction API (`POST
+/// /api/v1/namespaces/{ns}/pods/{name}/eviction` with a `policy/v1` Eviction).
+/// 404, and 409 because the UID precondition failed (the victim was
+/// replaced by a new pod of the same name), are [`EvictOutcome::AlreadyGone`].
+pub async fn evict(client: &kube::Client, e: &Eviction) -> Result<EvictOutcome, PreemptError> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &e.pod.namespace);
+    let body = eviction_object(e);
     let answer = api
         .create_subresource::<_, Status>("eviction", &e.pod.name, &PostParams::default(), &body)
         .await;
@@ -102,7 +119,10 @@ pub async fn evict(client: &kube::Client, e: &Eviction) -> Result<EvictOutcome, 
             tracing::info!(pod = %e.pod, node = %e.node, preemptor = %e.preemptor, "evicted for preemption");
             Ok(EvictOutcome::Evicted)
         }
-        Err(kube::Error::Api(status)) if status.code == 404 => {
+        Err(kube::Error::Api(status))
+            if status.code == 404
+                || (status.code == 409 && super::binder::is_uid_precondition(&status)) =>
+        {
             tracing::debug!(pod = %e.pod, node = %e.node, "victim already gone");
             Ok(EvictOutcome::AlreadyGone)
         }
@@ -238,6 +258,7 @@ mod tests {
     fn eviction() -> Eviction {
         Eviction {
             pod: PodKey::new("default", "low-1"),
+            uid: "3c9e1f7a-0d2b-4e55-a1c4-7b8f2e6d9a03".into(),
             node: "worker-1".into(),
             preemptor: PodKey::new("default", "high"),
         }
@@ -247,7 +268,8 @@ mod tests {
         json!({
             "apiVersion": "policy/v1",
             "kind": "Eviction",
-            "metadata": { "name": "low-1", "namespace": "default" }
+            "metadata": { "name": "low-1", "namespace": "default" },
+            "deleteOptions": { "preconditions": { "uid": "3c9e1f7a-0d2b-4e55-a1c4-7b8f2e6d9a03" } }
         })
     }
 
@@ -322,6 +344,31 @@ mod tests {
             eviction_body(),
             404,
             not_found,
+        )
+        .await;
+        assert_eq!(call.await.unwrap().unwrap(), EvictOutcome::AlreadyGone);
+    }
+
+    /// Issue 11.6: the victim was deleted and a pod of the same name created
+    /// meanwhile; the UID precondition makes the API server refuse (409), and
+    /// the new pod is left alone.
+    #[tokio::test]
+    async fn eviction_of_a_recreated_victim_is_refused_by_its_uid_precondition() {
+        let (client, mut handle) = mock();
+        let call = tokio::spawn(async move { evict(&client, &eviction()).await });
+        let conflict = json!({
+            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+            "message": "Operation cannot be fulfilled on Pod \"low-1\": the UID in the precondition (3c9e1f7a-0d2b-4e55-a1c4-7b8f2e6d9a03) does not match the UID in record (8a1b2c3d-0000-4e55-a1c4-7b8f2e6d9a03). The object might have been deleted and then recreated",
+            "reason": "Conflict", "details": {"name": "low-1", "kind": "Pod"}, "code": 409
+        });
+        exchange(
+            &mut handle,
+            "POST",
+            EVICTION_PATH,
+            "application/json",
+            eviction_body(),
+            409,
+            conflict,
         )
         .await;
         assert_eq!(call.await.unwrap().unwrap(), EvictOutcome::AlreadyGone);

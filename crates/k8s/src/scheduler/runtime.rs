@@ -31,6 +31,7 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use posture_core::filter::{FilterReason, FilterSummary};
 use posture_core::gpu::GpuSnapshot;
+use posture_core::model::{LabelRequirement, LabelSelector, Ownership};
 use posture_core::queue::SchedulingQueue;
 use posture_core::{
     Binding, Cluster, Decision, Eviction, Millis, Nomination, PodInfo, PodKey, Profile,
@@ -43,6 +44,7 @@ use tokio::sync::watch;
 use super::actuator::{Actuator, EvictResult};
 use super::binder::BindOutcome;
 use super::config::RuntimeConfig;
+use super::convert::PodReader;
 use super::events::{PodRef, Report, Reports};
 use super::metrics::SchedulerMetrics;
 use super::watch::EventStream;
@@ -96,6 +98,11 @@ enum Done {
         evictions: Vec<(Eviction, EvictResult)>,
         nominations_failed: Vec<String>,
     },
+    /// A nomination cleared through the API (a preemption abandoned).
+    Cleared {
+        pod: PodKey,
+        result: Result<(), crate::scheduler::preempt::PreemptError>,
+    },
 }
 
 /// One scheduling unit (a pod, or a gang) as the decision saw it.
@@ -108,12 +115,24 @@ struct Unit {
     now: Millis,
 }
 
+/// The key of a bind in flight: the pod's UID (its namespace/name only when
+/// it has none, which API objects always have).
+fn flight_key(key: &PodKey, uid: &str) -> String {
+    if uid.is_empty() {
+        key.to_string()
+    } else {
+        uid.to_string()
+    }
+}
+
 /// Tagged pod event (which pod stream it came from).
 type PodStreamEvent = (usize, Result<WatchEvent<Pod>, watcher::Error>);
 
 /// The loop. Create with [`Scheduler::new`], run with [`Scheduler::run`].
 pub struct Scheduler {
     cfg: RuntimeConfig,
+    /// Which pods are ours and how their priority is read.
+    reader: PodReader,
     profile: Box<dyn Profile>,
     actuator: Arc<dyn Actuator>,
     reports: Reports,
@@ -128,15 +147,27 @@ pub struct Scheduler {
     rng: StdRng,
     cluster: Cluster,
     queue: SchedulingQueue,
-    /// Pods with a bind in flight → node assumed.
-    in_flight: HashMap<PodKey, String>,
+    /// Binds in flight by pod UID → (pod, node assumed). Keyed by UID, not
+    /// name: a pod deleted and recreated under the same name mid-bind is a
+    /// different pod, decided on its own (issue 11.6).
+    in_flight: HashMap<String, (PodKey, String)>,
     /// Preemptors waiting for their victims.
     preempting: HashSet<PodKey>,
+    /// Gang members whose bind failed: their node stays assumed (reserved)
+    /// and the same binding is retried after backoff (issue 11.7).
+    reserved: HashMap<PodKey, Binding>,
     ops: FuturesUnordered<BoxFuture<'static, Done>>,
     binds_in_flight: usize,
     /// Last FailedScheduling message per pod (condition patched on change).
     last_failure: HashMap<PodKey, String>,
     warned_uids: HashSet<String>,
+    /// When each pending pod of ours was first seen (by flight key), for
+    /// the millisecond-resolution scheduling SLI.
+    first_seen: HashMap<String, Millis>,
+    /// The GPU snapshot waiting pods were last judged against.
+    last_gpu: Option<GpuSnapshot>,
+    /// PodGroups seen since the PodGroup watch's last (re-)list began.
+    init_seen_groups: HashSet<(String, String)>,
     warned_config: HashSet<String>,
     nodes_synced: bool,
     pods_synced: Vec<bool>,
@@ -155,8 +186,24 @@ impl Scheduler {
     ) -> Self {
         let rng = StdRng::seed_from_u64(cfg.seed);
         let queue = SchedulingQueue::new(cfg.backoff);
+        let reader = cfg.reader().unwrap_or_else(|err| {
+            // The CLI validates the selector first; a library caller that
+            // passes a bad one gets no pod taken as ours rather than all.
+            tracing::error!(%err, "no pod is taken as ours");
+            PodReader {
+                ownership: Ownership {
+                    scheduler_name: cfg.scheduler_name.clone(),
+                    namespace: cfg.namespace.clone(),
+                    selector: LabelSelector {
+                        requirements: vec![LabelRequirement::In(String::new(), Vec::new())],
+                    },
+                },
+                ..PodReader::default()
+            }
+        });
         Self {
             cfg,
+            reader,
             profile,
             actuator,
             reports,
@@ -171,10 +218,14 @@ impl Scheduler {
             queue,
             in_flight: HashMap::new(),
             preempting: HashSet::new(),
+            reserved: HashMap::new(),
             ops: FuturesUnordered::new(),
             binds_in_flight: 0,
             last_failure: HashMap::new(),
             warned_uids: HashSet::new(),
+            first_seen: HashMap::new(),
+            last_gpu: None,
+            init_seen_groups: HashSet::new(),
             warned_config: HashSet::new(),
             nodes_synced: false,
             pods_synced: Vec::new(),
@@ -185,6 +236,7 @@ impl Scheduler {
 
     /// Feeds GPU snapshots to the profile (`ctx.gpu`).
     pub fn with_gpu(mut self, gpu: watch::Receiver<GpuSnapshot>) -> Self {
+        self.last_gpu = Some(gpu.borrow().clone());
         self.gpu = Some(gpu);
         self
     }
@@ -262,9 +314,9 @@ impl Scheduler {
                     if changed.is_err() {
                         tracing::warn!("GPU usage source stopped; keeping the last snapshot");
                         gpu = None;
-                    } else {
-                        // New usage data may let waiting pods fit.
-                        self.queue.move_all_to_active();
+                    } else if let Some(g) = gpu.as_ref() {
+                        let after = g.borrow().clone();
+                        self.gpu_changed(after);
                     }
                 }
                 _ = tokio::time::sleep_until(wake) => {
@@ -323,7 +375,7 @@ impl Scheduler {
                     .cluster
                     .pending_group_members(&key.namespace, &group.name)
                     .into_iter()
-                    .filter(|p| !self.in_flight.contains_key(&p.key))
+                    .filter(|p| !self.in_flight.contains_key(&flight_key(&p.key, &p.uid)))
                     .map(|p| p.key.clone())
                     .collect();
                 for m in &members {
@@ -340,6 +392,11 @@ impl Scheduler {
     }
 
     fn schedule_unit(&mut self, key: PodKey) {
+        if let Some(binding) = self.reserved.remove(&key)
+            && self.retry_reserved(binding)
+        {
+            return;
+        }
         let unit_keys = self.unit_for(&key);
         let unit: Vec<&PodInfo> = unit_keys
             .iter()
@@ -347,18 +404,28 @@ impl Scheduler {
             .filter(|p| p.is_pending())
             .collect();
         if unit.is_empty() {
-            // Bound or deleted meanwhile.
-            self.queue.remove(&key);
+            // Bound or deleted meanwhile, or its bind is in flight (then the
+            // bind's answer decides what becomes of it: keep it queued).
+            let in_flight = self
+                .cluster
+                .pod(&key)
+                .is_some_and(|p| self.in_flight.contains_key(&flight_key(&key, &p.uid)));
+            if !in_flight {
+                self.queue.remove(&key);
+            }
             return;
         }
         let now = self.clock.now();
-        let snapshot = self.gpu.as_ref().map(|g| g.borrow().clone());
+        // Borrowed, not cloned: a snapshot of 5,000 nodes per decision
+        // would cost more than the decision. No await while it is held.
+        let snapshot = self.gpu.as_ref().map(|g| g.borrow());
         let ctx = SchedulingContext {
             now,
-            gpu: snapshot.as_ref(),
+            gpu: snapshot.as_deref(),
         };
         let started = std::time::Instant::now();
         let decision = self.profile.schedule(&self.cluster, &unit, &ctx);
+        drop(snapshot);
         self.metrics
             .attempt_duration
             .observe(started.elapsed().as_secs_f64());
@@ -477,6 +544,8 @@ impl Scheduler {
         let reason = summary.dominant().map_or("NoNodes", FilterReason::label);
         self.metrics.failure(reason);
         for (k, uid, _) in &unit.pods {
+            // No placement, so no node is held for it any more.
+            self.clear_nomination(k);
             let retry_at = self.queue.backoff(k, unit.now, &mut self.rng);
             tracing::debug!(pod = %k, %message, retry_in_ms = retry_at - unit.now, "unschedulable");
             self.report_failure(k, uid, message);
@@ -504,8 +573,10 @@ impl Scheduler {
 
     fn issue_bind(&mut self, binding: Binding, uid: String, created_at: Millis) {
         self.cluster.assume(&binding.pod, &binding.node);
-        self.in_flight
-            .insert(binding.pod.clone(), binding.node.clone());
+        self.in_flight.insert(
+            flight_key(&binding.pod, &uid),
+            (binding.pod.clone(), binding.node.clone()),
+        );
         self.binds_in_flight += 1;
         let fut = self.actuator.bind(&binding);
         self.ops.push(Box::pin(async move {
@@ -532,63 +603,46 @@ impl Scheduler {
                 evictions,
                 nominations_failed,
             } => self.preempt_done(&unit, evictions, &nominations_failed),
+            Done::Cleared { pod, result } => {
+                if let Err(err) = result {
+                    tracing::warn!(%pod, err = %error_chain(&err), "could not clear nominatedNodeName");
+                }
+            }
         }
     }
 
-    /// What a bind answered: bound, someone else's, gone, or retry.
-    fn bind_done(
-        &mut self,
-        binding: Binding,
-        uid: String,
-        created_at: Millis,
-        outcome: BindOutcome,
-    ) {
-        let now = self.clock.now();
-        self.binds_in_flight = self.binds_in_flight.saturating_sub(1);
-        self.in_flight.remove(&binding.pod);
-        self.metrics.bind(outcome.label());
-        match outcome {
-            BindOutcome::Bound => {
-                tracing::info!(pod = %binding.pod, node = %binding.node, "bound");
-                self.queue.done(&binding.pod);
-                self.last_failure.remove(&binding.pod);
-                self.preempting.remove(&binding.pod);
-                if created_at > 0 {
-                    self.metrics
-                        .e2e_duration
-                        .observe(((now - created_at).max(0) as f64) / 1000.0);
-                }
-                self.profile.bound(&binding, now);
-                self.reports.send(Report::Scheduled {
-                    pod: PodRef {
-                        key: binding.pod.clone(),
-                        uid,
-                    },
-                    node: binding.node,
-                });
-            }
-            BindOutcome::AlreadyBound(msg) => {
-                tracing::info!(pod = %binding.pod, %msg, "already bound by someone else; skipped");
-                self.queue.remove(&binding.pod);
-                self.cluster.forget(&binding.pod);
-            }
-            BindOutcome::PodGone => {
-                tracing::info!(pod = %binding.pod, "pod deleted before binding; skipped");
-                self.queue.remove(&binding.pod);
-                self.cluster.remove_pod(&binding.pod);
-            }
-            BindOutcome::Failed(err) => {
-                tracing::warn!(pod = %binding.pod, node = %binding.node, %err, "bind failed; will retry");
-                self.cluster.forget(&binding.pod);
-                self.profile.bind_failed(&binding);
-                self.metrics.failure("BindError");
-                if self.queue.contains(&binding.pod) {
-                    self.queue.backoff(&binding.pod, now, &mut self.rng);
-                }
-                let message = format!("Binding rejected: {err}");
-                self.report_failure(&binding.pod, &uid, &message);
-            }
+    /// A new GPU snapshot: waiting pods are retried at once only when a node
+    /// turned eligible; otherwise their backoff stands (issue 11.12).
+    fn gpu_changed(&mut self, after: GpuSnapshot) {
+        if self
+            .profile
+            .gpu_may_fit_more(self.last_gpu.as_ref(), &after)
+        {
+            self.queue.move_all_to_active();
         }
+        self.last_gpu = Some(after);
+    }
+
+    /// Gives up a pod's nominated node, in the index and through the API
+    /// (`status.nominatedNodeName: null`), so no node stays held for a
+    /// preemption that will not happen.
+    fn clear_nomination(&mut self, key: &PodKey) {
+        if self
+            .cluster
+            .pod(key)
+            .is_none_or(|p| p.nominated_node.is_none())
+        {
+            return;
+        }
+        self.cluster.set_nominated(key, None);
+        let fut = self.actuator.clear_nomination(key);
+        let pod = key.clone();
+        self.ops.push(Box::pin(async move {
+            Done::Cleared {
+                pod,
+                result: fut.await,
+            }
+        }));
     }
 
     /// What the evictions answered: victims reported, refusals make the unit
@@ -641,7 +695,7 @@ impl Scheduler {
         self.metrics.failure("EvictionRefused");
         for k in unit {
             self.preempting.remove(k);
-            self.cluster.set_nominated(k, None);
+            self.clear_nomination(k);
             if self.queue.contains(k) {
                 self.queue.backoff(k, now, &mut self.rng);
                 let uid = self.uid_of(k);
@@ -696,6 +750,7 @@ impl Scheduler {
     }
 }
 
+mod binds;
 mod feed;
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! The watch streams that feed the loop: nodes, our pods (one or two
-//! streams, by [`PodScope`]) and, where the CRD exists, PodGroups.
+//! The watch streams that feed the loop: nodes, pods (ours, or every
+//! unfinished pod, by [`PodScope`]) and, where the CRD exists, PodGroups.
 
 use futures::StreamExt;
 use futures::stream::BoxStream;
@@ -13,32 +13,35 @@ use super::config::{PodScope, RuntimeConfig};
 /// A stream of watch events.
 pub type EventStream<K> = BoxStream<'static, Result<WatchEvent<K>, watcher::Error>>;
 
-/// The watch streams for a configuration: nodes, and one or two pod streams.
+/// The watch streams for a configuration: nodes, and one pod stream.
 pub fn watch_streams(
     client: &Client,
     cfg: &RuntimeConfig,
 ) -> (EventStream<Node>, Vec<EventStream<Pod>>) {
     let nodes = watcher(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let pods_api = match &cfg.namespace {
-        Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
-        None => Api::<Pod>::all(client.clone()),
+    let pods = match cfg.scope {
+        PodScope::Ours => {
+            let api = match &cfg.namespace {
+                Some(ns) => Api::<Pod>::namespaced(client.clone(), ns),
+                None => Api::<Pod>::all(client.clone()),
+            };
+            let fields = format!("spec.schedulerName={}", cfg.scheduler_name);
+            let mut ours = watcher::Config::default().fields(&fields);
+            if let Some(sel) = cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
+                ours = ours.labels(sel);
+            }
+            watcher(api, ours)
+        }
+        PodScope::All => {
+            // Every namespace, every scheduler: what is bound anywhere takes
+            // room on its node. Finished pods hold nothing (kube-scheduler's
+            // selection).
+            let unfinished =
+                watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed");
+            watcher(Api::<Pod>::all(client.clone()), unfinished)
+        }
     };
-    let mut fields = format!("spec.schedulerName={}", cfg.scheduler_name);
-    if cfg.scope == PodScope::Pending {
-        // Unassigned and not finished: the selection kube-scheduler watches.
-        fields.push_str(",spec.nodeName=,status.phase!=Succeeded,status.phase!=Failed");
-    }
-    let mut ours = watcher::Config::default().fields(&fields);
-    if let Some(sel) = cfg.label_selector.as_deref().filter(|s| !s.is_empty()) {
-        ours = ours.labels(sel);
-    }
-    let mut pods = vec![watcher(pods_api, ours)];
-    if cfg.scope == PodScope::OursAndAllBound {
-        let bound = watcher::Config::default()
-            .fields("spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed");
-        pods.push(watcher(Api::<Pod>::all(client.clone()), bound));
-    }
-    (nodes, pods)
+    (nodes, vec![pods])
 }
 
 /// A watch of scheduler-plugins PodGroups (`scheduling.x-k8s.io`), for

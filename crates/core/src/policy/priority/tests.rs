@@ -145,7 +145,10 @@ fn capacity_mode_parses_flag_spellings() {
 #[test]
 fn malformed_priority_counts_as_zero() {
     let mut bad = pod("bad", 0);
-    bad.priority_error = Some("invalid digit found in string: \"high\"".into());
+    bad.priority_warning = Some(crate::model::PriorityWarning {
+        reason: "InvalidPriority",
+        message: "invalid digit found in string: \"high\"".into(),
+    });
     let c = cluster(&["a"], vec![bound("zero", "a", 0), bad]);
     let d = decide(&profile(), &c, &["bad"]);
     assert!(matches!(d, Decision::Unschedulable { .. }), "{d:?}");
