@@ -8,9 +8,11 @@ use posture_core::gpu::GpuSnapshot;
 use posture_core::model::Millis;
 use posture_gpu::config::parse_duration;
 use posture_k8s::balancer::{BalanceMetrics, BalancerConfig, LoopTiming, Scope, run_balancer};
+use posture_k8s::lease::LeaderGate;
 use posture_k8s::workload::GPU_NODE_LABEL;
 use tokio::sync::watch;
 
+use super::lease::{BALANCER_LEASE, Election, LeaderElectionArgs};
 use super::seed_or_clock;
 use crate::admin::{Readiness, Shutdown};
 
@@ -117,12 +119,31 @@ impl BalancerArgs {
                 once: self.once,
             },
             instance: std::env::var("POD_NAME").ok(),
+            leader: LeaderGate::unelected(),
         }
+    }
+
+    /// Starts leader election on the balancer's Lease (`--leader-elect`),
+    /// except for `--dry-run` and `--once`, which change nothing or stop at
+    /// once and so never compete with the acting balancer.
+    pub fn election(
+        &self,
+        leader: &LeaderElectionArgs,
+        client: &kube::Client,
+        registry: &mut prometheus_client::registry::Registry,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Election> {
+        if leader.leader_elect && (self.dry_run || self.once) {
+            tracing::info!("--dry-run/--once: not taking part in leader election");
+            return Ok(Election::unelected());
+        }
+        leader.start(client, BALANCER_LEASE, "balancer", registry, shutdown)
     }
 
     /// Runs the balancer until `shutdown` (or one decision with `--once`):
     /// validates the flags, draws a seed unless `--seed`, then runs
-    /// [`posture_k8s::balancer::run_balancer`] on `usage`.
+    /// [`posture_k8s::balancer::run_balancer`] on `usage`, deciding and
+    /// moving only while `leader` says this replica leads.
     pub async fn run(
         &self,
         client: kube::Client,
@@ -130,9 +151,13 @@ impl BalancerArgs {
         metrics: BalanceMetrics,
         ready: Readiness,
         shutdown: Shutdown,
+        leader: LeaderGate,
     ) -> anyhow::Result<()> {
         self.validate()?;
-        let cfg = self.config(seed_or_clock(self.seed));
+        let cfg = BalancerConfig {
+            leader,
+            ..self.config(seed_or_clock(self.seed))
+        };
         run_balancer(
             client,
             cfg,

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use posture_core::{Binding, Eviction, Nomination};
+use posture_core::{Binding, Eviction, Nomination, PodKey};
 
 use super::actuator::{Actuator, EvictResult};
 use super::binder::BindOutcome;
@@ -74,6 +74,20 @@ impl Actuator for FencedActuator {
                 });
             }
             inner.nominate(&nomination).await
+        })
+    }
+
+    fn clear_nomination(&self, pod: &PodKey) -> BoxFuture<'static, Result<(), PreemptError>> {
+        let (inner, gate, pod) = (self.inner.clone(), self.gate.clone(), pod.clone());
+        Box::pin(async move {
+            if !gate.acting() {
+                return Err(PreemptError::Nominate {
+                    pod,
+                    node: None,
+                    source: not_leader(),
+                });
+            }
+            inner.clear_nomination(&pod).await
         })
     }
 }

@@ -15,7 +15,7 @@ use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event as WatchEvent};
 use posture_core::policy::RoundRobin;
-use posture_core::{Binding, Eviction, Nomination};
+use posture_core::{Binding, Eviction, Nomination, PodKey};
 use serde_json::json;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -119,6 +119,10 @@ impl Actuator for Hands {
     }
 
     fn nominate(&self, _: &Nomination) -> BoxFuture<'static, Result<(), PreemptError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    fn clear_nomination(&self, _: &PodKey) -> BoxFuture<'static, Result<(), PreemptError>> {
         Box::pin(async { Ok(()) })
     }
 }
@@ -331,6 +335,7 @@ async fn the_fence_refuses_every_call_of_a_follower() {
     let key = posture_core::PodKey::new("default", "p");
     let binding = Binding {
         pod: key.clone(),
+        uid: "uid-p".into(),
         node: "n1".into(),
     };
     let BindOutcome::Failed(err) = fenced.bind(&binding).await else {
@@ -339,6 +344,7 @@ async fn the_fence_refuses_every_call_of_a_follower() {
     assert!(posture_core::error_chain(&err).contains("no longer holds the leader lease"));
     let eviction = Eviction {
         pod: key.clone(),
+        uid: "uid-p".into(),
         node: "n1".into(),
         preemptor: key.clone(),
     };
@@ -351,6 +357,8 @@ async fn the_fence_refuses_every_call_of_a_follower() {
         node: "n1".into(),
     };
     assert!(fenced.nominate(&nomination).await.is_err());
+    let pod = posture_core::PodKey::new("default", "p");
+    assert!(fenced.clear_nomination(&pod).await.is_err());
     assert!(api.requests.lock().unwrap().is_empty());
     // Past the fence instant counts as not leading, without any new value.
     tx.send_replace(crate::lease::Leadership {
