@@ -343,7 +343,7 @@ impl Elector {
     /// record names us. Write it conditionally on the version last seen.
     pub fn release(&self, now: Millis) -> Option<LeaseRecord> {
         let old = self.observed()?;
-        self.recorded_holder().then(|| LeaseRecord {
+        self.recorded_holder().then_some(LeaseRecord {
             holder: None,
             lease_duration_secs: 1,
             acquire_time: Some(now),

@@ -282,6 +282,7 @@ mod tests {
         let mut rr = RoundRobin::new(vec!["b".into(), "a".into()]);
         rr.bind_failed(&Binding {
             pod: PodKey::new("default", "p"),
+            uid: "uid-p".into(),
             node: "a".into(),
         });
         rr.resume_after(Some("ghost".into()));

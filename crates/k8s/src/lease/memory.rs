@@ -113,7 +113,7 @@ impl MemoryLease {
 impl LeaseStore for MemoryLease {
     type Version = u64;
 
-    fn get(&self) -> BoxFuture<'_, Result<Option<(u64, LeaseRecord)>, LeaseError>> {
+    fn get(&self) -> BoxFuture<'_, Result<super::store::Found<u64>, LeaseError>> {
         let r = self.with(|s| Ok(s.object.clone()));
         Box::pin(async move { r })
     }

@@ -43,6 +43,10 @@ pub enum LeaseError {
     },
 }
 
+/// What a read found: the version to condition the next update on and the
+/// record, or `None` when the lease does not exist.
+pub type Found<V> = Option<(V, LeaseRecord)>;
+
 /// The lease as the election sees it: read, create, update conditional on
 /// the version read. Production uses [`KubeLease`]; tests supply an
 /// in-memory one shared by several candidates.
@@ -52,7 +56,7 @@ pub trait LeaseStore: Send + Sync + 'static {
     type Version: Clone + Send + Sync + 'static;
 
     /// The lease, or `None` when it does not exist.
-    fn get(&self) -> BoxFuture<'_, Result<Option<(Self::Version, LeaseRecord)>, LeaseError>>;
+    fn get(&self) -> BoxFuture<'_, Result<Found<Self::Version>, LeaseError>>;
 
     /// Creates the lease with `record` (409 when it exists: [`LeaseError::Conflict`]).
     fn create(&self, record: &LeaseRecord) -> BoxFuture<'_, Result<Self::Version, LeaseError>>;
@@ -106,7 +110,7 @@ impl KubeLease {
 impl LeaseStore for KubeLease {
     type Version = Lease;
 
-    fn get(&self) -> BoxFuture<'_, Result<Option<(Lease, LeaseRecord)>, LeaseError>> {
+    fn get(&self) -> BoxFuture<'_, Result<Found<Lease>, LeaseError>> {
         Box::pin(async move {
             let lease = self
                 .api
