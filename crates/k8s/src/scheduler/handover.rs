@@ -23,6 +23,7 @@ use futures::future::BoxFuture;
 use posture_core::cluster::Cluster;
 use posture_core::error_chain;
 use posture_core::framework::{Binding, Decision, Profile, SchedulingContext};
+use posture_core::gpu::GpuSnapshot;
 use posture_core::model::{Millis, PodInfo};
 use posture_core::policy::RoundRobin;
 use tokio::sync::watch;
@@ -221,6 +222,10 @@ impl<P: RemembersLastChosen> Profile for HandOver<P> {
 
     fn bind_failed(&mut self, binding: &Binding) {
         self.inner.bind_failed(binding);
+    }
+
+    fn gpu_may_fit_more(&self, before: Option<&GpuSnapshot>, after: &GpuSnapshot) -> bool {
+        self.inner.gpu_may_fit_more(before, after)
     }
 
     fn config_warnings(&self, cluster: &Cluster) -> Vec<String> {

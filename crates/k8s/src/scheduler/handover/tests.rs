@@ -225,3 +225,109 @@ async fn an_unreadable_position_starts_the_order_afresh() {
     assert_eq!(p.name(), "round-robin");
     assert_eq!(p.inner().last_handed_out(), Some("a"));
 }
+
+/// The GPU profile through the hand-over (what `PersistLastChosen` did
+/// before): the remembered node is restored, a bind to another node is
+/// written once, a repeat writes nothing.
+#[tokio::test]
+async fn the_gpu_profile_restores_and_persists_its_last_chosen_node() {
+    use posture_core::gpu::GpuSnapshot;
+    use posture_core::policy::gpu_least_loaded::{GpuLeastLoaded, GpuLeastLoadedConfig};
+
+    let (client, mut mock) = ApiMock::new();
+    let path = format!("/api/v1/namespaces/posture-farm/configmaps/{DEFAULT_CONFIGMAP}");
+    let server = {
+        let path = path.clone();
+        tokio::spawn(async move {
+            mock.expect_get(&path).await.respond(
+                200,
+                json!({"apiVersion": "v1", "kind": "ConfigMap",
+                       "metadata": {"name": DEFAULT_CONFIGMAP, "namespace": "posture-farm"},
+                       "data": {"lastChosenNode": "orin"}}),
+            );
+            let r = mock.expect_patch(&path).await;
+            assert_eq!(r.content_type, "application/apply-patch+yaml");
+            assert_eq!(r.body["data"], json!({"lastChosenNode": "agx"}));
+            let body = r.body.clone();
+            r.respond(200, body);
+            mock
+        })
+    };
+    let store = GpuStateStore::new(client, "posture-farm", DEFAULT_CONFIGMAP);
+    let gpu = GpuLeastLoaded::new(GpuLeastLoadedConfig::default());
+    let mut p = HandOver::start(gpu, store, LeaderGate::unelected());
+    assert_eq!(p.name(), "gpu-least-loaded");
+    let c = cluster_of(&["agx", "orin"]);
+    let snap = GpuSnapshot::from_fresh(0, &[("agx", 10.0), ("orin", 40.0)]);
+    let ctx = SchedulingContext {
+        now: 1,
+        gpu: Some(&snap),
+    };
+    let mut decided = p.schedule(&c, &[&pending("a")], &ctx);
+    while matches!(decided, Decision::Wait { .. }) {
+        tokio::task::yield_now().await;
+        decided = p.schedule(&c, &[&pending("a")], &ctx);
+    }
+    let Decision::Bind(b) = decided else {
+        panic!("expected a bind")
+    };
+    assert_eq!(b[0].node, "agx", "the idlest node");
+    p.bound(&b[0], 2);
+    let mut mock = server.await.unwrap();
+    p.bound(&b[0], 3);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(100), mock.next())
+            .await
+            .is_err(),
+        "the same node again writes nothing"
+    );
+}
+
+/// A profile whose configuration is wrong for the cluster and which always
+/// gains from new GPU data, to see both through the wrapper.
+struct Misconfigured {
+    last: Option<String>,
+}
+
+impl Profile for Misconfigured {
+    fn name(&self) -> &'static str {
+        "misconfigured"
+    }
+    fn schedule(&mut self, _: &Cluster, _: &[&PodInfo], ctx: &SchedulingContext<'_>) -> Decision {
+        Decision::Wait {
+            retry_at: ctx.now,
+            message: "never".into(),
+        }
+    }
+    fn gpu_may_fit_more(&self, _: Option<&GpuSnapshot>, _: &GpuSnapshot) -> bool {
+        true
+    }
+    fn config_warnings(&self, _cluster: &Cluster) -> Vec<String> {
+        vec!["node order names node ghost, which does not exist".into()]
+    }
+}
+
+impl RemembersLastChosen for Misconfigured {
+    fn last_chosen(&self) -> Option<&str> {
+        self.last.as_deref()
+    }
+    fn restore_last_chosen(&mut self, node: Option<String>) {
+        self.last = node;
+    }
+}
+
+#[tokio::test]
+async fn the_wrapper_forwards_warnings_and_gpu_interest() {
+    let p = HandOver::start(
+        Misconfigured { last: None },
+        MemoryPosition::default(),
+        LeaderGate::unelected(),
+    );
+    assert_eq!(
+        p.config_warnings(&Cluster::new()),
+        ["node order names node ghost, which does not exist"]
+    );
+    let snap = GpuSnapshot::from_fresh(0, &[("agx", 10.0)]);
+    assert!(p.gpu_may_fit_more(None, &snap));
+    assert!(!p.gang_aware());
+}
