@@ -83,6 +83,27 @@ async fn settle() {
     }
 }
 
+/// `posture_leader{component="scheduler"}`.
+fn leader_gauge(metrics: &LeaseMetrics) -> i64 {
+    metrics
+        .leader
+        .get_or_create(&metrics::ComponentLabels {
+            component: "scheduler",
+        })
+        .get()
+}
+
+/// `posture_leader_changes_total{component="scheduler", change}`.
+fn changes(metrics: &LeaseMetrics, change: &'static str) -> u64 {
+    metrics
+        .changes
+        .get_or_create(&metrics::ChangeLabels {
+            component: "scheduler",
+            change,
+        })
+        .get()
+}
+
 fn not_found() -> Value {
     status_json(
         404,
@@ -118,15 +139,7 @@ async fn acquires_a_missing_lease_then_renews_without_reading() {
     assert!(gate.acting());
     assert_eq!(gate.term(), 1);
     assert_eq!(gate.current().holder.as_deref(), Some("sched-a"));
-    assert_eq!(
-        metrics
-            .leader
-            .get_or_create(&metrics::ComponentLabels {
-                component: "scheduler"
-            })
-            .get(),
-        1
-    );
+    assert_eq!(leader_gauge(&metrics), 1);
 
     // Two seconds later: a PUT conditional on resourceVersion 1, no GET.
     let t0 = Instant::now();
@@ -256,25 +269,8 @@ async fn a_leader_whose_renewals_fail_stops_acting_at_the_renew_deadline() {
         "fenced at the renew deadline"
     );
     assert_eq!(gate.current().mandate, Mandate::Follower);
-    assert_eq!(
-        metrics
-            .leader
-            .get_or_create(&metrics::ComponentLabels {
-                component: "scheduler"
-            })
-            .get(),
-        0
-    );
-    assert_eq!(
-        metrics
-            .changes
-            .get_or_create(&metrics::ChangeLabels {
-                component: "scheduler",
-                change: "lost"
-            })
-            .get(),
-        1
-    );
+    assert_eq!(leader_gauge(&metrics), 0);
+    assert_eq!(changes(&metrics, "lost"), 1);
 }
 
 #[tokio::test(start_paused = true)]
@@ -339,16 +335,7 @@ async fn graceful_shutdown_stops_acting_then_releases_the_lease() {
     assert_eq!(r.body["spec"]["leaseTransitions"], 3);
     echo(r, "7");
     release.await.unwrap();
-    assert_eq!(
-        metrics
-            .changes
-            .get_or_create(&metrics::ChangeLabels {
-                component: "scheduler",
-                change: "released"
-            })
-            .get(),
-        1
-    );
+    assert_eq!(changes(&metrics, "released"), 1);
 }
 
 #[tokio::test(start_paused = true)]

@@ -24,6 +24,14 @@ fn not_leader() -> Box<kube::Error> {
     Box::new(kube::Error::Service(Box::new(NotLeader)))
 }
 
+fn nomination_refused(pod: PodKey, node: Option<String>) -> PreemptError {
+    PreemptError::Nominate {
+        pod,
+        node,
+        source: not_leader(),
+    }
+}
+
 /// Wraps an actuator: every call is refused while the gate says this
 /// replica may not act.
 pub struct FencedActuator {
@@ -67,11 +75,10 @@ impl Actuator for FencedActuator {
         let (inner, gate, nomination) = (self.inner.clone(), self.gate.clone(), nomination.clone());
         Box::pin(async move {
             if !gate.acting() {
-                return Err(PreemptError::Nominate {
-                    pod: nomination.pod.clone(),
-                    node: Some(nomination.node.clone()),
-                    source: not_leader(),
-                });
+                return Err(nomination_refused(
+                    nomination.pod.clone(),
+                    Some(nomination.node.clone()),
+                ));
             }
             inner.nominate(&nomination).await
         })
@@ -81,11 +88,7 @@ impl Actuator for FencedActuator {
         let (inner, gate, pod) = (self.inner.clone(), self.gate.clone(), pod.clone());
         Box::pin(async move {
             if !gate.acting() {
-                return Err(PreemptError::Nominate {
-                    pod,
-                    node: None,
-                    source: not_leader(),
-                });
+                return Err(nomination_refused(pod, None));
             }
             inner.clear_nomination(&pod).await
         })
