@@ -3,6 +3,7 @@
 //!
 //! ```text
 //!  gpu::GpuSourceArgs ──► gpu · scheduler · place · label-nodes · balance · scaler · up · status
+//!  farm::farm_snapshot ─► up · status (the cluster's GPU config and Prometheus)
 //!  gpu::GpuProfileArgs ─► scheduler (gpu-least-loaded)
 //!  balancer::BalancerArgs ► balance · scaler --with-balancer
 //!  lease::LeaderElectionArgs ► scheduler · balance · scaler --with-balancer (one replica acts)
@@ -14,6 +15,7 @@
 mod analyzer;
 mod balancer;
 mod dashboard;
+mod farm;
 mod gpu;
 mod lease;
 
@@ -22,6 +24,7 @@ pub use analyzer::{
 };
 pub use balancer::BalancerArgs;
 pub use dashboard::{DbArgs, ViewArgs, display_addr, start_local};
+pub use farm::{LOCAL_PROMETHEUS, farm_snapshot};
 pub use gpu::{GpuProfileArgs, GpuSourceArgs};
 pub use lease::LeaderElectionArgs;
 
