@@ -52,6 +52,16 @@ impl Readiness {
         let _ = self.leader.set(gate);
     }
 
+    /// The leadership this readiness reports (set by
+    /// [`Readiness::set_leadership`]; without it, always acting): the
+    /// component acts only while it says so.
+    pub fn leadership(&self) -> LeaderGate {
+        self.leader
+            .get()
+            .cloned()
+            .unwrap_or_else(LeaderGate::unelected)
+    }
+
     /// `Some(leading)` when leader election is on.
     fn leading(&self) -> Option<bool> {
         self.leader

@@ -47,11 +47,11 @@ pub async fn run(args: BalanceArgs) -> anyhow::Result<()> {
         .balancer
         .run(
             client,
+            &args.source,
             usage,
             metrics,
             ready,
             shutdown.clone(),
-            election.gate(),
         )
         .await;
     shutdown.trigger();

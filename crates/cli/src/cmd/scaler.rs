@@ -106,12 +106,19 @@ fn spawn_balancer(
         .balancer
         .election(&args.leader, &client, registry, shutdown.clone())?;
     ready.set_leadership(election.gate());
-    let (usage, balancer, shutdown) = (usage.clone(), args.balancer.clone(), shutdown.clone());
+    let (usage, balancer, source, shutdown) = (
+        usage.clone(),
+        args.balancer.clone(),
+        args.source.clone(),
+        shutdown.clone(),
+    );
     Ok(tokio::spawn(async move {
-        let gate = election.gate();
-        // The balancer's own readiness is not the scaler's: KEDA only needs gRPC.
+        // The balancer's own readiness is not the scaler's (KEDA only needs
+        // gRPC); it carries the leadership the balancer acts on.
+        let balancer_ready = Readiness::default();
+        balancer_ready.set_leadership(election.gate());
         let result = balancer
-            .run(client, usage, metrics, Readiness::default(), shutdown, gate)
+            .run(client, &source, usage, metrics, balancer_ready, shutdown)
             .await;
         election.release().await;
         result

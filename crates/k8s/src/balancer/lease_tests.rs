@@ -94,6 +94,7 @@ fn balancer(client: kube::Client, gate: LeaderGate) -> Balancer {
         BalanceParams {
             threshold: 50.0,
             cooldown: 300_000,
+            ..Default::default()
         },
     );
     b.leader = gate;
