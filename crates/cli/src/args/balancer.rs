@@ -9,9 +9,11 @@ use posture_core::gpu::GpuSnapshot;
 use posture_core::model::Millis;
 use posture_gpu::config::parse_duration;
 use posture_k8s::balancer::{BalanceMetrics, BalancerConfig, LoopTiming, Scope, run_balancer};
+use posture_k8s::lease::LeaderGate;
 use posture_k8s::workload::GPU_NODE_LABEL;
 use tokio::sync::watch;
 
+use super::lease::{BALANCER_LEASE, Election, LeaderElectionArgs};
 use super::{GpuSourceArgs, seed_or_clock};
 use crate::admin::{Readiness, Shutdown};
 
@@ -209,7 +211,25 @@ impl BalancerArgs {
                 once: self.once,
             },
             instance: std::env::var("POD_NAME").ok(),
+            leader: LeaderGate::unelected(),
         }
+    }
+
+    /// Starts leader election on the balancer's Lease (`--leader-elect`),
+    /// except for `--dry-run` and `--once`, which change nothing or stop at
+    /// once and so never compete with the acting balancer.
+    pub fn election(
+        &self,
+        leader: &LeaderElectionArgs,
+        client: &kube::Client,
+        registry: &mut prometheus_client::registry::Registry,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Election> {
+        if leader.leader_elect && (self.dry_run || self.once) {
+            tracing::info!("--dry-run/--once: not taking part in leader election");
+            return Ok(Election::unelected());
+        }
+        leader.start(client, BALANCER_LEASE, "balancer", registry, shutdown)
     }
 
     /// Learned idle baselines restored from Prometheus with
@@ -244,7 +264,9 @@ impl BalancerArgs {
     /// Runs the balancer until `shutdown` (or one decision with `--once`):
     /// validates the flags, draws a seed unless `--seed`, restores learned
     /// idle baselines from Prometheus (`source`), then runs
-    /// [`posture_k8s::balancer::run_balancer`] on `usage`.
+    /// [`posture_k8s::balancer::run_balancer`] on `usage`, deciding and
+    /// moving only while the leadership `ready` reports says this replica
+    /// leads (always, without leader election).
     pub async fn run(
         &self,
         client: kube::Client,
@@ -255,7 +277,10 @@ impl BalancerArgs {
         shutdown: Shutdown,
     ) -> anyhow::Result<()> {
         self.validate()?;
-        let mut cfg = self.config(seed_or_clock(self.seed));
+        let mut cfg = BalancerConfig {
+            leader: ready.leadership(),
+            ..self.config(seed_or_clock(self.seed))
+        };
         cfg.idle.restore(&self.restore_idle(source).await);
         run_balancer(
             client,

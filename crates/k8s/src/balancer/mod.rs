@@ -117,4 +117,6 @@ pub enum BalanceError {
 }
 
 #[cfg(test)]
+mod lease_tests;
+#[cfg(test)]
 mod tests;

@@ -20,6 +20,7 @@ use super::discover::{Discovery, Scope, Unfinished, discover};
 use super::metrics::{BalanceMetrics, MoveResult};
 use super::mover::Mover;
 use super::parked::{Parked, ParkedAction};
+use crate::lease::LeaderGate;
 
 /// One balancing decision and what came of it.
 #[derive(Debug)]
@@ -58,6 +59,8 @@ pub struct Balancer {
     pub idle: IdleBaselines,
     /// Decide and report, change nothing.
     pub dry_run: bool,
+    /// Whether this replica may act (always, without leader election).
+    pub leader: LeaderGate,
     local_moves: BTreeMap<WorkloadKey, RecentMove>,
 }
 
@@ -71,6 +74,7 @@ impl Balancer {
             workload_load: None,
             idle: IdleBaselines::default(),
             dry_run: false,
+            leader: LeaderGate::unelected(),
             local_moves: BTreeMap::new(),
         }
     }
@@ -105,6 +109,9 @@ impl Balancer {
         if !self.dry_run {
             let at = Timestamp::from_millisecond(now).unwrap_or_else(|_| Timestamp::now());
             for m in &plan.moves {
+                if !self.leader.acting() {
+                    break; // Fenced: the next leader plans again.
+                }
                 let result = self.mover.apply(m, at).await;
                 if result.is_ok() {
                     self.local_moves
@@ -138,6 +145,9 @@ impl Balancer {
     ) {
         let mut finished = Vec::new();
         for unfinished in &discovery.unfinished {
+            if !self.dry_run && !self.leader.acting() {
+                break; // Fenced: the next leader finishes it.
+            }
             let result = if self.dry_run {
                 Ok(())
             } else {
@@ -147,6 +157,9 @@ impl Balancer {
         }
         let mut parked = Vec::new();
         for p in &discovery.parked {
+            if !self.dry_run && !self.leader.acting() {
+                break; // Fenced: the next leader finishes it.
+            }
             let result = if self.dry_run {
                 Ok(ParkedAction::Wait)
             } else {
@@ -215,7 +228,9 @@ pub struct LoopTiming {
 /// `clock` gives epoch milliseconds (wall clock in production, tokio's
 /// clock in tests). Returns when `shutdown` resolves (or after one decision
 /// with `once`). Read failures are reported and retried next window, so the
-/// loop survives API server restarts.
+/// loop survives API server restarts. While `balancer.leader` says another
+/// replica leads, nothing is decided; a new leader decides on its first full
+/// window.
 pub async fn run_loop<R, F, C>(
     balancer: &mut Balancer,
     mut usage: tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
@@ -245,6 +260,13 @@ pub async fn run_loop<R, F, C>(
         // Stamp with our clock: the window is about when we observed.
         snapshot.taken_at = now;
         window.record(&snapshot);
+        if !balancer.leader.acting() {
+            // A follower decides nothing. When it wins it starts a fresh
+            // window: one observed while following may predate the last
+            // leader's moves (the same rule as after our own moves).
+            window.clear();
+            continue;
+        }
         if !window.is_full(now, interval_ms) {
             continue;
         }
@@ -287,6 +309,8 @@ pub struct BalancerConfig {
     pub timing: LoopTiming,
     /// Reporting instance for Events (the pod name).
     pub instance: Option<String>,
+    /// Leader election: decide and move only while this replica leads.
+    pub leader: LeaderGate,
 }
 
 /// The balancing loop as a component: sample every `sample_interval`; once
@@ -310,6 +334,7 @@ pub async fn run_balancer(
     let mut balancer = Balancer::new(mover, cfg.scope.clone(), cfg.params);
     balancer.dry_run = cfg.dry_run;
     balancer.workload_load = cfg.workload_load;
+    balancer.leader = cfg.leader.clone();
     balancer.idle = cfg.idle.clone();
     tracing::info!(
         seed = cfg.seed,
