@@ -217,9 +217,14 @@ impl DbTarget {
     }
 }
 
-#[derive(Clone)]
-pub(crate) enum Pool {
+/// A connection pool to either database: the analyzer's own, or a
+/// reader's (the dashboard's read-only pools read rows through
+/// [`crate::export::Rows`] with it).
+#[derive(Clone, Debug)]
+pub enum Pool {
+    /// SQLite.
     Sqlite(SqlitePool),
+    /// PostgreSQL.
     Postgres(PgPool),
 }
 

@@ -11,7 +11,10 @@
 //! received_time)` index), streamed one at a time with the image joined in,
 //! so memory stays constant however many rows there are. The CSV has the
 //! analyzer's header and lines byte for byte; images are the stored JPEGs.
-//! A library API so `down` can collect results with it.
+//! A library API so `down` can collect results with it; the selection
+//! itself ([`RowFilter`] → [`Rows`]: the SQL, its binds, the time text and
+//! the decoding) is public too, so the dashboard's CSV download reads the
+//! very same rows and bytes.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -19,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use futures_core::Stream;
+use futures_core::stream::BoxStream;
 use serde::Serialize;
 use sqlx::Row as _;
 
@@ -144,50 +148,139 @@ impl CameraSet {
     }
 }
 
+/// Which rows to read: the one selection `results export` and the
+/// dashboard's CSV download share, so the two give the same bytes.
+#[derive(Clone, Debug, Default)]
+pub struct RowFilter {
+    /// Only these cameras (all when empty).
+    pub cameras: Vec<String>,
+    /// Only frames received at or after this.
+    pub since: Option<jiff::Timestamp>,
+    /// Only frames received before this.
+    pub until: Option<jiff::Timestamp>,
+    /// At most this many rows (all when `None`).
+    pub limit: Option<u64>,
+}
+
+/// One row read by [`Rows`], with its annotated image when asked for (and
+/// still kept).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExportRow {
+    /// The row; times as RFC 3339 UTC text with microseconds, whatever the
+    /// column types (legacy TIMESTAMP, INTEGER angles and NULLs included).
+    pub stored: StoredRow,
+    /// The JPEG from `posture_image`.
+    pub jpeg: Option<Vec<u8>>,
+}
+
+enum RowStream<'a> {
+    Sqlite(BoxStream<'a, Result<sqlx::sqlite::SqliteRow, sqlx::Error>>),
+    Postgres(BoxStream<'a, Result<sqlx::postgres::PgRow, sqlx::Error>>),
+}
+
+/// The rows a [`RowFilter`] selects, in camera, then arrival-time, then id
+/// order (the `(pi_id, received_time)` index), streamed one at a time: the
+/// query text, its binds and the decoding of `results export`. Read-only:
+/// it runs on a pool whose sessions refuse writes.
+pub struct Rows<'a> {
+    stream: RowStream<'a>,
+    images: bool,
+}
+
+impl<'a> Rows<'a> {
+    /// Starts reading through `pool`; with `images`, each row carries its
+    /// JPEG. The table is not migrated (see [`Database::ensure_schema`]).
+    pub async fn open(
+        pool: &'a Pool,
+        filter: &RowFilter,
+        images: bool,
+    ) -> Result<Self, sqlx::Error> {
+        let layout = crate::schema::layout(pool).await?;
+        let mut conditions = Vec::new();
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            n
+        };
+        if !filter.cameras.is_empty() {
+            let list: Vec<String> = filter
+                .cameras
+                .iter()
+                .map(|_| placeholder(pool, next()))
+                .collect();
+            conditions.push(format!("l.pi_id IN ({})", list.join(", ")));
+        }
+        if filter.since.is_some() {
+            let p = crate::schema::time_param(pool, layout, next());
+            conditions.push(format!("l.received_time >= {p}"));
+        }
+        if filter.until.is_some() {
+            let p = crate::schema::time_param(pool, layout, next());
+            conditions.push(format!("l.received_time < {p}"));
+        }
+        let mut tail = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        tail.push_str(" ORDER BY l.pi_id, l.received_time, l.id");
+        if let Some(limit) = filter.limit {
+            tail.push_str(&format!(" LIMIT {limit}"));
+        }
+        let sql = crate::schema::select_rows(pool, layout, &tail, images);
+        let binds: Vec<String> = filter
+            .cameras
+            .iter()
+            .cloned()
+            .chain(filter.since.map(row_time))
+            .chain(filter.until.map(row_time))
+            .collect();
+        macro_rules! fetch {
+            ($p:expr) => {{
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for b in binds {
+                    q = q.bind(b);
+                }
+                q.fetch($p)
+            }};
+        }
+        let stream = match pool {
+            Pool::Sqlite(p) => RowStream::Sqlite(fetch!(p)),
+            Pool::Postgres(p) => RowStream::Postgres(fetch!(p)),
+        };
+        Ok(Self { stream, images })
+    }
+
+    /// The next row; `None` after the last.
+    pub async fn next(&mut self) -> Option<Result<ExportRow, sqlx::Error>> {
+        let images = self.images;
+        macro_rules! decode {
+            ($rows:expr) => {{
+                let r = match next_row($rows).await? {
+                    Ok(r) => r,
+                    Err(e) => return Some(Err(e)),
+                };
+                let decoded = stored_row!(&r).and_then(|stored| {
+                    let jpeg = if images { r.try_get("jpeg")? } else { None };
+                    Ok(ExportRow { stored, jpeg })
+                });
+                Some(decoded)
+            }};
+        }
+        match &mut self.stream {
+            RowStream::Sqlite(rows) => decode!(rows),
+            RowStream::Postgres(rows) => decode!(rows),
+        }
+    }
+}
+
 /// Exports the rows (and images) `opts` selects; see the module docs.
 pub async fn export(db: &mut Database, opts: &ExportOptions) -> Result<ExportSummary, ExportError> {
-    let layout = db.ensure_schema().await?;
+    db.ensure_schema().await?;
     std::fs::create_dir_all(&opts.out).map_err(|source| ExportError::Io {
         path: opts.out.clone(),
         source,
     })?;
-    let pool = db.pool().clone();
-    let mut conditions = Vec::new();
-    let mut n = 0;
-    let mut next = || {
-        n += 1;
-        n
-    };
-    if !opts.cameras.is_empty() {
-        let list: Vec<String> = opts
-            .cameras
-            .iter()
-            .map(|_| placeholder(&pool, next()))
-            .collect();
-        conditions.push(format!("l.pi_id IN ({})", list.join(", ")));
-    }
-    if opts.since.is_some() {
-        let p = crate::schema::time_param(&pool, layout, next());
-        conditions.push(format!("l.received_time >= {p}"));
-    }
-    if opts.until.is_some() {
-        let p = crate::schema::time_param(&pool, layout, next());
-        conditions.push(format!("l.received_time < {p}"));
-    }
-    let filter = if conditions.is_empty() {
-        String::new()
-    } else {
-        format!("WHERE {}", conditions.join(" AND "))
-    };
-    let tail = format!("{filter} ORDER BY l.pi_id, l.received_time, l.id");
-    let sql = crate::schema::select_rows(&pool, layout, &tail, opts.images);
-    let binds: Vec<String> = opts
-        .cameras
-        .iter()
-        .cloned()
-        .chain(opts.since.map(row_time))
-        .chain(opts.until.map(row_time))
-        .collect();
     let target = db.target().to_string();
     let err = |source| {
         ExportError::Db(DbError::Query {
@@ -195,34 +288,23 @@ pub async fn export(db: &mut Database, opts: &ExportOptions) -> Result<ExportSum
             source,
         })
     };
+    let filter = RowFilter {
+        cameras: opts.cameras.clone(),
+        since: opts.since,
+        until: opts.until,
+        limit: None,
+    };
+    let mut rows = Rows::open(db.pool(), &filter, opts.images)
+        .await
+        .map_err(err)?;
     let mut writer = Writer {
         opts,
         current: None,
         summary: ExportSummary::default(),
     };
-    // The same streaming loop on either pool (their row types differ).
-    macro_rules! stream_rows {
-        ($p:expr) => {{
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
-            for b in &binds {
-                q = q.bind(b);
-            }
-            let mut rows = q.fetch($p);
-            while let Some(r) = next_row(&mut rows).await {
-                let r = r.map_err(err)?;
-                let stored = stored_row!(&r).map_err(err)?;
-                let jpeg: Option<Vec<u8>> = if opts.images {
-                    r.try_get("jpeg").map_err(err)?
-                } else {
-                    None
-                };
-                writer.write(&stored, jpeg.as_deref())?;
-            }
-        }};
-    }
-    match &pool {
-        Pool::Sqlite(p) => stream_rows!(p),
-        Pool::Postgres(p) => stream_rows!(p),
+    while let Some(r) = rows.next().await {
+        let r = r.map_err(err)?;
+        writer.write(&r.stored, r.jpeg.as_deref())?;
     }
     if let Some(set) = writer.current.take() {
         set.finish()?;

@@ -112,18 +112,27 @@ pub(crate) async fn migrate(pool: &Pool) -> Result<Layout, sqlx::Error> {
         }
         Pool::Postgres(p) => {
             migrate_pg(p).await?;
-            let naive: Option<String> = sqlx::query_scalar(
-                "SELECT data_type::text FROM information_schema.columns
-                 WHERE table_schema = current_schema() AND table_name = 'posture_log'
-                   AND column_name = 'received_time'",
-            )
-            .fetch_optional(p)
-            .await?;
-            Ok(Layout {
-                naive_times: naive.as_deref() == Some("timestamp without time zone"),
-            })
+            layout(pool).await
         }
     }
+}
+
+/// How the existing `posture_log` is typed, without changing anything (a
+/// read-only session may ask).
+pub async fn layout(pool: &Pool) -> Result<Layout, sqlx::Error> {
+    let Pool::Postgres(p) = pool else {
+        return Ok(Layout::default());
+    };
+    let naive: Option<String> = sqlx::query_scalar(
+        "SELECT data_type::text FROM information_schema.columns
+         WHERE table_schema = current_schema() AND table_name = 'posture_log'
+           AND column_name = 'received_time'",
+    )
+    .fetch_optional(p)
+    .await?;
+    Ok(Layout {
+        naive_times: naive.as_deref() == Some("timestamp without time zone"),
+    })
 }
 
 async fn migrate_pg(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {

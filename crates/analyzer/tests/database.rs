@@ -3,14 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use posture_analyzer::store::{DbTarget, LegacyDbVars};
 use posture_analyzer::{Database, PostureRow};
-use support::*;
+use posture_testkit::Postgres;
 
 fn row(id: &str) -> PostureRow {
     PostureRow {

@@ -15,6 +15,7 @@ use posture_analyzer::mqtt::{MqttConfig, RunStats};
 use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
 use posture_analyzer::store::{DbTarget, LegacyDbVars, Recorded};
 use posture_analyzer::{Database, Limits, Outcome, RejectReason};
+use posture_testkit::{Mosquitto, Postgres, free_port};
 use support::*;
 
 fn plan(topic: &str) -> PublishPlan {

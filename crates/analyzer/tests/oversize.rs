@@ -20,6 +20,7 @@ use base64::Engine as _;
 use posture_analyzer::mqtt::{MqttConfig, RunStats};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{Limits, MqttProtocol, Outcome, RejectReason};
+use posture_testkit::Mosquitto;
 use support::*;
 
 /// The tests measure this process's peak memory: one at a time.

@@ -8,10 +8,11 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use posture_analyzer::mqtt::{MqttConfig, run_analyzer};
+use posture_analyzer::mqtt::MqttConfig;
 use posture_analyzer::publish::{Encoding, PublishPlan, image_files, publish_files};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{Limits, Outcome, load_blazepose};
+use posture_testkit::Mosquitto;
 use support::*;
 
 fn models_dir() -> Option<PathBuf> {
@@ -23,11 +24,10 @@ fn models_dir() -> Option<PathBuf> {
     {
         Some(dir)
     } else {
-        eprintln!(
-            "SKIP: no pose models in {} (run `posture-farm setup`)",
+        posture_testkit::skip_or_fail(&format!(
+            "the pose models in {} (run `posture-farm setup`)",
             dir.display()
-        );
-        None
+        ))
     }
 }
 
@@ -40,40 +40,14 @@ async fn sample_photos_over_mqtt_with_blazepose() {
     let out = tempfile::tempdir().unwrap();
     let target = DbTarget::Sqlite(out.path().join("posture.db"));
     let model = load_blazepose(&models, 1).unwrap();
-    let mut analyzer = analyzer_with(Box::new(model), out.path(), &target, Limits::default()).await;
+    let analyzer = analyzer_with(Box::new(model), out.path(), &target, Limits::default()).await;
 
     let files = image_files(&[models.join("samples")]).unwrap();
     let names: Vec<String> = files
         .iter()
         .map(|f| f.file_stem().unwrap().to_string_lossy().into_owned())
         .collect();
-    let cfg = MqttConfig::new("127.0.0.1", broker.port, "analyzer-real-model");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        run_analyzer(
-            &cfg,
-            &["images/pi1".to_string()],
-            None,
-            &mut analyzer,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |up| {
-                let _ = ready_tx.send(up);
-            },
-            move |o| {
-                let _ = tx.send(o.clone());
-            },
-        )
-        .await
-        .unwrap()
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| *r))
-        .await
-        .unwrap()
-        .unwrap();
+    let mut run = Running::start(analyzer, broker.port, "images/pi1", "analyzer-real-model").await;
     let plan = PublishPlan {
         topic: "images/pi1".into(),
         encoding: Encoding::Base64Jpeg,
@@ -87,19 +61,14 @@ async fn sample_photos_over_mqtt_with_blazepose() {
         files.len()
     );
     let mut by_name = std::collections::HashMap::new();
-    for name in &names {
-        let o = tokio::time::timeout(Duration::from_secs(60), rx.recv())
-            .await
-            .unwrap()
-            .unwrap();
+    for (name, o) in names.iter().zip(run.take(names.len()).await) {
         let Outcome::Analyzed { row, image, .. } = o else {
             panic!("{name} rejected: {o:?}")
         };
         assert!(image.as_ref().is_some_and(|i| i.is_file()));
         by_name.insert(name.clone(), row);
     }
-    let _ = stop_tx.send(());
-    let stats = task.await.unwrap();
+    let (_, stats) = run.stop().await;
     assert_eq!(stats.analyzed as usize, files.len());
 
     // A person facing the camera, upright: landmarks, small angles, Good.

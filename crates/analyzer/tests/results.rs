@@ -17,6 +17,7 @@ use posture_analyzer::outputs::Outputs;
 use posture_analyzer::retention::{Retention, prune};
 use posture_analyzer::store::{DbTarget, Entry, LegacyDbVars};
 use posture_analyzer::{AnalyzerConfig, Database, Frame, Limits, Outcome, PostureRow};
+use posture_testkit::Postgres;
 use support::*;
 
 fn pg_target(pg: &Postgres) -> DbTarget {
@@ -268,14 +269,9 @@ async fn retention_removes_only_old_images_postgres() {
 async fn the_seeds_legacy_table_accepts_rows() {
     let Some(pg) = Postgres::start() else { return };
     // The table the earlier Python analyzer's users have (Supabase), with a row.
-    pg.psql(
-        "CREATE TABLE posture_log (id SERIAL PRIMARY KEY, pi_id TEXT, filename TEXT,
-           received_time TIMESTAMP, analyzed_time TIMESTAMP, neck_angle INTEGER,
-           body_angle INTEGER, posture_status TEXT, landmarks_detected BOOLEAN, processed_by TEXT);
-         INSERT INTO posture_log (pi_id, filename, received_time, analyzed_time, neck_angle,
-           body_angle, posture_status, landmarks_detected, processed_by)
-         VALUES ('pi1', 'old.jpg', '2025-06-01 10:00:00', '2025-06-01 10:00:01', 12, 3, 'Good', true, 'jetson1');",
-    );
+    pg.create_seeds_table(&[
+        "('pi1', 'old.jpg', '2025-06-01 10:00:00', '2025-06-01 10:00:01', 12, 3, 'Good', true, 'jetson1')",
+    ]);
     let target = pg_target(&pg);
     let work = tempfile::tempdir().unwrap();
     let mut cfg = AnalyzerConfig::new(work.path().to_path_buf(), "node-a".into());

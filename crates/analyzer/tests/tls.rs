@@ -6,10 +6,11 @@ mod support;
 
 use std::time::Duration;
 
-use posture_analyzer::mqtt::{MqttConfig, MqttTls, run_analyzer};
+use posture_analyzer::mqtt::{MqttConfig, MqttTls};
 use posture_analyzer::publish::{Encoding, PublishPlan, publish_files};
 use posture_analyzer::store::DbTarget;
 use posture_analyzer::{Limits, Outcome};
+use posture_testkit::{Mosquitto, make_ca, make_certs, require};
 use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -37,34 +38,9 @@ async fn analyzer_and_publisher_over_tls() {
     };
     let out = tempfile::tempdir().unwrap();
     let target = DbTarget::Sqlite(out.path().join("posture.db"));
-    let mut analyzer = analyzer(out.path(), &target, Limits::default()).await;
-    let cfg = tls("analyzer-tls");
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let (ready_tx, mut ready_rx) = tokio::sync::watch::channel(false);
-    let task = tokio::spawn(async move {
-        run_analyzer(
-            &cfg,
-            &["images/pi1".to_string()],
-            None,
-            &mut analyzer,
-            async {
-                let _ = stop_rx.await;
-            },
-            move |up| {
-                let _ = ready_tx.send(up);
-            },
-            move |o| {
-                let _ = tx.send(o.clone());
-            },
-        )
-        .await
-        .unwrap()
-    });
-    tokio::time::timeout(Duration::from_secs(10), ready_rx.wait_for(|r| *r))
-        .await
-        .expect("the analyzer did not connect over TLS")
-        .unwrap();
+    let analyzer = analyzer(out.path(), &target, Limits::default()).await;
+    // Returns once the analyzer is subscribed: it connected over TLS.
+    let mut run = Running::start_with(analyzer, tls("analyzer-tls"), "images/pi1").await;
     let files = write_frames(&out.path().join("in"), &[(RED, 1)]);
     let plan = PublishPlan {
         topic: "images/pi1".into(),
@@ -76,35 +52,14 @@ async fn analyzer_and_publisher_over_tls() {
     publish_files(&tls("camera-tls"), &plan, &files)
         .await
         .unwrap();
-    let o = tokio::time::timeout(Duration::from_secs(20), rx.recv())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(matches!(o, Outcome::Analyzed { .. }), "{o:?}");
-    let _ = stop_tx.send(());
-    assert_eq!(task.await.unwrap().analyzed, 1);
+    let o = run.take(1).await;
+    assert!(matches!(o[0], Outcome::Analyzed { .. }), "{o:?}");
+    assert_eq!(run.stop().await.1.analyzed, 1);
 
     // A client that does not trust the broker's CA never gets through.
     let mut untrusting = MqttConfig::new("localhost", broker.port, "camera-untrusting");
     let other = tempfile::tempdir().unwrap();
-    openssl(
-        other.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "k",
-            "-out",
-            "other.pem",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=other",
-        ],
-    );
+    make_ca(other.path(), "other", "other");
     untrusting.tls = Some(MqttTls {
         ca_file: other.path().join("other.pem"),
     });

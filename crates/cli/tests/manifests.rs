@@ -1,9 +1,13 @@
-//! Every manifest under `deploy/` must be a valid Kubernetes object: parsed
-//! into its typed `k8s-openapi` struct and serialised back without losing a
-//! field (an unknown or misspelt field would vanish in the round trip, so
-//! this rejects unknown fields). KEDA objects have no typed struct here:
-//! their embedded pod templates are checked the same way and the rest
-//! against the fields of KEDA's v2 ScaledJob schema.
+//! Every manifest under `deploy/` — and everything `up` renders, in every
+//! mode and with the flags that add or change fields — must be a valid
+//! Kubernetes object: parsed into its typed `k8s-openapi` struct and
+//! serialised back without losing a field (an unknown or misspelt field
+//! would vanish in the round trip, so this rejects unknown fields, as the
+//! API server's strict field validation would). KEDA objects have no typed
+//! struct here: their embedded pod templates are checked the same way and
+//! the rest against the fields of KEDA's v2 ScaledJob schema. When CI has
+//! rendered each mode with `kubectl kustomize` (`POSTURE_KUSTOMIZE_DIR`),
+//! `up`'s rendering is compared with it object for object.
 
 use std::path::{Path, PathBuf};
 
@@ -141,6 +145,7 @@ fn check(doc: &Value) -> Result<(), String> {
         ("v1", "Namespace") => round_trip::<core::v1::Namespace>(doc),
         ("v1", "Pod") => round_trip::<core::v1::Pod>(doc),
         ("apps/v1", "Deployment") => round_trip::<apps::v1::Deployment>(doc),
+        ("apps/v1", "StatefulSet") => round_trip::<apps::v1::StatefulSet>(doc),
         ("apps/v1", "DaemonSet") => round_trip::<apps::v1::DaemonSet>(doc),
         ("batch/v1", "Job") => round_trip::<batch::v1::Job>(doc),
         ("rbac.authorization.k8s.io/v1", "ClusterRole") => round_trip::<rbac::v1::ClusterRole>(doc),
@@ -253,4 +258,118 @@ fn the_round_trip_check_catches_unknown_fields() {
     });
     let err = check(&doc).unwrap_err();
     assert!(err.contains("schedulerNmae"), "{err}");
+}
+
+fn check_all<'a>(docs: impl IntoIterator<Item = &'a Value>, what: &str) -> Vec<String> {
+    docs.into_iter()
+        .filter_map(|doc| {
+            check(doc).err().map(|e| {
+                format!(
+                    "{what}: {} {}: {e}",
+                    doc["kind"].as_str().unwrap_or("?"),
+                    doc["metadata"]["name"].as_str().unwrap_or("?")
+                )
+            })
+        })
+        .collect()
+}
+
+#[test]
+fn everything_up_renders_is_a_valid_typed_object() {
+    use posture_k8s::ops::manifests::{
+        BrokerAuth, GpuInference, Mode, PrometheusSetup, RenderOptions, embedded, render,
+    };
+    let mut problems = Vec::new();
+    for mode in Mode::ALL {
+        let variants = [
+            RenderOptions {
+                mode,
+                ..RenderOptions::default()
+            },
+            RenderOptions {
+                mode,
+                namespace: Some("farm".into()),
+                cameras: Some(12),
+                prometheus: PrometheusSetup {
+                    deploy: true,
+                    url: None,
+                },
+                broker_auth: Some(BrokerAuth {
+                    username: "u".into(),
+                    password: "p".into(),
+                }),
+                gpu_config: Some("nodes: {agx: {}}\n".into()),
+                all_namespaces: true,
+                gpu_inference: Some(GpuInference {
+                    image: "reg/pf:1-gpu".into(),
+                    runtime_class: Some("nvidia".into()),
+                    device: "cuda".into(),
+                }),
+                dashboard_service_type: Some("LoadBalancer".into()),
+                ..RenderOptions::default()
+            },
+        ];
+        for opts in variants {
+            let rendered = render(&embedded(), &opts).expect("renders");
+            let docs: Vec<&Value> = rendered.plan.objects.iter().map(|o| &o.object).collect();
+            problems.extend(check_all(docs, mode.as_str()));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "invalid rendered objects:\n{}",
+        problems.join("\n")
+    );
+}
+
+/// `kubectl apply -k deploy/modes/<mode>` and `up --mode <mode>` give the
+/// same objects (but the Secret `up` generates, which kubectl users create).
+#[test]
+fn up_renders_what_kubectl_kustomize_renders() {
+    use posture_k8s::ops::manifests::{Mode, RenderOptions, embedded, render};
+    let Ok(dir) = std::env::var("POSTURE_KUSTOMIZE_DIR") else {
+        eprintln!(
+            "skipped: POSTURE_KUSTOMIZE_DIR is not set (.ci/run sets it after `kubectl kustomize`)"
+        );
+        return;
+    };
+    let key = |v: &Value| {
+        format!(
+            "{}/{}/{}",
+            v["kind"], v["metadata"]["namespace"], v["metadata"]["name"]
+        )
+    };
+    for mode in Mode::ALL {
+        let path = Path::new(&dir).join(format!("{}.yaml", mode.as_str()));
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let mut want: Vec<Value> = serde_saphyr::from_multiple::<Value>(&text)
+            .unwrap()
+            .into_iter()
+            .filter(|d| !d.is_null())
+            .collect();
+        let opts = RenderOptions {
+            mode,
+            ..RenderOptions::default()
+        };
+        let mut got: Vec<Value> = render(&embedded(), &opts)
+            .expect("renders")
+            .plan
+            .objects
+            .into_iter()
+            .map(|o| o.object)
+            .filter(|o| !(o["kind"] == "Secret" && o["metadata"]["name"] == "posture-db"))
+            .collect();
+        want.sort_by_key(key);
+        got.sort_by_key(key);
+        assert_eq!(
+            got.iter().map(key).collect::<Vec<_>>(),
+            want.iter().map(key).collect::<Vec<_>>(),
+            "{}: the same objects",
+            mode.as_str()
+        );
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g, w, "{}: {}", mode.as_str(), key(g));
+        }
+    }
 }

@@ -5,15 +5,22 @@
 //! averages it per node and then, for every node whose average is above the
 //! threshold, moves **at most one** posture workload to the least-loaded node
 //! that still is at or under the threshold once the workload's load is added.
-//! The load of each planned move is subtracted from its source and added to
-//! its destination before the next decision of the same loop, so two
-//! overloaded nodes never both push one destination over the threshold.
-//! Workloads moved less than a cool-down ago are not moved again.
+//! A workload's load is estimated above its node's idle baseline
+//! ([`estimate`]); when no baseline is known the move follows the seed's
+//! rule (the lowest-usage node at or under the threshold).
+//!
+//! The balancer remembers its own moves ([`RecentMove`]): until the moved
+//! workload has run on its destination for a whole window, the readings do
+//! not show the move, so its load is added to the destination and taken off
+//! the source before deciding, and the source sheds nothing more
+//! ([`StuckReason::Settling`]). Within one loop, each planned move is
+//! counted the same way before the next decision. Workloads moved less than
+//! a cool-down ago are not moved again.
 //!
 //! ```text
-//!  GpuSnapshot every 5 s ─► UsageWindow (30 s) ─► averages ─┐
-//!  workloads on nodes (+ estimated load) ───────────────────┼─► plan_moves ─► BalancePlan
-//!  last move per workload (cool-down) ──────────────────────┘      (moves, outcome, stuck nodes)
+//!  GpuSnapshot every 5 s ─► UsageWindow (30 s) ─► averages ──────────┐
+//!  workloads on nodes ─► estimate_loads (idle baselines) ────────────┼─► plan_moves ─► BalancePlan
+//!  History: last move per workload (cool-down), recent moves (pending)┘      (moves, outcome, stuck nodes)
 //! ```
 //!
 //! Everything here is pure: time comes in as [`Millis`], randomness (the
@@ -26,6 +33,10 @@ use rand::Rng;
 
 use crate::gpu::GpuSnapshot;
 use crate::model::Millis;
+
+pub mod estimate;
+
+pub use estimate::{Estimate, IdleBaselines, Workload, estimate_loads, learn_idle};
 
 /// Default overload threshold in percent (`GPU_THRESHOLD`): a node whose
 /// windowed average is above it is overloaded.
@@ -89,56 +100,6 @@ impl fmt::Display for WorkloadKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}/{}", self.kind.as_str(), self.namespace, self.name)
     }
-}
-
-/// A workload running on a node, with the GPU load (percentage points) it is
-/// estimated to put there. Moving it is assumed to move that much load.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Workload {
-    /// Which object this is.
-    pub key: WorkloadKey,
-    /// The node its pods run on now.
-    pub node: String,
-    /// Estimated GPU usage it causes, in percentage points (≥ 0).
-    pub load: f64,
-}
-
-/// Splits each node's average usage evenly over the workloads running on it.
-///
-/// Used when no per-workload measurement exists: the estimate is an upper
-/// bound (it counts the node's idle baseline as workload load), which makes
-/// the balancer cautious rather than eager. `fixed_load`, when given, is used
-/// for every workload instead (the operator knows what one analyzer costs).
-/// Workloads on nodes without an average get load 0 and cannot be moved by
-/// [`plan_moves`] anyway (their node is not a known source).
-pub fn estimate_loads(
-    averages: &BTreeMap<String, f64>,
-    placements: &[(WorkloadKey, String)],
-    fixed_load: Option<f64>,
-) -> Vec<Workload> {
-    let mut per_node: BTreeMap<&str, usize> = BTreeMap::new();
-    for (_, node) in placements {
-        *per_node.entry(node.as_str()).or_default() += 1;
-    }
-    placements
-        .iter()
-        .map(|(key, node)| {
-            let load = match (fixed_load, averages.get(node)) {
-                (Some(fixed), _) => fixed.max(0.0),
-                (None, Some(avg)) => {
-                    // per_node has an entry for every placement's node, ≥ 1.
-                    let n = per_node.get(node.as_str()).copied().unwrap_or(1).max(1);
-                    (avg / n as f64).max(0.0)
-                }
-                (None, None) => 0.0,
-            };
-            Workload {
-                key: key.clone(),
-                node: node.clone(),
-                load,
-            }
-        })
-        .collect()
 }
 
 /// Sliding window of usage samples, averaged per node.
@@ -242,6 +203,12 @@ pub struct BalanceParams {
     pub threshold: f64,
     /// A workload moved less than this long ago is not moved again.
     pub cooldown: Millis,
+    /// Length of the observation window: a move is shown by the readings
+    /// once its workload has run on the destination for this long.
+    pub window: Millis,
+    /// A move whose workload never shows up ready on its destination stops
+    /// counting as pending after this long.
+    pub settle_timeout: Millis,
 }
 
 impl Default for BalanceParams {
@@ -249,6 +216,8 @@ impl Default for BalanceParams {
         Self {
             threshold: DEFAULT_THRESHOLD,
             cooldown: 5 * 60 * 1000,
+            window: 30 * 1000,
+            settle_timeout: 5 * 60 * 1000,
         }
     }
 }
@@ -262,15 +231,94 @@ pub struct Move {
     pub from: String,
     /// The destination node (its affinity target after the move).
     pub to: String,
-    /// The estimated load that moves with it.
+    /// The estimated load that moves with it (an upper bound when
+    /// `estimate` is [`Estimate::Unknown`]).
     pub load: f64,
+    /// How `load` was estimated.
+    pub estimate: Estimate,
     /// Source average before this loop's moves.
     pub from_usage: f64,
-    /// Destination's projected usage before this move (including earlier
-    /// moves of the same loop).
+    /// Destination's projected usage before this move (including moves in
+    /// progress and earlier moves of the same loop).
     pub to_usage_before: f64,
-    /// Destination's projected usage after this move (≤ threshold).
+    /// Destination's projected usage after this move (≤ threshold when the
+    /// estimate is known).
     pub to_usage_after: f64,
+}
+
+/// A move made recently: until the readings show it, its load counts on
+/// its destination and its relief on its source.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecentMove {
+    /// The moved workload.
+    pub workload: WorkloadKey,
+    /// The node it left.
+    pub from: String,
+    /// The node it was moved to.
+    pub to: String,
+    /// The load moved (as estimated when moving).
+    pub load: f64,
+    /// When it was moved.
+    pub at: Millis,
+    /// Since when all its pods run ready on `to` (`None`: not yet, or not
+    /// known).
+    pub arrived_at: Option<Millis>,
+}
+
+impl RecentMove {
+    /// The record of `mv`, made at `at`.
+    pub fn of(mv: &Move, at: Millis) -> Self {
+        Self {
+            workload: mv.workload.clone(),
+            from: mv.from.clone(),
+            to: mv.to.clone(),
+            load: mv.load,
+            at,
+            arrived_at: None,
+        }
+    }
+
+    /// Whether a window ending at `now` may not show the move yet: its
+    /// workload has not run ready on the destination for a whole window,
+    /// and the settle timeout has not passed.
+    pub fn is_pending(&self, now: Millis, params: &BalanceParams) -> bool {
+        let shown = self
+            .arrived_at
+            .is_some_and(|a| a <= now.saturating_sub(params.window));
+        !shown && now.saturating_sub(self.at) < params.settle_timeout
+    }
+}
+
+/// What the balancer remembers of its own moves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// When each workload was last moved (cool-down), e.g. from annotations.
+    pub moved_at: BTreeMap<WorkloadKey, Millis>,
+    /// Recent moves with their load, for the pending projection.
+    pub recent: Vec<RecentMove>,
+}
+
+impl History {
+    /// When `key` was last moved, from either record.
+    pub fn last_move(&self, key: &WorkloadKey) -> Option<Millis> {
+        let recent = self
+            .recent
+            .iter()
+            .filter(|m| &m.workload == key)
+            .map(|m| m.at)
+            .max();
+        self.moved_at.get(key).copied().max(recent)
+    }
+
+    /// The recent moves the readings of a window ending at `now` may not
+    /// show yet.
+    pub fn pending(&self, now: Millis, params: &BalanceParams) -> Vec<RecentMove> {
+        self.recent
+            .iter()
+            .filter(|m| m.is_pending(now, params))
+            .cloned()
+            .collect()
+    }
 }
 
 /// The overall verdict of one loop, for logs and the `--dry-run` output.
@@ -278,10 +326,12 @@ pub struct Move {
 pub enum Outcome {
     /// No node has a usable average: nothing to decide on.
     NoData,
-    /// Every node is at or under the threshold: observe again.
+    /// No node is overloaded once moves in progress are counted: observe
+    /// again.
     Stable,
-    /// Every node with data is overloaded: there is nowhere to move to, so
-    /// nothing moves.
+    /// Some nodes are overloaded and every other node is too, or is
+    /// projected over the threshold by moves in progress: there is nowhere
+    /// to move to, so nothing moves.
     AllOverloaded,
     /// Some nodes are overloaded and some are not: see the moves (possibly
     /// none, with the reasons in [`BalancePlan::stuck`]).
@@ -305,8 +355,14 @@ impl Outcome {
 pub enum StuckReason {
     /// No posture workload runs there (the load comes from something else).
     NoWorkload,
+    /// A workload moved off it recently does not show in the readings yet:
+    /// it sheds nothing more until they do.
+    Settling,
     /// Every workload there was moved within the cool-down.
     CoolingDown,
+    /// The workloads there add no load above the node's idle baseline:
+    /// moving one would relieve nothing.
+    NoRelief,
     /// No destination has room for any of its workloads without going over
     /// the threshold.
     NoRoom,
@@ -317,7 +373,9 @@ impl StuckReason {
     pub fn as_str(&self) -> &'static str {
         match self {
             Self::NoWorkload => "no_workload",
+            Self::Settling => "settling",
             Self::CoolingDown => "cooling_down",
+            Self::NoRelief => "no_relief",
             Self::NoRoom => "no_room",
         }
     }
@@ -335,93 +393,111 @@ pub struct BalancePlan {
     pub stuck: Vec<(String, StuckReason)>,
     /// Overloaded nodes with their averages, highest first.
     pub overloaded: Vec<(String, f64)>,
-    /// Per-node usage once the planned moves are counted.
+    /// Moves in progress counted in this decision.
+    pub pending: Vec<RecentMove>,
+    /// Per-node usage once moves in progress and the planned moves are
+    /// counted.
     pub projected: BTreeMap<String, f64>,
 }
 
 /// Whether `key` was moved less than `cooldown` before `now`.
-pub fn cooling_down(
-    moved_at: &BTreeMap<WorkloadKey, Millis>,
-    key: &WorkloadKey,
-    now: Millis,
-    cooldown: Millis,
-) -> bool {
-    moved_at
-        .get(key)
-        .is_some_and(|at| now.saturating_sub(*at) < cooldown)
+pub fn cooling_down(history: &History, key: &WorkloadKey, now: Millis, cooldown: Millis) -> bool {
+    history
+        .last_move(key)
+        .is_some_and(|at| now.saturating_sub(at) < cooldown)
+}
+
+/// Per-node averages with the moves in progress counted: their load added
+/// to the destination, taken off the source (never below 0). Nodes without
+/// an average stay out.
+pub fn project_pending(
+    averages: &BTreeMap<String, f64>,
+    pending: &[RecentMove],
+) -> BTreeMap<String, f64> {
+    let mut projected = averages.clone();
+    for m in pending {
+        if let Some(u) = projected.get_mut(&m.to) {
+            *u += m.load;
+        }
+        if let Some(u) = projected.get_mut(&m.from) {
+            *u = (*u - m.load).max(0.0);
+        }
+    }
+    projected
 }
 
 /// Decides which workloads to move, given per-node averages.
 ///
-/// Rules (see the module docs): sources are the overloaded nodes, highest
-/// average first; each gets at most one move; its candidate workloads are
-/// those not cooling down, largest estimated load first (most relief); the
-/// destination is the node not overloaded at the start of the loop with the
-/// lowest projected usage among those that stay at or under the threshold
-/// with the workload added, ties broken by `rng`. Projected usage is updated
-/// after each move. When all nodes are overloaded nothing moves.
+/// Rules (see the module docs): moves in progress ([`History::pending`])
+/// are counted first. Sources are the nodes whose average *and* projected
+/// usage are above the threshold, highest average first; each gets at most
+/// one move, none while a move off it is pending. Its candidate workloads
+/// are those not cooling down, largest estimated load first (most relief).
+/// Destinations are the nodes whose average and projected usage are at or
+/// under the threshold at the start of the loop; for a known estimate the
+/// one with the lowest projected usage among those that stay at or under
+/// the threshold with the workload added, for an unknown estimate (seed
+/// rule) the one with the lowest projected usage; ties broken by `rng`.
+/// Projected usage is updated after each move. When no destination exists
+/// nothing moves.
 pub fn plan_moves<R: Rng + ?Sized>(
     averages: &BTreeMap<String, f64>,
     workloads: &[Workload],
-    moved_at: &BTreeMap<WorkloadKey, Millis>,
+    history: &History,
     now: Millis,
     params: BalanceParams,
     rng: &mut R,
 ) -> BalancePlan {
     let threshold = params.threshold;
-    let mut projected = averages.clone();
+    let pending = history.pending(now, &params);
+    let mut projected = project_pending(averages, &pending);
+    let projected_over = |n: &String| projected.get(n).is_some_and(|p| *p > threshold);
     let mut overloaded: Vec<(String, f64)> = averages
         .iter()
-        .filter(|(_, u)| **u > threshold)
+        .filter(|(n, u)| **u > threshold && projected_over(n))
         .map(|(n, u)| (n.clone(), *u))
         .collect();
     overloaded.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    // Destinations are fixed at the start of the loop: a source relieved by
+    // its own move does not receive load in the same loop.
+    let destinations: Vec<String> = averages
+        .iter()
+        .filter(|(n, u)| **u <= threshold && !projected_over(n))
+        .map(|(n, _)| n.clone())
+        .collect();
 
     let mut plan = BalancePlan {
         outcome: Outcome::Rebalancing,
         moves: Vec::new(),
         stuck: Vec::new(),
         overloaded: overloaded.clone(),
+        pending: Vec::new(),
         projected: BTreeMap::new(),
     };
     if averages.is_empty() {
         plan.outcome = Outcome::NoData;
-        plan.projected = projected;
-        return plan;
-    }
-    if overloaded.is_empty() {
+    } else if overloaded.is_empty() {
         plan.outcome = Outcome::Stable;
-        plan.projected = projected;
-        return plan;
-    }
-    if overloaded.len() == averages.len() {
+    } else if destinations.is_empty() {
         plan.outcome = Outcome::AllOverloaded;
-        plan.projected = projected;
-        return plan;
-    }
-
-    // Destinations are fixed at the start of the loop: a source relieved by
-    // its own move does not receive load in the same loop.
-    let destinations: Vec<String> = averages
-        .iter()
-        .filter(|(_, u)| **u <= threshold)
-        .map(|(n, _)| n.clone())
-        .collect();
-
-    let planner = Planner {
-        destinations: &destinations,
-        workloads,
-        moved_at,
-        now,
-        params,
-    };
-    for (source, source_usage) in &overloaded {
-        match planner.move_off(source, *source_usage, &mut projected, rng) {
-            Ok(mv) => plan.moves.push(mv),
-            Err(reason) => plan.stuck.push((source.clone(), reason)),
+    } else {
+        let planner = Planner {
+            destinations: &destinations,
+            workloads,
+            history,
+            pending: &pending,
+            now,
+            params,
+        };
+        for (source, source_usage) in &overloaded {
+            match planner.move_off(source, *source_usage, &mut projected, rng) {
+                Ok(mv) => plan.moves.push(mv),
+                Err(reason) => plan.stuck.push((source.clone(), reason)),
+            }
         }
     }
     plan.projected = projected;
+    plan.pending = pending;
     plan
 }
 
@@ -430,7 +506,8 @@ struct Planner<'a> {
     /// Nodes at or under the threshold when the loop started.
     destinations: &'a [String],
     workloads: &'a [Workload],
-    moved_at: &'a BTreeMap<WorkloadKey, Millis>,
+    history: &'a History,
+    pending: &'a [RecentMove],
     now: Millis,
     params: BalanceParams,
 }
@@ -449,18 +526,27 @@ impl Planner<'_> {
         if on_node.is_empty() {
             return Err(StuckReason::NoWorkload);
         }
+        if self.pending.iter().any(|m| m.from == source) {
+            return Err(StuckReason::Settling);
+        }
         let mut candidates: Vec<&Workload> = on_node
             .into_iter()
-            .filter(|w| !cooling_down(self.moved_at, &w.key, self.now, self.params.cooldown))
+            .filter(|w| !cooling_down(self.history, &w.key, self.now, self.params.cooldown))
             .collect();
         if candidates.is_empty() {
             return Err(StuckReason::CoolingDown);
+        }
+        candidates.retain(|w| w.load > 0.0);
+        if candidates.is_empty() {
+            return Err(StuckReason::NoRelief);
         }
         candidates.sort_by(|a, b| b.load.total_cmp(&a.load).then_with(|| a.key.cmp(&b.key)));
 
         let threshold = self.params.threshold;
         let chosen = candidates.into_iter().find_map(|w| {
-            pick_destination(self.destinations, projected, w.load, threshold, rng).map(|d| (w, d))
+            // A known load must fit; an unknown one follows the seed's rule.
+            let need = if w.estimate.is_known() { w.load } else { 0.0 };
+            pick_destination(self.destinations, projected, need, threshold, rng).map(|d| (w, d))
         });
         let Some((workload, dest)) = chosen else {
             return Err(StuckReason::NoRoom);
@@ -476,6 +562,7 @@ impl Planner<'_> {
             from: source.to_string(),
             to: dest,
             load: workload.load,
+            estimate: workload.estimate,
             from_usage: source_usage,
             to_usage_before: before,
             to_usage_after: after,

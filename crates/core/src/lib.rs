@@ -14,6 +14,7 @@
 //!  spread::plan_even_spread   (initial placement of N workloads over M nodes)
 //!  balance::plan_moves        (balancer: at most one move per overloaded node)
 //!  scaler::Activity           (KEDA IsActive with debounce)
+//!  lease::Elector             (leader election on a Lease record: acquire, renew, fence, release)
 //!  posture::*                 (neck/torso angles, Good/Bad)
 //! ```
 //!
@@ -29,6 +30,7 @@ pub mod error;
 pub mod filter;
 pub mod framework;
 pub mod gpu;
+pub mod lease;
 pub mod model;
 pub mod policy;
 pub mod posture;

@@ -13,16 +13,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use futures::TryStreamExt as _;
 use jiff::Timestamp;
-use posture_analyzer::record::{CSV_HEADER, PostureRow};
+use posture_analyzer::db::Pool as AnalyzerPool;
+use posture_analyzer::export::{RowFilter, Rows};
+use posture_analyzer::record::CSV_HEADER;
 use posture_analyzer::store::DbTarget;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
 use sqlx::{AssertSqlSafe, Row as _};
 use tokio::sync::mpsc;
 
-use crate::model::{Frame, parse_db_time, sqlite_key, sqlite_key_ceil};
+use crate::model::{Frame, parse_db_time};
+use posture_analyzer::record::row_time;
 
 /// Most cameras listed (the overview shows one card each).
 pub const MAX_CAMERAS: i64 = 1000;
@@ -32,7 +34,7 @@ pub const MAX_FILL_ROWS: i64 = 1_000_000;
 /// Most groups of an aggregated plot.
 pub const MAX_BUCKETS: i64 = 10_000;
 /// Most rows one CSV export streams.
-pub const MAX_EXPORT_ROWS: i64 = 10_000_000;
+pub const MAX_EXPORT_ROWS: u64 = 10_000_000;
 
 /// A database problem, with where it happened.
 #[derive(Debug, thiserror::Error)]
@@ -176,33 +178,34 @@ impl Pool {
         }
     }
 
-    /// The frame columns (angles as doubles: legacy tables have INTEGER ones).
+    /// The frame columns (angles as doubles: legacy tables have INTEGER
+    /// ones; their text columns may be NULL, read as empty like `results
+    /// export` writes them).
     fn frame_cols(&self) -> String {
         format!(
-            "CAST(id AS BIGINT) AS id, pi_id, filename, {}, CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
-             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, posture_status, processed_by, \
-             COALESCE(frame_id, '') AS frame_id",
+            "CAST(id AS BIGINT) AS id, pi_id, COALESCE(filename, '') AS filename, {}, \
+             CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
+             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, \
+             COALESCE(posture_status, '') AS posture_status, \
+             COALESCE(processed_by, '') AS processed_by, COALESCE(frame_id, '') AS frame_id",
             self.time_col("received_time")
         )
     }
 
-    /// A lower time bound as bound text: SQLite compares RFC 3339 text to
-    /// the second, PostgreSQL casts it exactly.
+    /// A lower time bound as bound text: PostgreSQL casts it exactly;
+    /// SQLite compares text, in the analyzer's fixed-width row time
+    /// (microseconds), so bounds fall exactly where `results export`'s do.
     fn lower(&self, t: Timestamp) -> String {
         if self.is_pg() {
             t.to_string()
         } else {
-            sqlite_key(t)
+            row_time(t)
         }
     }
 
-    /// An exclusive upper time bound as bound text.
+    /// An exclusive upper time bound as bound text (as [`Self::lower`]).
     fn upper(&self, t: Timestamp) -> String {
-        if self.is_pg() {
-            t.to_string()
-        } else {
-            sqlite_key_ceil(t)
-        }
+        self.lower(t)
     }
 
     /// The bucket number of `received_time` for `$4`-second buckets.
@@ -518,7 +521,9 @@ impl ReadOnlyDb {
     /// Streams `camera`'s rows received in `[from, to)` as CSV (the
     /// header, then one line per row, oldest first, in chunks of about
     /// 64 KiB) into `tx`, whose bound paces the query to the client. Stops
-    /// early when the receiver is gone. Returns the rows sent.
+    /// early when the receiver is gone. Returns the rows sent. The rows and
+    /// their text are `results export`'s ([`posture_analyzer::export::Rows`]),
+    /// so the download and the export of the same range are the same bytes.
     pub async fn export_csv(
         &self,
         camera: &str,
@@ -528,46 +533,28 @@ impl ReadOnlyDb {
     ) -> Result<u64, DbError> {
         const CHUNK: usize = 64 * 1024;
         let err = self.err("exporting rows");
-        let pool = &self.pool;
-        let sql = pool.sql(&format!(
-            "SELECT pi_id, filename, {}, {}, CAST(neck_angle AS DOUBLE PRECISION) AS neck_angle, \
-             CAST(body_angle AS DOUBLE PRECISION) AS body_angle, posture_status, landmarks_detected, processed_by, \
-             COALESCE(frame_id, '') AS frame_id FROM posture_log \
-             WHERE pi_id = $1 AND received_time >= $2{{T}} AND received_time < $3{{T}} \
-             ORDER BY posture_log.received_time, id LIMIT {MAX_EXPORT_ROWS}",
-            pool.time_col("received_time"),
-            pool.time_col("analyzed_time"),
-        ));
+        let pool = match &self.pool {
+            Pool::Sqlite(p) => AnalyzerPool::Sqlite(p.clone()),
+            Pool::Postgres(p) => AnalyzerPool::Postgres(p.clone()),
+        };
+        let filter = RowFilter {
+            cameras: vec![camera.to_string()],
+            since: Some(from),
+            until: Some(to),
+            limit: Some(MAX_EXPORT_ROWS),
+        };
+        let mut rows = Rows::open(&pool, &filter, false).await.map_err(&err)?;
         let mut sent = 0u64;
         let mut buf = String::with_capacity(CHUNK + 512);
         buf.push_str(CSV_HEADER);
         buf.push('\n');
-        on_pool!(pool, p => {
-            let mut rows = sqlx::query(sql)
-                .bind(camera)
-                .bind(pool.lower(from))
-                .bind(pool.upper(to))
-                .fetch(p);
-            while let Some(r) = rows.try_next().await.map_err(&err)? {
-                let row = PostureRow {
-                    pi_id: r.try_get("pi_id").map_err(&err)?,
-                    filename: r.try_get("filename").map_err(&err)?,
-                    received_time: r.try_get("received_time").map_err(&err)?,
-                    analyzed_time: r.try_get("analyzed_time").map_err(&err)?,
-                    neck_angle: r.try_get("neck_angle").map_err(&err)?,
-                    body_angle: r.try_get("body_angle").map_err(&err)?,
-                    posture_status: r.try_get("posture_status").map_err(&err)?,
-                    landmarks_detected: r.try_get("landmarks_detected").map_err(&err)?,
-                    processed_by: r.try_get("processed_by").map_err(&err)?,
-                    frame_id: r.try_get("frame_id").map_err(&err)?,
-                };
-                buf.push_str(&row.csv_line());
-                sent += 1;
-                if buf.len() >= CHUNK && tx.send(std::mem::take(&mut buf)).await.is_err() {
-                    return Ok(sent);
-                }
+        while let Some(r) = rows.next().await {
+            buf.push_str(&r.map_err(&err)?.stored.row.csv_line());
+            sent += 1;
+            if buf.len() >= CHUNK && tx.send(std::mem::take(&mut buf)).await.is_err() {
+                return Ok(sent);
             }
-        });
+        }
         if !buf.is_empty() {
             let _ = tx.send(buf).await;
         }

@@ -106,22 +106,6 @@ pub fn epoch(t: Timestamp) -> f64 {
     t.as_second() as f64 + f64::from(t.subsec_nanosecond()) / 1e9
 }
 
-/// The key SQLite compares `received_time` text with: RFC 3339 UTC to the
-/// second, as the analyzer writes (fractions sort within their second).
-pub fn sqlite_key(t: Timestamp) -> String {
-    t.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
-}
-
-/// The key for an exclusive upper bound: `t` rounded up to the next whole
-/// second, so a row stamped within `t`'s second (with or without a
-/// fraction) sorts below it.
-pub fn sqlite_key_ceil(t: Timestamp) -> String {
-    if t.subsec_nanosecond() == 0 {
-        return sqlite_key(t);
-    }
-    sqlite_key(Timestamp::from_second(t.as_second().saturating_add(1)).unwrap_or(t))
-}
-
 /// How times are shown: in one time zone, named on every page.
 #[derive(Clone, Debug)]
 pub struct Clock {
@@ -258,10 +242,12 @@ mod tests {
         let e = from_epoch(1_795_428_001.25).unwrap();
         assert_eq!(e, t);
         assert!((epoch(e) - 1_795_428_001.25).abs() < 1e-6);
-        assert_eq!(sqlite_key(t), "2026-11-23T10:00:01Z");
-        // A row stamped 10:00:01Z or 10:00:01.1Z is below a bound at 10:00:01.25.
-        assert_eq!(sqlite_key_ceil(t), "2026-11-23T10:00:02Z");
-        assert!("2026-11-23T10:00:01Z" < sqlite_key_ceil(t).as_str());
+        // SQLite range bounds are the analyzer's fixed-width row times, so a
+        // row stamped 10:00:01.1 sorts below a bound at 10:00:01.25.
+        let bound = posture_analyzer::record::row_time(t);
+        assert_eq!(bound, "2026-11-23T10:00:01.250000Z");
+        assert!("2026-11-23T10:00:01.100000Z" < bound.as_str());
+        assert!("2026-11-23T10:00:01.250000Z" >= bound.as_str());
     }
 
     #[test]

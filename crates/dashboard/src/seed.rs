@@ -6,6 +6,7 @@
 //! which never writes.
 
 use jiff::Timestamp;
+use posture_analyzer::record::row_time;
 use posture_analyzer::store::DbTarget;
 use sqlx::QueryBuilder;
 use sqlx::postgres::{PgPool, PgPoolOptions};
@@ -115,9 +116,9 @@ impl Seeder {
                 q.push_values($chunk, |mut b, f| {
                     b.push_bind(&f.camera)
                         .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                        .push_bind(f.received.to_string())
+                        .push_bind(row_time(f.received))
                         .push_unseparated($cast)
-                        .push_bind(analyzed(f).to_string())
+                        .push_bind(row_time(analyzed(f)))
                         .push_unseparated($cast)
                         .push_bind(f.neck)
                         .push_bind(f.torso)
@@ -134,7 +135,7 @@ impl Seeder {
                         b.push_bind(&f.frame_id)
                             .push_bind(&f.camera)
                             .push_bind(format!("{}_{}.jpg", f.camera, f.frame_id))
-                            .push_bind(analyzed(f).to_string())
+                            .push_bind(row_time(analyzed(f)))
                             .push_unseparated($cast)
                             .push_bind(f.jpeg.clone().unwrap_or_default());
                     });

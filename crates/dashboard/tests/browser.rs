@@ -19,8 +19,9 @@ use posture_analyzer::record::CSV_HEADER;
 use posture_analyzer::store::{DbTarget, LegacyDbVars};
 use posture_dashboard::seed::Seeder;
 use posture_dashboard::{Farm, KubeSource, ReadOnlyDb};
+use posture_testkit::{GpuPrometheus, Postgres};
 use serde_json::{Value, json};
-use support::{Browser, Postgres, Prometheus, Served, frame};
+use support::{Browser, Served, frame, gpu_source};
 
 /// Cards as a person reads them.
 const CARDS: &str = r#"return [...document.querySelectorAll('article.card')].map(c => ({
@@ -77,7 +78,7 @@ async fn exercise(kind: &str, target: DbTarget) {
     let Some(browser) = Browser::start().await else {
         return;
     };
-    let Some(prom) = Prometheus::start(&[("agx", 35.0), ("orin", 72.0)]) else {
+    let Some(prom) = GpuPrometheus::start(&[("agx", 35.0), ("orin", 72.0)]) else {
         return;
     };
     let now = Timestamp::now();
@@ -88,8 +89,8 @@ async fn exercise(kind: &str, target: DbTarget) {
     );
     let farm = Farm::new(
         &KubeSource::Off,
-        Some(prom.source()),
-        Some(prom.url.clone()),
+        Some(gpu_source(&prom.url())),
+        Some(prom.url()),
     );
     let served = Served::start(&target, farm, KubeSource::Off).await;
 

@@ -7,106 +7,18 @@
 //! NaN, Prometheus being stopped gives an error and a stale snapshot with the
 //! last good values, and the source recovers when Prometheus is back.
 //!
-//! Without the binaries the test fails when `CI` is set and is skipped
-//! otherwise (install: `apt-get install prometheus prometheus-node-exporter`).
+//! Both servers come from `posture-testkit`. Without the binaries the test
+//! fails when `CI` is set and is skipped otherwise (install: `apt-get
+//! install prometheus prometheus-node-exporter`).
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers: a failure should panic the test
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use posture_core::gpu::{GpuSnapshot, UsageState};
 use posture_gpu::config::{DEFAULT_QUERY_TEMPLATE, default_discover};
 use posture_gpu::{GpuConfig, GpuSource, PromClient, SourceSettings};
+use posture_testkit::{NodeExporter, Prometheus};
 use tokio::sync::watch;
-
-const PROMETHEUS: &str = "prometheus";
-const NODE_EXPORTER: &str = "prometheus-node-exporter";
-
-/// A spawned server, killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find(bin: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/bin"), PathBuf::from("/usr/sbin")])
-        .map(|d| d.join(bin))
-        .find(|p| p.is_file())
-}
-
-/// The binaries, or `None` with a skip notice (a failure under `CI`).
-fn binaries() -> Option<(PathBuf, PathBuf)> {
-    match (find(PROMETHEUS), find(NODE_EXPORTER)) {
-        (Some(p), Some(n)) => Some((p, n)),
-        _ => {
-            let msg = "prometheus and prometheus-node-exporter are not installed \
-                       (apt-get install prometheus prometheus-node-exporter)";
-            assert!(std::env::var_os("CI").is_none(), "{msg}");
-            eprintln!("SKIPPED: {msg}");
-            None
-        }
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start_exporter(bin: &Path, port: u16, textfiles: &Path) -> Proc {
-    let child = Command::new(bin)
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .arg("--collector.disable-defaults")
-        .arg("--collector.textfile")
-        .arg(format!(
-            "--collector.textfile.directory={}",
-            textfiles.display()
-        ))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning node-exporter");
-    Proc(child)
-}
-
-fn start_prometheus(bin: &Path, port: u16, dir: &Path, exporter_port: u16) -> Proc {
-    let config = dir.join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
-             scrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{exporter_port}']\n"
-        ),
-    )
-    .expect("writing prometheus.yml");
-    let data = dir.join("data");
-    let child = Command::new(bin)
-        .arg(format!("--config.file={}", config.display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning prometheus");
-    Proc(child)
-}
-
-/// Writes the metric file atomically (the collector may read at any time).
-fn write_metrics(dir: &Path, text: &str) {
-    let tmp = dir.join("gpu.prom.tmp");
-    std::fs::write(&tmp, text).expect("writing metrics");
-    std::fs::rename(&tmp, dir.join("gpu.prom")).expect("renaming metrics");
-}
 
 /// Waits until a published snapshot satisfies `ok`, or panics with the last one.
 async fn wait_for(
@@ -192,31 +104,20 @@ fn state(s: &GpuSnapshot, node: &str) -> Option<UsageState> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_a_real_prometheus_through_outages() {
-    let Some((prometheus, exporter)) = binaries() else {
+    let Some(exporter) = NodeExporter::start() else {
         return;
     };
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let textfiles = tmp.path().join("textfiles");
-    std::fs::create_dir_all(&textfiles).unwrap();
-    let exporter_port = free_port();
+    let exporter_port = exporter.port;
     // agx and xavier are discovered from their `node` label; orin exports a
     // different metric without one and is configured by instance + metric.
-    write_metrics(
-        &textfiles,
+    exporter.write(
         "jetson_gpu_usage_percent{node=\"agx\"} 20\n\
          jetson_gpu_usage_percent{node=\"xavier\"} 70\n\
          jetson_orin_gpu_load_percent 35\n",
     );
-    let _exporter = start_exporter(&exporter, exporter_port, &textfiles);
-    let prom_port = free_port();
-    let prom_dir = tmp.path().join("prom");
-    std::fs::create_dir_all(&prom_dir).unwrap();
-    let mut prom = Some(start_prometheus(
-        &prometheus,
-        prom_port,
-        &prom_dir,
-        exporter_port,
-    ));
+    let Some(mut prom) = Prometheus::start("node", &[exporter.target()]) else {
+        return;
+    };
 
     let config = GpuConfig::parse(
         &format!(
@@ -227,11 +128,7 @@ async fn reads_a_real_prometheus_through_outages() {
     .unwrap()
     .resolve(DEFAULT_QUERY_TEMPLATE, default_discover(), &[])
     .unwrap();
-    let client = PromClient::new(
-        &format!("http://127.0.0.1:{prom_port}"),
-        Duration::from_secs(2),
-    )
-    .unwrap();
+    let client = PromClient::new(&prom.url(), Duration::from_secs(2)).unwrap();
     let source = GpuSource::new(
         client,
         config,
@@ -260,8 +157,7 @@ async fn reads_a_real_prometheus_through_outages() {
     burst_avoids_the_busy_node(&s);
 
     // Values change.
-    write_metrics(
-        &textfiles,
+    exporter.write(
         "jetson_gpu_usage_percent{node=\"agx\"} 45\n\
          jetson_gpu_usage_percent{node=\"xavier\"} 70\n\
          jetson_orin_gpu_load_percent 35\n",
@@ -270,8 +166,7 @@ async fn reads_a_real_prometheus_through_outages() {
 
     // A series that goes away turns its node stale (last value kept); NaN
     // and out-of-range values are refused the same way.
-    write_metrics(
-        &textfiles,
+    exporter.write(
         "jetson_gpu_usage_percent{node=\"agx\"} NaN\n\
          jetson_orin_gpu_load_percent 135\n",
     );
@@ -294,8 +189,7 @@ async fn reads_a_real_prometheus_through_outages() {
     );
     assert!(s.fresh().next().is_none());
 
-    write_metrics(
-        &textfiles,
+    exporter.write(
         "jetson_gpu_usage_percent{node=\"agx\"} 30\n\
          jetson_orin_gpu_load_percent 40\n",
     );
@@ -305,7 +199,7 @@ async fn reads_a_real_prometheus_through_outages() {
     .await;
 
     // Prometheus stopped: an error per node, last good values kept, stale.
-    drop(prom.take());
+    prom.stop();
     let s = wait_for(&mut rx, "every node stale with Prometheus down", |s| {
         ["agx", "orin", "xavier"]
             .iter()
@@ -328,12 +222,7 @@ async fn reads_a_real_prometheus_through_outages() {
     // Prometheus back (same port and data): the source recovers by itself,
     // with samples scraped after the restart.
     let restarted_at = posture_gpu::now_millis();
-    prom = Some(start_prometheus(
-        &prometheus,
-        prom_port,
-        &prom_dir,
-        exporter_port,
-    ));
+    prom.restart();
     wait_for(&mut rx, "recovery after restart", |s| {
         s.usage("agx") == Some(30.0)
             && s.usage("orin") == Some(40.0)
@@ -342,5 +231,4 @@ async fn reads_a_real_prometheus_through_outages() {
                 .is_some_and(|x| x.sampled_at >= restarted_at)
     })
     .await;
-    drop(prom);
 }

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 #[derive(clap::Args, Clone, Debug)]
 pub struct GpuSourceArgs {
     /// Prometheus base URL (a path prefix such as http://host/prometheus is kept).
-    #[arg(long, env = "PROMETHEUS_URL", default_value = "http://localhost:9090")]
+    #[arg(long, env = "PROMETHEUS_URL", default_value = super::LOCAL_PROMETHEUS)]
     pub prometheus_url: String,
     /// YAML file mapping nodes to PromQL (`query:`, or `instance:` + `metric:`),
     /// with `default_query` and `discover` keys; see the README.
@@ -60,6 +60,12 @@ impl GpuSourceArgs {
             Some(path) => GpuConfig::load(path)?,
             None => GpuConfig::default(),
         };
+        self.resolve_file(&file)
+    }
+
+    /// The per-node queries of `file` (e.g. read from the cluster's
+    /// ConfigMap) completed by these flags.
+    pub fn resolve_file(&self, file: &GpuConfig) -> anyhow::Result<ResolvedConfig> {
         let discover = (!self.gpu_discover_query.trim().is_empty()).then(|| Discover {
             query: self.gpu_discover_query.clone(),
             node_label: self.gpu_node_label.clone(),
@@ -75,11 +81,16 @@ impl GpuSourceArgs {
 
     /// A source built from these flags, without metrics (one-shot use).
     pub fn build(&self) -> anyhow::Result<GpuSource> {
+        self.build_from(self.resolve()?)
+    }
+
+    /// A source reading `resolved` with these flags' Prometheus and timings.
+    pub fn build_from(&self, resolved: ResolvedConfig) -> anyhow::Result<GpuSource> {
         let client = PromClient::new(&self.prometheus_url, self.gpu_query_timeout)
             .context("configuring the Prometheus client")?;
         Ok(GpuSource::new(
             client,
-            self.resolve()?,
+            resolved,
             SourceSettings {
                 poll_interval: self.gpu_poll_interval,
                 stale_after: self.gpu_stale_after,
@@ -109,7 +120,15 @@ impl GpuSourceArgs {
     /// Prometheus is not configured or not reachable: `status` and `up`
     /// still go on without it.
     pub async fn snapshot_once(&self) -> Option<GpuSnapshot> {
-        let mut source = match self.build() {
+        self.snapshot_once_from(self.resolve()).await
+    }
+
+    /// [`Self::snapshot_once`] with already resolved queries.
+    pub async fn snapshot_once_from(
+        &self,
+        resolved: anyhow::Result<ResolvedConfig>,
+    ) -> Option<GpuSnapshot> {
+        let mut source = match resolved.and_then(|r| self.build_from(r)) {
             Ok(s) => s,
             Err(err) => {
                 tracing::warn!(error = format!("{err:#}"), "GPU usage not shown");

@@ -11,7 +11,7 @@ use posture_k8s::balancer::BalanceMetrics;
 use prometheus_client::registry::Registry;
 
 use crate::admin::{self, Readiness, Shutdown};
-use crate::args::{BalancerArgs, GpuSourceArgs};
+use crate::args::{BalancerArgs, GpuSourceArgs, LeaderElectionArgs};
 
 /// Flags of `posture-farm balance`.
 #[derive(Debug, clap::Args)]
@@ -20,9 +20,11 @@ pub struct BalanceArgs {
     pub balancer: BalancerArgs,
     #[command(flatten)]
     pub source: GpuSourceArgs,
-    /// Address of /metrics, /healthz and /readyz.
+    /// Address of /metrics, /healthz, /readyz and /leader.
     #[arg(long, env = "BALANCE_ADMIN_ADDR", default_value = "0.0.0.0:9102")]
     pub admin_addr: SocketAddr,
+    #[command(flatten, next_help_heading = "Leader election")]
+    pub leader: LeaderElectionArgs,
 }
 
 /// Runs the subcommand.
@@ -36,12 +38,24 @@ pub async fn run(args: BalanceArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let ready = Readiness::default();
     let shutdown = Shutdown::on_signals();
+    let election =
+        args.balancer
+            .election(&args.leader, &client, &mut registry, shutdown.clone())?;
+    ready.set_leadership(election.gate());
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
     let result = args
         .balancer
-        .run(client, usage, metrics, ready, shutdown.clone())
+        .run(
+            client,
+            &args.source,
+            usage,
+            metrics,
+            ready,
+            shutdown.clone(),
+        )
         .await;
     shutdown.trigger();
+    election.release().await;
     let _ = admin.await;
     result
 }

@@ -8,6 +8,7 @@ pub mod analyze;
 pub mod balance;
 pub mod bench;
 pub mod dashboard;
+pub mod demo;
 pub mod down;
 pub mod exporter;
 pub mod gpu;
@@ -74,6 +75,9 @@ pub enum Command {
     /// Benchmarks that print tables (pose latency, scheduler decisions).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
+    /// Live demos on a cluster (preemption: the priority scheduler narrated from its Events).
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 /// Dispatches a parsed command.
@@ -97,5 +101,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Report(a) => report::run(a).await,
         Command::Results(c) => results::run(c).await,
         Command::Bench(c) => bench::run(c).await,
+        Command::Demo(c) => demo::run(c).await,
     }
 }

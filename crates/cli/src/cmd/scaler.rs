@@ -14,7 +14,7 @@ use posture_scaler::{Scaler, ScalerMetrics, ScalerOptions, TlsPem};
 use prometheus_client::registry::Registry;
 
 use crate::admin::{self, Readiness, Shutdown};
-use crate::args::{BalancerArgs, GpuSourceArgs};
+use crate::args::{BalancerArgs, GpuSourceArgs, LeaderElectionArgs};
 
 /// Flags of `posture-farm scaler`.
 #[derive(Debug, clap::Args)]
@@ -57,6 +57,9 @@ pub struct ScalerArgs {
     pub balancer: BalancerArgs,
     #[command(flatten)]
     pub source: GpuSourceArgs,
+    /// With --with-balancer: only the replica holding the balancer's Lease moves workloads.
+    #[command(flatten, next_help_heading = "Leader election (--with-balancer)")]
+    pub leader: LeaderElectionArgs,
 }
 
 impl ScalerArgs {
@@ -84,6 +87,42 @@ impl ScalerArgs {
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         }
     }
+}
+
+/// Starts the in-process balancer (`--with-balancer`) and its leader
+/// election: the gRPC service is served by every replica (it only reads);
+/// only the replica holding the balancer's Lease moves workloads. The task
+/// releases the Lease once the balancer stopped.
+fn spawn_balancer(
+    args: &ScalerArgs,
+    client: kube::Client,
+    usage: &tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
+    metrics: BalanceMetrics,
+    registry: &mut Registry,
+    ready: &Readiness,
+    shutdown: &Shutdown,
+) -> anyhow::Result<tokio::task::JoinHandle<anyhow::Result<()>>> {
+    let election = args
+        .balancer
+        .election(&args.leader, &client, registry, shutdown.clone())?;
+    ready.set_leadership(election.gate());
+    let (usage, balancer, source, shutdown) = (
+        usage.clone(),
+        args.balancer.clone(),
+        args.source.clone(),
+        shutdown.clone(),
+    );
+    Ok(tokio::spawn(async move {
+        // The balancer's own readiness is not the scaler's (KEDA only needs
+        // gRPC); it carries the leadership the balancer acts on.
+        let balancer_ready = Readiness::default();
+        balancer_ready.set_leadership(election.gate());
+        let result = balancer
+            .run(client, &source, usage, metrics, balancer_ready, shutdown)
+            .await;
+        election.release().await;
+        result
+    }))
 }
 
 /// Runs the subcommand.
@@ -115,19 +154,19 @@ pub async fn run(args: ScalerArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding the scaler's gRPC port {}", args.listen))?;
     let ready = Readiness::default();
     let shutdown = Shutdown::on_signals();
-    let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
-
     let balancer = match (client, balance_metrics) {
-        (Some(client), Some(metrics)) => {
-            let (usage, args, shutdown) = (usage.clone(), args.balancer.clone(), shutdown.clone());
-            // The balancer's own readiness is not the scaler's: KEDA only needs gRPC.
-            Some(tokio::spawn(async move {
-                args.run(client, usage, metrics, Readiness::default(), shutdown)
-                    .await
-            }))
-        }
+        (Some(client), Some(metrics)) => Some(spawn_balancer(
+            &args,
+            client,
+            &usage,
+            metrics,
+            &mut registry,
+            &ready,
+            &shutdown,
+        )?),
         _ => None,
     };
+    let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
 
     let scaler = Scaler::new(
         usage,

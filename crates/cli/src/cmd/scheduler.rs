@@ -15,8 +15,11 @@ use posture_core::policy::RoundRobin;
 use posture_core::policy::gpu_least_loaded::GpuLeastLoaded;
 use posture_core::policy::priority::{CapacityMode, PriorityConfig, PriorityProfile};
 use posture_gpu::config::parse_duration;
+use posture_k8s::lease::LeaderGate;
 use posture_k8s::scheduler::events::spawn_reporter;
-use posture_k8s::scheduler::gpu_state::{GpuStateStore, PersistLastChosen};
+use posture_k8s::scheduler::fence::FencedActuator;
+use posture_k8s::scheduler::gpu_state::GpuStateStore;
+use posture_k8s::scheduler::handover::{DEFAULT_RR_CONFIGMAP, HandOver};
 use posture_k8s::scheduler::metrics::SchedulerMetrics;
 use posture_k8s::scheduler::preempt::client_without_retry;
 use posture_k8s::scheduler::{
@@ -27,7 +30,7 @@ use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 
 use crate::admin::{self, Readiness, Shutdown};
-use crate::args::{GpuProfileArgs, GpuSourceArgs};
+use crate::args::{GpuProfileArgs, GpuSourceArgs, LeaderElectionArgs};
 
 /// Which scheduling policy the loop runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -72,6 +75,12 @@ pub struct SchedulerArgs {
     /// Default: every node, sorted by name.
     #[arg(long, env = "RR_NODE_ORDER", value_delimiter = ',')]
     pub node_order: Vec<String>,
+
+    /// Round-robin with --leader-elect: ConfigMap (in the scheduler's
+    /// namespace) holding the last node handed out, so a new leader
+    /// continues the order.
+    #[arg(long, env = "RR_STATE_CONFIGMAP", default_value = DEFAULT_RR_CONFIGMAP)]
+    pub rr_state_configmap: String,
 
     /// Bind requests in flight at most.
     #[arg(long, env = "BIND_CONCURRENCY", default_value_t = 64)]
@@ -131,6 +140,9 @@ pub struct SchedulerArgs {
     /// the newest is this old.
     #[arg(long, env = "GANG_SETTLE", default_value = "5s", value_parser = parse_duration, help_heading = "Priority profile")]
     pub gang_settle: Duration,
+
+    #[command(flatten, next_help_heading = "Leader election")]
+    pub leader: LeaderElectionArgs,
 }
 
 impl SchedulerArgs {
@@ -169,19 +181,35 @@ struct ChosenProfile {
 }
 
 /// Builds the profile `--profile` names (the GPU one restores its last
-/// choice from the ConfigMap and starts the Prometheus source).
+/// choice from the ConfigMap and starts the Prometheus source; with
+/// `--leader-elect` round-robin keeps its position in a ConfigMap too, and
+/// each new leader reads it when its term starts).
 async fn choose_profile(
     args: &SchedulerArgs,
     client: &kube::Client,
     registry: &mut Registry,
+    gate: &LeaderGate,
 ) -> anyhow::Result<ChosenProfile> {
     Ok(match args.profile {
-        ProfileKind::RoundRobin => ChosenProfile {
-            profile: Box::new(RoundRobin::new(args.node_order.clone())),
-            // Every bound pod counts against its node (resource fit).
-            scope: PodScope::All,
-            gpu: None,
-        },
+        ProfileKind::RoundRobin => {
+            let rr = RoundRobin::new(args.node_order.clone());
+            let profile: Box<dyn Profile> = if args.leader.leader_elect {
+                let store = GpuStateStore::new(
+                    client.clone(),
+                    client.default_namespace(),
+                    &args.rr_state_configmap,
+                );
+                Box::new(HandOver::start(rr, store, gate.clone()))
+            } else {
+                Box::new(rr)
+            };
+            ChosenProfile {
+                profile,
+                // Every bound pod counts against its node (resource fit).
+                scope: PodScope::All,
+                gpu: None,
+            }
+        }
         ProfileKind::GpuLeastLoaded => {
             let gpu = Some(args.gpu.spawn(registry)?);
             let profile = GpuLeastLoaded::new(args.gpu_profile.config(args.seed)?);
@@ -196,7 +224,7 @@ async fn choose_profile(
                 &namespace,
                 &args.gpu_profile.gpu_state_configmap,
             );
-            let profile = PersistLastChosen::start(profile, store).await;
+            let profile = HandOver::start(profile, store, gate.clone());
             ChosenProfile {
                 profile: Box::new(profile),
                 scope: PodScope::All,
@@ -257,11 +285,21 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         .context("connecting to the Kubernetes API (in-cluster config or KUBECONFIG)")?;
     let mut registry = Registry::default();
     let metrics = Arc::new(SchedulerMetrics::register(&mut registry));
-    let chosen = choose_profile(&args, &client, &mut registry).await?;
+    let shutdown = Shutdown::on_signals();
+    // Replicas share the Lease named after the scheduler; one binds.
+    let election = args.leader.start(
+        &client,
+        &args.scheduler_name,
+        "scheduler",
+        &mut registry,
+        shutdown.clone(),
+    )?;
+    let gate = election.gate();
+    let chosen = choose_profile(&args, &client, &mut registry, &gate).await?;
     let cfg = args.runtime_config(chosen.scope)?;
 
-    let shutdown = Shutdown::on_signals();
     let ready = Readiness::default();
+    ready.set_leadership(gate.clone());
     let admin = admin::serve(args.admin_addr, registry, ready.clone(), shutdown.clone()).await?;
 
     let instance = std::env::var("POD_NAME")
@@ -285,15 +323,17 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
     let (actuator_client, podgroups) =
         priority_io(&args, &client, cfg.namespace.as_deref()).await?;
     let ready_flag = ready.clone();
+    let actuator = Arc::new(KubeActuator {
+        client: actuator_client,
+    });
     let scheduler = Scheduler::new(
         cfg,
         chosen.profile,
-        Arc::new(KubeActuator {
-            client: actuator_client,
-        }),
+        Arc::new(FencedActuator::new(actuator, gate.clone())),
         reports,
         metrics,
     )
+    .with_leadership(gate)
     .on_ready(move |r| ready_flag.set(r));
     let scheduler = match chosen.gpu {
         Some(rx) => scheduler.with_gpu(rx),
@@ -304,6 +344,8 @@ pub async fn run(args: SchedulerArgs) -> anyhow::Result<()> {
         None => scheduler,
     };
     scheduler.run(nodes, pods, shutdown.clone().wait()).await;
+    // In-flight binds are done: hand the lease over at once.
+    election.release().await;
     // The loop dropped its report sender: let the reporter drain, briefly.
     if tokio::time::timeout(Duration::from_secs(5), reporter)
         .await

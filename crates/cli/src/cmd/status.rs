@@ -1,12 +1,17 @@
-//! `posture-farm status`: where the posture workloads run. Pods per node, the
-//! placement mode, GPU usage per node from Prometheus (when reachable; the
-//! same `--prometheus-url`/`--gpu-*` flags as `posture-farm gpu`), and every
-//! pending pod with the reason from its latest FailedScheduling Event.
+//! `posture-farm status`: where the farm runs. The mode, the farm's own
+//! workloads (schedulers, scaler, broker, database, Prometheus, exporter)
+//! with their readiness, pods per node, each node's GPU reading and its
+//! state (ok / stale / missing), and every pending pod with the reason
+//! from its latest FailedScheduling Event.
+//!
+//! GPU readings use the queries the in-cluster components use (ConfigMap
+//! `posture-gpu-config`) and the farm's Prometheus through a port-forward,
+//! unless `--gpu-config` / `--prometheus-url` say otherwise.
 
 use anyhow::Context as _;
 use posture_k8s::ops::status::{gather, render, summarise};
 
-use crate::args::GpuSourceArgs;
+use crate::args::{GpuSourceArgs, farm_snapshot};
 
 /// Flags of `posture-farm status`.
 #[derive(Debug, clap::Args)]
@@ -14,6 +19,9 @@ pub struct StatusArgs {
     /// Do not query Prometheus for GPU usage.
     #[arg(long, env = "STATUS_NO_GPU")]
     pub no_gpu: bool,
+    /// The farm's namespace (its GPU config and Prometheus).
+    #[arg(long, env = "POSTURE_NAMESPACE", default_value = posture_k8s::ops::manifests::DOCUMENTED_NAMESPACE)]
+    pub namespace: String,
     #[command(flatten)]
     pub gpu: GpuSourceArgs,
 }
@@ -27,7 +35,7 @@ pub async fn run(args: StatusArgs) -> anyhow::Result<()> {
     let gpu = if args.no_gpu {
         None
     } else {
-        args.gpu.snapshot_once().await
+        farm_snapshot(&args.gpu, &client, &args.namespace).await
     };
     let report = summarise(&inputs, gpu.as_ref());
     print!("{}", render(&report, gpu.is_some()));
@@ -50,5 +58,6 @@ mod tests {
         let w = Wrap::try_parse_from(["x", "--no-gpu"]).unwrap();
         assert!(w.args.no_gpu);
         assert_eq!(w.args.gpu.prometheus_url, "http://localhost:9090");
+        assert_eq!(w.args.namespace, "posture");
     }
 }

@@ -13,6 +13,7 @@ fn wl(name: &str, node: &str, load: f64) -> Workload {
         key: sj(name),
         node: node.into(),
         load,
+        estimate: Estimate::Fixed,
     }
 }
 
@@ -78,19 +79,87 @@ fn window_is_not_full_after_one_sample() {
 }
 
 #[test]
-fn estimates_split_node_usage_evenly_or_use_the_fixed_load() {
-    let a = avgs(&[("n1", 80.0), ("n2", 20.0)]);
+fn estimates_subtract_the_idle_baseline_or_use_the_fixed_load() {
+    let a = avgs(&[("n1", 80.0), ("n2", 20.0), ("n3", 10.0)]);
     let placements = vec![
         (sj("a"), "n1".to_owned()),
         (sj("b"), "n1".to_owned()),
         (sj("c"), "n2".to_owned()),
         (sj("d"), "gone".to_owned()),
+        (sj("e"), "n3".to_owned()),
     ];
-    let w = estimate_loads(&a, &placements, None);
-    let loads: Vec<f64> = w.iter().map(|w| w.load).collect();
-    assert_eq!(loads, vec![40.0, 40.0, 20.0, 0.0]);
-    let w = estimate_loads(&a, &placements, Some(15.0));
-    assert!(w.iter().all(|w| w.load == 15.0));
+    let idle = IdleBaselines {
+        learned: BTreeMap::from([("n1".to_owned(), 20.0), ("n3".to_owned(), 15.0)]),
+        ..Default::default()
+    };
+    let w = estimate_loads(&a, &placements, None, &idle);
+    let got: Vec<(f64, Estimate)> = w.iter().map(|w| (w.load, w.estimate)).collect();
+    assert_eq!(
+        got,
+        vec![
+            (30.0, Estimate::AboveIdle),
+            (30.0, Estimate::AboveIdle),
+            (20.0, Estimate::Unknown),
+            (0.0, Estimate::Unknown),
+            (0.0, Estimate::AboveIdle),
+        ],
+        "(80 - 20) / 2 = 30; n2 has no baseline: the upper bound 20 / 1; \
+         n3 below its baseline: 0"
+    );
+    let w = estimate_loads(&a, &placements, Some(15.0), &idle);
+    assert!(
+        w.iter()
+            .all(|w| w.load == 15.0 && w.estimate == Estimate::Fixed)
+    );
+
+    // A flag wins over the learned value; a per-node flag over the default.
+    let idle = IdleBaselines {
+        fixed_default: Some(10.0),
+        fixed: BTreeMap::from([("n2".to_owned(), 5.0)]),
+        learned: BTreeMap::from([("n1".to_owned(), 20.0)]),
+    };
+    assert_eq!(idle.get("n1"), Some(10.0));
+    assert_eq!(idle.get("n2"), Some(5.0));
+    assert_eq!(idle.get("other"), Some(10.0));
+    assert_eq!(
+        idle.resolved(),
+        BTreeMap::from([("n1".to_owned(), 10.0), ("n2".to_owned(), 5.0)])
+    );
+}
+
+#[test]
+fn idle_windows_teach_the_baseline() {
+    let mut learned = BTreeMap::from([("b".to_owned(), 30.0)]);
+    let pending = [RecentMove {
+        workload: sj("x"),
+        from: "c".into(),
+        to: "d".into(),
+        load: 10.0,
+        at: 0,
+        arrived_at: None,
+    }];
+    let got = learn_idle(
+        &mut learned,
+        &avgs(&[("a", 80.0), ("b", 18.0), ("c", 12.0), ("d", 40.0)]),
+        &[(sj("y"), "a".to_owned())],
+        &pending,
+    );
+    // a runs a workload; c and d have a move in progress: not idle.
+    assert_eq!(got, vec!["b".to_owned()]);
+    assert_eq!(learned, BTreeMap::from([("b".to_owned(), 18.0)]));
+
+    let mut idle = IdleBaselines::default();
+    idle.learned.insert("b".into(), 18.0);
+    idle.restore(&BTreeMap::from([
+        ("b".to_owned(), 25.0),
+        ("c".to_owned(), 140.0),
+        ("e".to_owned(), f64::NAN),
+    ]));
+    assert_eq!(
+        idle.learned,
+        BTreeMap::from([("b".to_owned(), 18.0), ("c".to_owned(), 100.0)]),
+        "restored values never overwrite learned ones; clamped; NaN dropped"
+    );
 }
 
 /// The issue's acceptance scenario: one node at 80 %, two at 20 % and
@@ -101,6 +170,7 @@ fn busy_node_sheds_one_scaledjob_to_the_least_loaded_node_then_settles() {
     let params = BalanceParams {
         threshold: 50.0,
         cooldown: 300_000,
+        ..Default::default()
     };
     let mut rng = StdRng::seed_from_u64(7);
     let workloads = vec![
@@ -109,7 +179,7 @@ fn busy_node_sheds_one_scaledjob_to_the_least_loaded_node_then_settles() {
         wl("pi1-2", "mid", 30.0),
     ];
     let a = avgs(&[("busy", 80.0), ("idle", 20.0), ("mid", 30.0)]);
-    let plan = plan_moves(&a, &workloads, &BTreeMap::new(), 0, params, &mut rng);
+    let plan = plan_moves(&a, &workloads, &History::default(), 0, params, &mut rng);
     assert_eq!(plan.outcome, Outcome::Rebalancing);
     assert_eq!(plan.moves.len(), 1);
     let m = &plan.moves[0];
@@ -118,7 +188,10 @@ fn busy_node_sheds_one_scaledjob_to_the_least_loaded_node_then_settles() {
     assert_eq!(m.to_usage_after, 50.0);
 
     // Usage settles: the moved analyzer now loads `idle`.
-    let moved_at = BTreeMap::from([(m.workload.clone(), 0)]);
+    let history = History {
+        moved_at: BTreeMap::from([(m.workload.clone(), 0)]),
+        ..Default::default()
+    };
     let settled = avgs(&[("busy", 50.0), ("idle", 50.0), ("mid", 30.0)]);
     let workloads: Vec<Workload> = workloads
         .into_iter()
@@ -129,7 +202,7 @@ fn busy_node_sheds_one_scaledjob_to_the_least_loaded_node_then_settles() {
             w
         })
         .collect();
-    let next = plan_moves(&settled, &workloads, &moved_at, 35_000, params, &mut rng);
+    let next = plan_moves(&settled, &workloads, &history, 35_000, params, &mut rng);
     assert_eq!(next.outcome, Outcome::Stable);
     assert!(next.moves.is_empty());
 }
@@ -139,7 +212,7 @@ fn all_overloaded_moves_nothing_and_says_so() {
     let plan = plan_moves(
         &avgs(&[("a", 90.0), ("b", 70.0)]),
         &[wl("x", "a", 10.0), wl("y", "b", 10.0)],
-        &BTreeMap::new(),
+        &History::default(),
         0,
         BalanceParams::default(),
         &mut StdRng::seed_from_u64(1),
@@ -154,7 +227,7 @@ fn no_data_is_reported() {
     let plan = plan_moves(
         &BTreeMap::new(),
         &[wl("x", "a", 10.0)],
-        &BTreeMap::new(),
+        &History::default(),
         0,
         BalanceParams::default(),
         &mut StdRng::seed_from_u64(1),
@@ -170,7 +243,7 @@ fn projected_load_stops_two_sources_filling_one_destination() {
     let plan = plan_moves(
         &avgs(&[("a", 95.0), ("b", 90.0), ("d1", 10.0), ("d2", 20.0)]),
         &[wl("x", "a", 30.0), wl("y", "b", 30.0)],
-        &BTreeMap::new(),
+        &History::default(),
         0,
         BalanceParams::default(),
         &mut StdRng::seed_from_u64(3),
@@ -183,12 +256,16 @@ fn projected_load_stops_two_sources_filling_one_destination() {
 
 #[test]
 fn cooling_down_workloads_stay_and_the_reason_is_given() {
-    let moved_at = BTreeMap::from([(sj("x"), 1_000)]);
+    let moved_at = History {
+        moved_at: BTreeMap::from([(sj("x"), 1_000)]),
+        ..Default::default()
+    };
     let a = avgs(&[("a", 90.0), ("b", 10.0)]);
     let w = [wl("x", "a", 20.0)];
     let p = BalanceParams {
         threshold: 50.0,
         cooldown: 60_000,
+        ..Default::default()
     };
     let plan = plan_moves(&a, &w, &moved_at, 30_000, p, &mut StdRng::seed_from_u64(1));
     assert!(plan.moves.is_empty());
@@ -202,7 +279,7 @@ fn no_room_and_no_workload_are_reported() {
     let plan = plan_moves(
         &avgs(&[("a", 90.0), ("b", 80.0), ("c", 45.0)]),
         &[wl("x", "a", 20.0)],
-        &BTreeMap::new(),
+        &History::default(),
         0,
         BalanceParams::default(),
         &mut StdRng::seed_from_u64(1),
@@ -225,7 +302,7 @@ fn ties_are_broken_by_the_seeded_rng() {
         plan_moves(
             &a,
             &w,
-            &BTreeMap::new(),
+            &History::default(),
             0,
             BalanceParams::default(),
             &mut StdRng::seed_from_u64(seed),
@@ -274,10 +351,11 @@ proptest! {
         threshold in 10.0f64..90.0,
         cooled in proptest::collection::btree_set(0usize..12, 0..4),
     ) {
-        let params = BalanceParams { threshold, cooldown: 60_000 };
+        let params = BalanceParams { threshold, cooldown: 60_000, ..Default::default() };
         let moved_at: BTreeMap<WorkloadKey, Millis> =
             cooled.iter().map(|i| (sj(&format!("w{i}")), 50_000)).collect();
-        let plan = plan_moves(&averages, &workloads, &moved_at, 60_000, params, &mut StdRng::seed_from_u64(seed));
+        let history = History { moved_at: moved_at.clone(), ..Default::default() };
+        let plan = plan_moves(&averages, &workloads, &history, 60_000, params, &mut StdRng::seed_from_u64(seed));
         let over: Vec<&String> = averages.iter().filter(|(_, u)| **u > threshold).map(|(n, _)| n).collect();
 
         // ≤ 1 move per overloaded node, only from overloaded nodes.
@@ -338,8 +416,8 @@ proptest! {
     #[test]
     fn plans_are_deterministic_for_a_seed((averages, workloads, seed) in arb_case()) {
         let p = BalanceParams::default();
-        let a = plan_moves(&averages, &workloads, &BTreeMap::new(), 0, p, &mut StdRng::seed_from_u64(seed));
-        let b = plan_moves(&averages, &workloads, &BTreeMap::new(), 0, p, &mut StdRng::seed_from_u64(seed));
+        let a = plan_moves(&averages, &workloads, &History::default(), 0, p, &mut StdRng::seed_from_u64(seed));
+        let b = plan_moves(&averages, &workloads, &History::default(), 0, p, &mut StdRng::seed_from_u64(seed));
         prop_assert_eq!(a, b);
     }
 
@@ -368,9 +446,9 @@ proptest! {
             })
             .collect();
         let loop_ms: Millis = 30_000;
-        let params = BalanceParams { threshold, cooldown: 2 * loop_ms };
+        let params = BalanceParams { threshold, cooldown: 2 * loop_ms, window: loop_ms, ..Default::default() };
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut moved_at: BTreeMap<WorkloadKey, Millis> = BTreeMap::new();
+        let mut history = History::default();
         let usage = |ws: &[Workload]| -> BTreeMap<String, f64> {
             let mut m: BTreeMap<String, f64> = (0..nodes).map(|i| (format!("n{i}"), 0.0)).collect();
             for w in ws { *m.get_mut(&w.node).unwrap() += w.load; }
@@ -380,13 +458,16 @@ proptest! {
         let mut stable = false;
         for i in 0..max_loops {
             let now = i as Millis * loop_ms;
-            let plan = plan_moves(&usage(&workloads), &workloads, &moved_at, now, params, &mut rng);
+            let plan = plan_moves(&usage(&workloads), &workloads, &history, now, params, &mut rng);
             if plan.outcome == Outcome::Stable { stable = true; break; }
             for m in &plan.moves {
-                if let Some(prev) = moved_at.get(&m.workload) {
+                if let Some(prev) = history.last_move(&m.workload) {
                     prop_assert!(now - prev >= params.cooldown, "{} moved twice within the cool-down", m.workload);
                 }
-                moved_at.insert(m.workload.clone(), now);
+                // In this model the readings show a move at once.
+                let mut record = RecentMove::of(m, now);
+                record.arrived_at = Some(now);
+                history.recent.push(record);
                 let w = workloads.iter_mut().find(|w| w.key == m.workload).unwrap();
                 w.node = m.to.clone();
             }
@@ -394,3 +475,5 @@ proptest! {
         prop_assert!(stable, "did not converge in {} loops: {:?}", max_loops, usage(&workloads));
     }
 }
+
+mod seed;

@@ -64,6 +64,31 @@ impl RoundRobin {
             .collect()
     }
 
+    /// The last node handed out (the cursor), for a successor to continue
+    /// after (leader election hand-over).
+    pub fn last_handed_out(&self) -> Option<&str> {
+        match &self.cursor {
+            Some(Cursor::Name(n)) => Some(n),
+            Some(Cursor::Index(i)) => self.order.get(*i).map(String::as_str),
+            None => None,
+        }
+    }
+
+    /// Continues the order just after `node` (what a predecessor handed out
+    /// last) and forgets owed nodes (their pods are still pending and are
+    /// scheduled again). A node outside the configured order, or none,
+    /// starts the order from its beginning.
+    pub fn resume_after(&mut self, node: Option<String>) {
+        self.owed.clear();
+        let node = node.filter(|n| !n.is_empty());
+        self.cursor = if self.order.is_empty() {
+            node.map(Cursor::Name)
+        } else {
+            node.and_then(|n| self.order.iter().position(|o| *o == n))
+                .map(Cursor::Index)
+        };
+    }
+
     /// Picks a node for `pod`, or explains why none is eligible.
     pub fn pick(&mut self, cluster: &Cluster, pod: &PodInfo) -> Result<String, FilterSummary> {
         let eligible = |n: &NodeState| feasible(n, pod).is_ok();
@@ -237,6 +262,34 @@ mod tests {
         });
         assert_eq!(rr.pick(&c, &mk_pod("p")).unwrap(), first);
         assert_eq!(run(&mut rr, &c, 2), ["b", "c"]);
+    }
+
+    #[test]
+    fn a_successor_resumed_after_the_last_node_continues_the_order() {
+        for order in [vec![], vec!["c".to_string(), "a".into(), "b".into()]] {
+            let c = cluster(&["a", "b", "c"]);
+            let mut first = RoundRobin::new(order.clone());
+            let mut alone = RoundRobin::new(order.clone());
+            let before = run(&mut first, &c, 4);
+            let mut next = RoundRobin::new(order.clone());
+            next.resume_after(first.last_handed_out().map(str::to_string));
+            let mut handed: Vec<String> = before;
+            handed.extend(run(&mut next, &c, 5));
+            assert_eq!(handed, run(&mut alone, &c, 9), "order {order:?}");
+        }
+        // Unknown or missing positions start from the beginning; owed nodes are forgotten.
+        let c = cluster(&["a", "b"]);
+        let mut rr = RoundRobin::new(vec!["b".into(), "a".into()]);
+        rr.bind_failed(&Binding {
+            pod: PodKey::new("default", "p"),
+            uid: "uid-p".into(),
+            node: "a".into(),
+        });
+        rr.resume_after(Some("ghost".into()));
+        assert_eq!(rr.last_handed_out(), None);
+        assert_eq!(run(&mut rr, &c, 2), ["b", "a"]);
+        rr.resume_after(None);
+        assert_eq!(run(&mut rr, &c, 1), ["b"]);
     }
 
     #[test]

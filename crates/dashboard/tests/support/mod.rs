@@ -1,12 +1,11 @@
-//! Test helpers: the real servers the browser tests use (chromedriver with
-//! Debian's headless Chromium, PostgreSQL, Prometheus with node-exporter's
-//! textfile collector), a small W3C WebDriver client, the dashboard served
-//! in-process on 127.0.0.1:0, and seed data.
+//! Test helpers: chromedriver with Debian's headless Chromium and a small
+//! W3C WebDriver client, the dashboard served in-process on 127.0.0.1:0, a
+//! GPU source over a Prometheus, and seed data. PostgreSQL and Prometheus
+//! with fake GPU readings come from `posture-testkit`.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -21,29 +20,7 @@ use posture_dashboard::{Clock, Dashboard, Farm, KubeSource, LiveConfig, ReadOnly
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-/// A free TCP port on 127.0.0.1.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The binary at `path`, or: a panic under CI, a skip notice otherwise.
-pub fn require(path: &str, what: &str) -> Option<PathBuf> {
-    let p = PathBuf::from(path);
-    if p.exists() {
-        return Some(p);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{what} is required under CI but {path} is missing (scripts/ci-services.sh installs it)"
-        );
-    }
-    eprintln!("SKIP: {what} not installed ({path} missing)");
-    None
-}
+use posture_testkit::{Proc, free_port, require};
 
 /// Where screenshots go: `target/screenshots/` of the workspace (or
 /// `$SCREENSHOT_DIR`).
@@ -58,26 +35,6 @@ pub fn screenshot_dir() -> PathBuf {
         });
     std::fs::create_dir_all(&dir).unwrap();
     dir
-}
-
-fn wait_port(port: u16) {
-    for _ in 0..400 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    panic!("nothing listens on 127.0.0.1:{port}");
-}
-
-/// A spawned process, killed on drop.
-pub struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// chromedriver driving Debian's headless Chromium, and one session.
@@ -98,14 +55,14 @@ impl Browser {
             "ChromeDriver (Debian package chromium-driver)",
         )?;
         let port = free_port();
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawning chromedriver");
-        let proc = Proc(child);
-        wait_port(port);
+        let mut proc = Proc::spawn(
+            Command::new(driver)
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null()),
+            "chromedriver",
+        );
+        proc.wait_port(port);
         let profile = tempfile::tempdir().unwrap();
         let http = Client::builder(TokioExecutor::new()).build_http();
         let mut b = Self {
@@ -247,202 +204,34 @@ impl Browser {
     }
 }
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A throwaway PostgreSQL cluster.
-pub struct Postgres {
-    dir: tempfile::TempDir,
-    pub port: u16,
-    as_root: bool,
+/// A GPU snapshot channel over the Prometheus at `url` (nodes discovered
+/// by the `node` label, as the dashboard's `--prometheus-url` does).
+pub fn gpu_source(url: &str) -> watch::Receiver<posture_core::gpu::GpuSnapshot> {
+    use posture_gpu::config::{DEFAULT_QUERY_TEMPLATE, default_discover};
+    let client = posture_gpu::PromClient::new(url, Duration::from_secs(2)).unwrap();
+    let config = posture_gpu::GpuConfig::default()
+        .resolve(DEFAULT_QUERY_TEMPLATE, default_discover(), &[])
+        .unwrap();
+    let source = posture_gpu::GpuSource::new(
+        client,
+        config,
+        posture_gpu::SourceSettings {
+            poll_interval: Duration::from_millis(500),
+            stale_after: Duration::from_secs(30),
+        },
+    );
+    source.spawn().0
 }
 
-impl Postgres {
-    pub fn start() -> Option<Self> {
-        require(&format!("{PG_BIN}/initdb"), "PostgreSQL 15")?;
-        let dir = tempfile::tempdir().unwrap();
-        let as_root = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-            .unwrap_or(false);
-        if as_root {
-            assert!(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir.path())
-                    .status()
-                    .unwrap()
-                    .success()
-            );
-        }
-        let pg = Self {
-            dir,
-            port: free_port(),
-            as_root,
-        };
-        let data = pg.dir.path().join("data");
-        assert!(
-            pg.cmd("initdb")
-                .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-                .arg(&data)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .unwrap()
-                .success(),
-            "initdb failed"
-        );
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-            pg.port,
-            pg.dir.path().display()
-        );
-        let ok = pg
-            .cmd("pg_ctl")
-            .args(["start", "-w", "-t", "30", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(pg.dir.path().join("log"))
-            .arg("-o")
-            .arg(opts)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(
-            ok,
-            "pg_ctl start failed: {}",
-            std::fs::read_to_string(pg.dir.path().join("log")).unwrap_or_default()
-        );
-        Some(pg)
-    }
-
-    fn cmd(&self, tool: &str) -> Command {
-        let bin = format!("{PG_BIN}/{tool}");
-        if self.as_root {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--", &bin]);
-            c
-        } else {
-            Command::new(bin)
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(self.dir.path().join("data"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
-/// A real Prometheus scraping a real node-exporter whose textfile collector
-/// serves GPU readings this test writes.
-pub struct Prometheus {
-    _prom: Proc,
-    _exporter: Proc,
-    dir: tempfile::TempDir,
-    pub url: String,
-}
-
-impl Prometheus {
-    pub fn start(readings: &[(&str, f64)]) -> Option<Self> {
-        let prom = require(
-            "/usr/bin/prometheus",
-            "Prometheus (Debian package prometheus)",
-        )?;
-        let exporter = require(
-            "/usr/bin/prometheus-node-exporter",
-            "prometheus-node-exporter",
-        )?;
-        let dir = tempfile::tempdir().unwrap();
-        let textfiles = dir.path().join("textfiles");
-        std::fs::create_dir_all(&textfiles).unwrap();
-        Self::write(&textfiles, readings);
-        let eport = free_port();
-        let exporter = Proc(
-            Command::new(exporter)
-                .arg(format!("--web.listen-address=127.0.0.1:{eport}"))
-                .arg("--collector.disable-defaults")
-                .arg("--collector.textfile")
-                .arg(format!(
-                    "--collector.textfile.directory={}",
-                    textfiles.display()
-                ))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        let pport = free_port();
-        let config = dir.path().join("prometheus.yml");
-        std::fs::write(&config, format!(
-            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: node\n    static_configs:\n      - targets: ['127.0.0.1:{eport}']\n"
-        )).unwrap();
-        let prom = Proc(
-            Command::new(prom)
-                .arg(format!("--config.file={}", config.display()))
-                .arg(format!(
-                    "--storage.tsdb.path={}",
-                    dir.path().join("data").display()
-                ))
-                .arg(format!("--web.listen-address=127.0.0.1:{pport}"))
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_port(pport);
-        Some(Self {
-            _prom: prom,
-            _exporter: exporter,
-            dir,
-            url: format!("http://127.0.0.1:{pport}"),
-        })
-    }
-
-    fn write(dir: &Path, readings: &[(&str, f64)]) {
-        let mut text = String::from("# TYPE jetson_gpu_usage_percent gauge\n");
-        for (node, v) in readings {
-            text.push_str(&format!(
-                "jetson_gpu_usage_percent{{node=\"{node}\"}} {v}\n"
-            ));
-        }
-        let tmp = dir.join("gpu.prom.tmp");
-        std::fs::write(&tmp, text).unwrap();
-        std::fs::rename(&tmp, dir.join("gpu.prom")).unwrap();
-    }
-
-    /// Changes the readings.
-    pub fn set(&self, readings: &[(&str, f64)]) {
-        Self::write(&self.dir.path().join("textfiles"), readings);
-    }
-
-    /// A GPU snapshot channel over this Prometheus (discovery by label).
-    pub fn source(&self) -> watch::Receiver<posture_core::gpu::GpuSnapshot> {
-        use posture_gpu::config::{DEFAULT_QUERY_TEMPLATE, default_discover};
-        let client = posture_gpu::PromClient::new(&self.url, Duration::from_secs(2)).unwrap();
-        let config = posture_gpu::GpuConfig::default()
-            .resolve(DEFAULT_QUERY_TEMPLATE, default_discover(), &[])
-            .unwrap();
-        let source = posture_gpu::GpuSource::new(
-            client,
-            config,
-            posture_gpu::SourceSettings {
-                poll_interval: Duration::from_millis(500),
-                stale_after: Duration::from_secs(30),
-            },
-        );
-        source.spawn().0
+/// GETs `url` over plain HTTP/1.1: the status and the whole body.
+pub async fn get(url: &str) -> (hyper::StatusCode, Bytes) {
+    let client: Client<HttpConnector, Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    let resp = client.get(url.parse().unwrap()).await.unwrap();
+    let status = resp.status();
+    match resp.into_body().collect().await {
+        Ok(body) => (status, body.to_bytes()),
+        Err(e) => panic!("GET {url}: {status}, then the body was cut off ({e})"),
     }
 }
 

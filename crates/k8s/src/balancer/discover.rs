@@ -1,5 +1,7 @@
 //! Finding the posture workloads: which ScaledJob or Job runs on which
-//! node, when each was last moved, and which moves a crash left half-done.
+//! node, when each was last moved (and with how much load, so a move in
+//! progress still counts after a restart), since when each runs ready
+//! where it is, and which moves a crash left half-done.
 //! [`index_workloads`] is the pure half, [`discover`] lists and calls it.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -9,10 +11,14 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
-use posture_core::balance::{WorkloadKey, WorkloadKind};
+use posture_core::balance::{RecentMove, WorkloadKey, WorkloadKind};
 use posture_core::model::Millis;
 
-use super::{BalanceError, MOVED_AT_ANNOTATION, MOVED_TO_ANNOTATION, SCALEDJOB_LABEL};
+use super::parked::{Parked, parked_of};
+use super::{
+    BalanceError, MOVED_AT_ANNOTATION, MOVED_FROM_ANNOTATION, MOVED_LOAD_ANNOTATION,
+    MOVED_TO_ANNOTATION, SCALEDJOB_LABEL,
+};
 use crate::workload::{SCALEDJOB_PLURAL, scaledjob_resource};
 
 /// Which namespace and objects the balancer looks at.
@@ -44,8 +50,26 @@ pub struct Discovery {
     pub placements: Vec<(WorkloadKey, String)>,
     /// When each workload was last moved (from the annotations).
     pub moved_at: BTreeMap<WorkloadKey, Millis>,
-    /// Moves left half-done.
+    /// The last move of each workload whose annotations carry its source
+    /// and load, with `arrived_at` filled in from [`Discovery::ready_on`].
+    pub recent: Vec<RecentMove>,
+    /// Workloads whose live pods all run ready on one node: that node and
+    /// since when the last of them is ready.
+    pub ready_on: BTreeMap<WorkloadKey, (String, Millis)>,
+    /// ScaledJob moves left half-done.
     pub unfinished: Vec<Unfinished>,
+    /// Plain Job moves left half-done (a parked copy still exists).
+    pub parked: Vec<Parked>,
+}
+
+impl Discovery {
+    /// Since when `key` runs ready on `node`, if it does.
+    pub fn arrival(&self, key: &WorkloadKey, node: &str) -> Option<Millis> {
+        self.ready_on
+            .get(key)
+            .filter(|(n, _)| n == node)
+            .map(|(_, at)| *at)
+    }
 }
 
 /// Parses an RFC 3339 `moved-at` annotation into epoch milliseconds.
@@ -58,6 +82,38 @@ fn moved_record(annotations: &BTreeMap<String, String>) -> Option<(Millis, Optio
         .get(MOVED_AT_ANNOTATION)
         .and_then(|v| parse_moved_at(v))?;
     Some((at, annotations.get(MOVED_TO_ANNOTATION).cloned()))
+}
+
+/// The move record of `key` from its annotations, when they carry the
+/// source and the load (written since the balancer remembers its moves).
+fn recent_move(key: &WorkloadKey, annotations: &BTreeMap<String, String>) -> Option<RecentMove> {
+    let (at, to) = moved_record(annotations)?;
+    let load = annotations
+        .get(MOVED_LOAD_ANNOTATION)?
+        .parse::<f64>()
+        .ok()
+        .filter(|l| l.is_finite() && *l >= 0.0)?;
+    Some(RecentMove {
+        workload: key.clone(),
+        from: annotations.get(MOVED_FROM_ANNOTATION)?.clone(),
+        to: to?,
+        load,
+        at,
+        arrived_at: None,
+    })
+}
+
+/// Since when the pod is Ready (its `Ready` condition's last transition),
+/// if it is.
+fn ready_since(pod: &Pod) -> Option<Millis> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .and_then(|c| c.last_transition_time.as_ref())
+        .map(|t| t.0.as_millisecond())
 }
 
 fn pod_is_live(pod: &Pod) -> bool {
@@ -79,8 +135,114 @@ fn owner_job(pod: &Pod) -> Option<&str> {
         .map(|o| o.name.as_str())
 }
 
+/// Which workloads exist, from the listed ScaledJobs and Jobs.
+struct Owners {
+    scaled_jobs: BTreeSet<String>,
+    plain_jobs: BTreeSet<String>,
+    /// Where each moved ScaledJob's affinity points.
+    moved_to: BTreeMap<WorkloadKey, String>,
+}
+
+/// What the live pods say, per workload.
+#[derive(Default)]
+struct PodIndex {
+    /// Pods per node.
+    counts: BTreeMap<WorkloadKey, BTreeMap<String, usize>>,
+    /// Latest Ready time; `None` once one live pod is not ready.
+    ready: BTreeMap<WorkloadKey, Option<Millis>>,
+    /// Jobs of a moved ScaledJob still running off its destination.
+    jobs_elsewhere: BTreeMap<WorkloadKey, BTreeSet<String>>,
+}
+
+/// Reads the move records of ScaledJobs, parked copies and plain Jobs into
+/// `out`, and says which workloads exist.
+fn index_records(
+    namespace: &str,
+    scaled_jobs: &[DynamicObject],
+    jobs: &[Job],
+    out: &mut Discovery,
+) -> Owners {
+    let mut record = |key: WorkloadKey, annotations: &BTreeMap<String, String>| {
+        out.recent.extend(recent_move(&key, annotations));
+        let (at, to) = moved_record(annotations)?;
+        out.moved_at.insert(key, at);
+        to
+    };
+    let mut moved_to = BTreeMap::new();
+    for sj in scaled_jobs {
+        let key = WorkloadKey::new(WorkloadKind::ScaledJob, namespace, sj.name_any());
+        if let Some(to) = record(key.clone(), sj.annotations()) {
+            moved_to.insert(key, to);
+        }
+    }
+    // Parked copies (a plain Job move in progress) are not workloads, but
+    // their move counts as in progress.
+    let parked: Vec<_> = jobs.iter().filter_map(parked_of).collect();
+    for p in &parked {
+        record(
+            WorkloadKey::new(WorkloadKind::Job, namespace, p.for_name.clone()),
+            p.job.annotations(),
+        );
+    }
+    let plain_jobs: BTreeSet<String> = jobs
+        .iter()
+        .filter(|j| !j.labels().contains_key(SCALEDJOB_LABEL) && parked_of(j).is_none())
+        .map(|j| j.name_any())
+        .collect();
+    for job in jobs.iter().filter(|j| plain_jobs.contains(&j.name_any())) {
+        record(
+            WorkloadKey::new(WorkloadKind::Job, namespace, job.name_any()),
+            job.annotations(),
+        );
+    }
+    out.parked = parked;
+    Owners {
+        scaled_jobs: scaled_jobs.iter().map(|o| o.name_any()).collect(),
+        plain_jobs,
+        moved_to,
+    }
+}
+
+/// Counts the live pods of each workload per node, with their readiness.
+fn index_pods(namespace: &str, pods: &[Pod], owners: &Owners) -> PodIndex {
+    let mut ix = PodIndex::default();
+    for pod in pods.iter().filter(|p| pod_is_live(p)) {
+        let Some(node) = pod_node(pod) else { continue };
+        let key = if let Some(sj) = pod
+            .labels()
+            .get(SCALEDJOB_LABEL)
+            .filter(|n| owners.scaled_jobs.contains(*n))
+        {
+            WorkloadKey::new(WorkloadKind::ScaledJob, namespace, sj.clone())
+        } else if let Some(job) = owner_job(pod).filter(|j| owners.plain_jobs.contains(*j)) {
+            WorkloadKey::new(WorkloadKind::Job, namespace, job)
+        } else {
+            continue;
+        };
+        if let (Some(to), Some(job)) = (owners.moved_to.get(&key), owner_job(pod))
+            && to != node
+        {
+            ix.jobs_elsewhere
+                .entry(key.clone())
+                .or_default()
+                .insert(job.to_owned());
+        }
+        let since = ready_since(pod);
+        ix.ready
+            .entry(key.clone())
+            .and_modify(|r| *r = r.zip(since).map(|(a, b)| a.max(b)))
+            .or_insert(since);
+        *ix.counts
+            .entry(key)
+            .or_default()
+            .entry(node.to_owned())
+            .or_default() += 1;
+    }
+    ix
+}
+
 /// Pure part of [`discover`]: turns listed objects into placements,
-/// cool-down records and unfinished moves.
+/// move records (with arrival), and moves left half-done.
 pub fn index_workloads(
     namespace: &str,
     scaled_jobs: &[DynamicObject],
@@ -88,62 +250,24 @@ pub fn index_workloads(
     pods: &[Pod],
 ) -> Discovery {
     let mut out = Discovery::default();
-    let sj_names: BTreeSet<String> = scaled_jobs.iter().map(|o| o.name_any()).collect();
-    let mut moved_to: BTreeMap<WorkloadKey, String> = BTreeMap::new();
-    for sj in scaled_jobs {
-        let key = WorkloadKey::new(WorkloadKind::ScaledJob, namespace, sj.name_any());
-        if let Some((at, to)) = moved_record(sj.annotations()) {
-            out.moved_at.insert(key.clone(), at);
-            if let Some(to) = to {
-                moved_to.insert(key, to);
-            }
+    let owners = index_records(namespace, scaled_jobs, jobs, &mut out);
+    let ix = index_pods(namespace, pods, &owners);
+    for (key, nodes) in &ix.counts {
+        if let (Some(Some(at)), [(node, _)]) = (
+            ix.ready.get(key),
+            nodes.iter().collect::<Vec<_>>().as_slice(),
+        ) {
+            out.ready_on.insert(key.clone(), ((*node).clone(), *at));
         }
     }
-    let plain_jobs: BTreeSet<String> = jobs
-        .iter()
-        .filter(|j| !j.labels().contains_key(SCALEDJOB_LABEL))
-        .map(|j| j.name_any())
-        .collect();
-    for job in jobs.iter().filter(|j| plain_jobs.contains(&j.name_any())) {
-        if let Some((at, _)) = moved_record(job.annotations()) {
-            out.moved_at.insert(
-                WorkloadKey::new(WorkloadKind::Job, namespace, job.name_any()),
-                at,
-            );
-        }
+    for m in &mut out.recent {
+        m.arrived_at = out
+            .ready_on
+            .get(&m.workload)
+            .filter(|(n, _)| *n == m.to)
+            .map(|(_, at)| *at);
     }
-
-    // node counts per workload, and (for ScaledJobs) jobs per node
-    let mut counts: BTreeMap<WorkloadKey, BTreeMap<String, usize>> = BTreeMap::new();
-    let mut sj_jobs_elsewhere: BTreeMap<WorkloadKey, BTreeSet<String>> = BTreeMap::new();
-    for pod in pods.iter().filter(|p| pod_is_live(p)) {
-        let Some(node) = pod_node(pod) else { continue };
-        let key = if let Some(sj) = pod
-            .labels()
-            .get(SCALEDJOB_LABEL)
-            .filter(|n| sj_names.contains(*n))
-        {
-            WorkloadKey::new(WorkloadKind::ScaledJob, namespace, sj.clone())
-        } else if let Some(job) = owner_job(pod).filter(|j| plain_jobs.contains(*j)) {
-            WorkloadKey::new(WorkloadKind::Job, namespace, job)
-        } else {
-            continue;
-        };
-        if let (Some(to), Some(job)) = (moved_to.get(&key), owner_job(pod))
-            && to != node
-        {
-            sj_jobs_elsewhere
-                .entry(key.clone())
-                .or_default()
-                .insert(job.to_owned());
-        }
-        *counts
-            .entry(key)
-            .or_default()
-            .entry(node.to_owned())
-            .or_default() += 1;
-    }
-    for (key, nodes) in counts {
+    for (key, nodes) in ix.counts {
         // Most pods wins; ties go to the first name, deterministically.
         if let Some((node, _)) = nodes
             .iter()
@@ -152,8 +276,8 @@ pub fn index_workloads(
             out.placements.push((key, node.clone()));
         }
     }
-    for (key, jobs) in sj_jobs_elsewhere {
-        if let Some(to) = moved_to.get(&key) {
+    for (key, jobs) in ix.jobs_elsewhere {
+        if let Some(to) = owners.moved_to.get(&key) {
             out.unfinished.push(Unfinished {
                 workload: key,
                 to: to.clone(),

@@ -77,6 +77,10 @@ pub struct BalanceMetrics {
     average: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     /// Overloaded nodes at the last decision.
     overloaded: Gauge,
+    /// Moves counted as in progress at the last decision.
+    pending: Gauge,
+    /// Learned idle baseline per node.
+    idle: Family<NodeLabels, Gauge<f64, AtomicU64>>,
     /// Failed cluster reads (the loop retries next window).
     discovery_errors: Counter,
 }
@@ -108,6 +112,16 @@ impl BalanceMetrics {
             m.overloaded.clone(),
         );
         r.register(
+            "pending_moves",
+            "Moves not shown by the readings yet, counted at the last decision",
+            m.pending.clone(),
+        );
+        r.register(
+            "node_idle_baseline_percent",
+            "GPU usage a node shows with no posture workload, learned from idle windows (restored at start by --idle-baseline-query)",
+            m.idle.clone(),
+        );
+        r.register(
             "discovery_errors",
             "Failed reads of the posture workloads from the API server",
             m.discovery_errors.clone(),
@@ -136,6 +150,17 @@ impl BalanceMetrics {
         }
         self.overloaded
             .set(i64::try_from(plan.overloaded.len()).unwrap_or(i64::MAX));
+        self.pending
+            .set(i64::try_from(plan.pending.len()).unwrap_or(i64::MAX));
+    }
+
+    /// Records the learned idle baselines.
+    pub fn idle_baselines(&self, learned: &BTreeMap<String, f64>) {
+        for (node, b) in learned {
+            self.idle
+                .get_or_create(&NodeLabels { node: node.clone() })
+                .set(*b);
+        }
     }
 
     /// Counts one move of a `kind` workload.
@@ -169,9 +194,11 @@ mod tests {
             moves: Vec::new(),
             stuck: Vec::new(),
             overloaded: Vec::new(),
+            pending: Vec::new(),
             projected: BTreeMap::new(),
         };
         m.observe(&plan, &BTreeMap::from([("agx".to_string(), 42.5)]));
+        m.idle_baselines(&BTreeMap::from([("agx".to_string(), 12.5)]));
         m.moved(WorkloadKind::ScaledJob, MoveResult::DryRun);
         m.discovery_failed();
         let mut text = String::new();
@@ -181,6 +208,8 @@ mod tests {
             "balance_moves_total{kind=\"scaledjob\",result=\"dry_run\"} 1",
             "balance_node_average_usage_percent{node=\"agx\"} 42.5",
             "balance_overloaded_nodes 0",
+            "balance_pending_moves 0",
+            "balance_node_idle_baseline_percent{node=\"agx\"} 12.5",
             "balance_discovery_errors_total 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");

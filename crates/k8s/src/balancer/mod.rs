@@ -3,35 +3,43 @@
 //! [`posture_core::balance::plan_moves`].
 //!
 //! ```text
-//!  list ScaledJobs/Jobs/Pods (label selector) ─► discover ─► placements + cool-down records
+//!  list ScaledJobs/Jobs/Pods (label selector) ─► discover ─► placements, move records
 //!                                                             (+ moves left half-done by a crash)
+//!  averages + placements ─► learn idle baselines ─► estimate_loads ─► plan_moves (History)
 //!  BalancePlan.moves ─► Mover::apply ─► ScaledJob: merge-patch nodeAffinity + annotations,
 //!                                                  delete its active Jobs (Background),
 //!                                                  delete leftover pods, Event
-//!                                       Job:       delete (Background), wait until gone,
-//!                                                  create a clean copy with the new affinity, Event
+//!                                       Job:       create a suspended parked copy, delete the
+//!                                                  original, wait until gone, create the final
+//!                                                  copy with the new affinity, delete the parked
+//!                                                  copy, Event
 //! ```
 //!
-//! Restart safety: every move writes `posture-farm.io/moved-at` and
-//! `posture-farm.io/moved-to` on the moved object, in the same request that
-//! changes its affinity (ScaledJob) or in the recreated object (Job).
-//! [`discover`] reads them back as cool-down records, so a restarted balancer
-//! does not repeat a move, and it reports ScaledJobs whose old Jobs still run
-//! elsewhere so [`Mover::finish`] can complete the move.
+//! Restart safety: every move writes `posture-farm.io/moved-at`,
+//! `moved-to`, `moved-from` and `moved-load` on the moved object, in the
+//! same request that changes its affinity (ScaledJob) or in the recreated
+//! object (Job). [`discover`] reads them back as cool-down records and as
+//! moves in progress (counted until the readings show them), so a
+//! restarted balancer neither repeats a move nor forgets one; it reports
+//! ScaledJobs whose old Jobs still run elsewhere so [`Mover::finish`] can
+//! complete the move, and parked Job copies so [`Mover::finish_parked`] can
+//! finish or roll back a Job move ([`parked`]): a Job is never lost.
 //!
 //! Note: KEDA's default rollout strategy (`immediate`) itself deletes the
 //! Jobs of a ScaledJob whose spec changed; deleting them here as well is
 //! harmless (a 404 counts as done) and covers `rollout.strategy: gradual`.
 //!
 //! Rooms: [`discover`] (what runs where), [`mover`] (the [`Mover`] that
-//! carries out moves), [`run`] (the per-window step and the loop, with the
-//! logging and `--dry-run` printout) and [`metrics`] ([`BalanceMetrics`]).
+//! carries out moves), [`parked`] (the never-lose-a-Job protocol), [`run`]
+//! (the per-window step and the loop, with the logging and `--dry-run`
+//! printout) and [`metrics`] ([`BalanceMetrics`]).
 
 use std::time::Duration;
 
 pub mod discover;
 pub mod metrics;
 pub mod mover;
+pub mod parked;
 pub mod run;
 
 pub use discover::{Discovery, Scope, Unfinished, discover, index_workloads, parse_moved_at};
@@ -48,6 +56,10 @@ pub const MOVED_AT_ANNOTATION: &str = "posture-farm.io/moved-at";
 pub const MOVED_TO_ANNOTATION: &str = "posture-farm.io/moved-to";
 /// Annotation holding the node the balancer last moved the object from.
 pub const MOVED_FROM_ANNOTATION: &str = "posture-farm.io/moved-from";
+/// Annotation holding the GPU load (percentage points) the last move was
+/// estimated to carry: a restarted balancer keeps counting it on the
+/// destination until the readings show it.
+pub const MOVED_LOAD_ANNOTATION: &str = "posture-farm.io/moved-load";
 /// Label KEDA puts on the Jobs and pods it creates for a ScaledJob.
 pub const SCALEDJOB_LABEL: &str = "scaledjob.keda.sh/name";
 /// Label the Job controller puts on a Job's pods (Kubernetes ≥ 1.27).
@@ -104,5 +116,7 @@ pub enum BalanceError {
     },
 }
 
+#[cfg(test)]
+mod lease_tests;
 #[cfg(test)]
 mod tests;

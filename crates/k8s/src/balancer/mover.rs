@@ -1,7 +1,7 @@
 //! The balancer's hands: [`Mover`] carries out one planned move (patch a
 //! ScaledJob's affinity and restart its Jobs, or recreate a plain Job
-//! pinned elsewhere) and records it; [`scaledjob_patch`] and [`job_copy`]
-//! are the pure halves.
+//! pinned elsewhere through a parked copy, see [`super::parked`]) and
+//! records it; [`scaledjob_patch`] and [`job_copy`] are the pure halves.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,42 +9,54 @@ use std::time::Duration;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Affinity, ObjectReference, Pod};
 use k8s_openapi::jiff::Timestamp;
-use kube::api::{DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{
+    DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams, Preconditions,
+};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use posture_core::balance::{Move, WorkloadKind};
 use serde_json::json;
 
 use super::discover::Unfinished;
+use super::parked::{Parked, ParkedAction, decide, park, unpark};
 use super::{
     BalanceError, JOB_UID_LABEL, MANAGER, MOVED_AT_ANNOTATION, MOVED_FROM_ANNOTATION,
-    MOVED_TO_ANNOTATION, SCALEDJOB_LABEL,
+    MOVED_LOAD_ANNOTATION, MOVED_TO_ANNOTATION, SCALEDJOB_LABEL,
 };
 use crate::workload::{is_not_found, node_affinity, scaledjob_resource};
 
 /// Labels and fields the API server or the Job controller fill in on a Job;
 /// a copy sent to `create` must not carry them (selector and controller-uid
 /// labels are generated anew, a stale copy is rejected).
-const JOB_GENERATED_LABELS: &[&str] = &[
+pub(super) const JOB_GENERATED_LABELS: &[&str] = &[
     "controller-uid",
     "batch.kubernetes.io/controller-uid",
     "job-name",
     "batch.kubernetes.io/job-name",
 ];
 
+/// The move record annotations: when, to and from where, and the load
+/// moved (so a restarted balancer still counts a move in progress).
+fn move_annotations(mv: &Move, at: Timestamp) -> [(&'static str, String); 4] {
+    [
+        (MOVED_AT_ANNOTATION, at.to_string()),
+        (MOVED_TO_ANNOTATION, mv.to.clone()),
+        (MOVED_FROM_ANNOTATION, mv.from.clone()),
+        (MOVED_LOAD_ANNOTATION, format!("{:.1}", mv.load)),
+    ]
+}
+
 /// The JSON merge patch moving a ScaledJob to `to`: its Job template's
 /// required node affinity, plus the move record annotations.
 pub fn scaledjob_patch(label_key: &str, mv: &Move, at: Timestamp) -> serde_json::Value {
     let required =
         node_affinity(label_key, &mv.to).required_during_scheduling_ignored_during_execution;
+    let annotations: serde_json::Map<String, serde_json::Value> = move_annotations(mv, at)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into()))
+        .collect();
     json!({
-        "metadata": {
-            "annotations": {
-                MOVED_AT_ANNOTATION: at.to_string(),
-                MOVED_TO_ANNOTATION: mv.to,
-                MOVED_FROM_ANNOTATION: mv.from,
-            }
-        },
+        "metadata": { "annotations": annotations },
         "spec": {
             "jobTargetRef": {
                 "template": {
@@ -101,9 +113,9 @@ pub fn job_copy(job: &Job, label_key: &str, mv: &Move, at: Timestamp) -> Result<
     };
     strip(&mut metadata.labels);
     let annotations = metadata.annotations.get_or_insert_with(BTreeMap::new);
-    annotations.insert(MOVED_AT_ANNOTATION.into(), at.to_string());
-    annotations.insert(MOVED_TO_ANNOTATION.into(), mv.to.clone());
-    annotations.insert(MOVED_FROM_ANNOTATION.into(), mv.from.clone());
+    for (k, v) in move_annotations(mv, at) {
+        annotations.insert(k.into(), v);
+    }
     Ok(Job {
         metadata,
         spec: Some(spec),
@@ -237,9 +249,18 @@ impl Mover {
         let ns = job.namespace().unwrap_or_default();
         let name = job.name_any();
         let jobs = Api::<Job>::namespaced(self.client.clone(), &ns);
-        match jobs.delete(&name, &DeleteParams::background()).await {
+        // Only this Job: a Job recreated under the same name meanwhile is
+        // not ours to delete (409 Conflict, like 404, means done).
+        let params = DeleteParams {
+            preconditions: job.uid().map(|uid| Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::background()
+        };
+        match jobs.delete(&name, &params).await {
             Ok(_) => {}
-            Err(e) if is_not_found(&e) => {}
+            Err(e) if is_not_found(&e) || is_conflict(&e) => {}
             Err(source) => {
                 return Err(BalanceError::Api {
                     action: "deleting",
@@ -283,66 +304,110 @@ impl Mover {
         Ok(())
     }
 
+    /// Moves a plain Job: parks a suspended copy (the durable intent),
+    /// deletes the original, creates the final copy under the original
+    /// name, drops the parked copy. A failure leaves the parked copy for
+    /// [`Mover::finish_parked`] to finish or roll back next loop.
     async fn move_job(&self, mv: &Move, at: Timestamp) -> Result<(), BalanceError> {
         let ns = &mv.workload.namespace;
         let name = &mv.workload.name;
         let api = Api::<Job>::namespaced(self.client.clone(), ns);
-        let api_err = |action: &'static str| {
-            let (ns, name) = (ns.clone(), name.clone());
-            move |source| BalanceError::Api {
-                action,
-                kind: "job",
-                namespace: ns,
-                name,
-                source: Box::new(source),
-            }
-        };
-        let job = api.get(name).await.map_err(api_err("getting"))?;
-        // Build the copy before deleting anything: a Job we cannot recreate
+        let job = api.get(name).await.map_err(job_err("getting", ns, name))?;
+        // Build the copy before touching anything: a Job we cannot recreate
         // is left alone.
         let copy = job_copy(&job, &self.node_label, mv, at)?;
-        match serde_json::to_string(&copy) {
-            Ok(manifest) => {
-                tracing::info!(workload = %mv.workload, %manifest, "recreating job (manifest logged for recovery)")
-            }
-            Err(err) => tracing::warn!(workload = %mv.workload, %err, "could not log the job copy"),
-        }
-        self.delete_job_and_pods(&job).await?;
+        let parked = park(&copy, &job.uid().unwrap_or_default());
+        let parked_name = parked.name_any();
+        api.create(&post_params(), &parked).await.map_err(job_err(
+            "parking a copy of",
+            ns,
+            name,
+        ))?;
+        tracing::info!(workload = %mv.workload, parked = %parked_name, "parked a suspended copy before deleting the job");
 
+        self.delete_job_and_pods(&job).await?;
+        self.wait_job_gone(&api, &job).await?;
+        let created = self.create_final(&api, &copy).await?;
+        self.drop_parked(&api, ns, &parked_name).await;
+        tracing::info!(workload = %mv.workload, from = %mv.from, to = %mv.to, load = mv.load, "moved job");
+        let reference = created.object_ref(&());
+        self.record(mv, &reference, 1).await;
+        Ok(())
+    }
+
+    /// Waits until `job` (this UID) is gone from the API server.
+    async fn wait_job_gone(&self, api: &Api<Job>, job: &Job) -> Result<(), BalanceError> {
+        let (ns, name) = (job.namespace().unwrap_or_default(), job.name_any());
         let waited = tokio::time::Instant::now();
         loop {
-            match api
-                .get_opt(name)
-                .await
-                .map_err(api_err("waiting for deletion of"))?
-            {
-                None => break,
-                Some(current) if current.uid() != job.uid() => break,
+            match api.get_opt(&name).await.map_err(job_err(
+                "waiting for deletion of",
+                &ns,
+                &name,
+            ))? {
+                None => return Ok(()),
+                Some(current) if current.uid() != job.uid() => return Ok(()),
                 Some(_) => {}
             }
             if waited.elapsed() >= self.job_gone_timeout {
                 return Err(BalanceError::JobNotGone {
-                    namespace: ns.clone(),
-                    name: name.clone(),
+                    namespace: ns,
+                    name,
                     waited: self.job_gone_timeout,
                 });
             }
             tokio::time::sleep(self.job_gone_poll).await;
         }
-        let created = api
-            .create(
-                &PostParams {
-                    field_manager: Some(MANAGER.into()),
-                    ..Default::default()
-                },
-                &copy,
-            )
-            .await
-            .map_err(api_err("recreating"))?;
-        tracing::info!(workload = %mv.workload, from = %mv.from, to = %mv.to, load = mv.load, "moved job");
-        let reference = created.object_ref(&());
-        self.record(mv, &reference, 1).await;
-        Ok(())
+    }
+
+    /// Creates the final copy; a Job already under its name (created by a
+    /// previous attempt or by someone else) counts as done.
+    async fn create_final(&self, api: &Api<Job>, copy: &Job) -> Result<Job, BalanceError> {
+        let (ns, name) = (copy.namespace().unwrap_or_default(), copy.name_any());
+        match api.create(&post_params(), copy).await {
+            Ok(created) => Ok(created),
+            Err(e) if is_already_exists(&e) => {
+                api.get(&name).await.map_err(job_err("getting", &ns, &name))
+            }
+            Err(source) => Err(job_err("recreating", &ns, &name)(source)),
+        }
+    }
+
+    /// Deletes a parked copy; a failure is only logged (the next loop
+    /// finds it and, the move being done, deletes it then).
+    async fn drop_parked(&self, api: &Api<Job>, ns: &str, parked: &str) {
+        match api.delete(parked, &DeleteParams::background()).await {
+            Ok(_) => {}
+            Err(e) if is_not_found(&e) => {}
+            Err(err) => {
+                tracing::warn!(namespace = ns, parked, error = %err, "could not delete the parked copy; retried next loop")
+            }
+        }
+    }
+
+    /// Finishes or rolls back a plain Job move a failure or a restart left
+    /// with its parked copy (see [`super::parked`]); returns what it did.
+    pub async fn finish_parked(&self, parked: &Parked) -> Result<ParkedAction, BalanceError> {
+        let ns = parked.job.namespace().unwrap_or_default();
+        let api = Api::<Job>::namespaced(self.client.clone(), &ns);
+        let current = api.get_opt(&parked.for_name).await.map_err(job_err(
+            "getting",
+            &ns,
+            &parked.for_name,
+        ))?;
+        let action = decide(parked, current.as_ref());
+        match action {
+            ParkedAction::Wait => {}
+            ParkedAction::RollBack | ParkedAction::Done => {
+                self.drop_parked(&api, &ns, &parked.name).await
+            }
+            ParkedAction::Finish => {
+                self.create_final(&api, &unpark(parked)).await?;
+                self.drop_parked(&api, &ns, &parked.name).await;
+            }
+        }
+        tracing::info!(job = %parked.for_name, parked = %parked.name, action = action.as_str(), "handled an interrupted job move");
+        Ok(action)
     }
 
     /// Records the move as an Event on the moved object. A failed Event does
@@ -362,6 +427,33 @@ impl Mover {
             tracing::warn!(workload = %mv.workload, %err, "could not record the move as an Event");
         }
     }
+}
+
+fn post_params() -> PostParams {
+    PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    }
+}
+
+/// Maps an API error on Job `ns/name` to a [`BalanceError::Api`].
+fn job_err(action: &'static str, ns: &str, name: &str) -> impl FnOnce(kube::Error) -> BalanceError {
+    let (namespace, name) = (ns.to_owned(), name.to_owned());
+    move |source| BalanceError::Api {
+        action,
+        kind: "job",
+        namespace,
+        name,
+        source: Box::new(source),
+    }
+}
+
+fn is_conflict(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409)
+}
+
+fn is_already_exists(e: &kube::Error) -> bool {
+    matches!(e, kube::Error::Api(s) if s.code == 409 && s.reason == "AlreadyExists")
 }
 
 fn object_ref(obj: &DynamicObject, api_version: &str, kind: &str) -> ObjectReference {

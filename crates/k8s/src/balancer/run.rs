@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use posture_core::balance::{
-    BalanceParams, BalancePlan, Move, Outcome, WorkloadKey, estimate_loads, plan_moves,
+    BalanceParams, BalancePlan, History, IdleBaselines, Move, Outcome, RecentMove, WorkloadKey,
+    estimate_loads, learn_idle, plan_moves,
 };
 use posture_core::error_chain;
 use posture_core::model::Millis;
@@ -15,38 +16,52 @@ use rand::SeedableRng as _;
 use rand::rngs::StdRng;
 
 use super::BalanceError;
-use super::discover::{Scope, Unfinished, discover};
+use super::discover::{Discovery, Scope, Unfinished, discover};
 use super::metrics::{BalanceMetrics, MoveResult};
 use super::mover::Mover;
+use super::parked::{Parked, ParkedAction};
+use crate::lease::LeaderGate;
 
 /// One balancing decision and what came of it.
 #[derive(Debug)]
 pub struct LoopReport {
-    /// The pure plan (outcome, moves, stuck nodes, projected usage).
+    /// The pure plan (outcome, moves, stuck nodes, moves in progress,
+    /// projected usage).
     pub plan: BalancePlan,
-    /// Interrupted moves found and (unless dry-run) completed, with results.
+    /// Interrupted ScaledJob moves found and (unless dry-run) completed.
     pub finished: Vec<(Unfinished, Result<(), BalanceError>)>,
+    /// Parked Job copies found and what was done with them (`Wait` in
+    /// dry-run).
+    pub parked: Vec<(Parked, Result<ParkedAction, BalanceError>)>,
+    /// Nodes whose idle baseline this window taught.
+    pub learned: Vec<String>,
+    /// Every learned (or restored) idle baseline after this window.
+    pub learned_idle: BTreeMap<String, f64>,
     /// Result of each planned move, in plan order (empty in dry-run).
     pub applied: Vec<(Move, Result<(), BalanceError>)>,
 }
 
 /// The balancer's per-window step: read the workloads, decide with the pure
-/// policy, act. Keeps only the moves it made itself (in case a restart-safe
-/// annotation has not been read back yet); everything else is recomputed
-/// from the cluster each time.
+/// policy, act. Keeps the moves it made itself (in case a restart-safe
+/// annotation has not been read back yet) and the idle baselines it
+/// learned; everything else is recomputed from the cluster each time.
 pub struct Balancer {
     /// Carries out the moves.
     pub mover: Mover,
     /// Which workloads are considered.
     pub scope: Scope,
-    /// Threshold and cool-down of the pure policy.
+    /// Threshold, cool-down, window and settle timeout of the pure policy.
     pub params: BalanceParams,
-    /// Fixed per-workload load estimate (percentage points); `None` splits
-    /// each node's average evenly over its workloads.
+    /// Fixed per-workload load estimate (percentage points); `None`
+    /// estimates each workload above its node's idle baseline.
     pub workload_load: Option<f64>,
+    /// Idle baselines: fixed by flags, restored, learned from idle windows.
+    pub idle: IdleBaselines,
     /// Decide and report, change nothing.
     pub dry_run: bool,
-    local_moves: BTreeMap<WorkloadKey, Millis>,
+    /// Whether this replica may act (always, without leader election).
+    pub leader: LeaderGate,
+    local_moves: BTreeMap<WorkloadKey, RecentMove>,
 }
 
 impl Balancer {
@@ -57,7 +72,9 @@ impl Balancer {
             scope,
             params,
             workload_load: None,
+            idle: IdleBaselines::default(),
             dry_run: false,
+            leader: LeaderGate::unelected(),
             local_moves: BTreeMap::new(),
         }
     }
@@ -72,8 +89,65 @@ impl Balancer {
         rng: &mut R,
     ) -> Result<LoopReport, BalanceError> {
         let discovery = discover(&self.mover.client, &self.scope).await?;
+        let (finished, parked) = self.finish_interrupted(&discovery).await;
+        let history = self.history(&discovery);
+        let pending = history.pending(now, &self.params);
+        let learned = learn_idle(
+            &mut self.idle.learned,
+            averages,
+            &discovery.placements,
+            &pending,
+        );
+        let workloads = estimate_loads(
+            averages,
+            &discovery.placements,
+            self.workload_load,
+            &self.idle,
+        );
+        let plan = plan_moves(averages, &workloads, &history, now, self.params, rng);
+        let mut applied = Vec::new();
+        if !self.dry_run {
+            let at = Timestamp::from_millisecond(now).unwrap_or_else(|_| Timestamp::now());
+            for m in &plan.moves {
+                if !self.leader.acting() {
+                    break; // Fenced: the next leader plans again.
+                }
+                let result = self.mover.apply(m, at).await;
+                if result.is_ok() {
+                    self.local_moves
+                        .insert(m.workload.clone(), RecentMove::of(m, now));
+                }
+                applied.push((m.clone(), result));
+            }
+        }
+        let keep = self.params.cooldown.max(self.params.settle_timeout);
+        self.local_moves
+            .retain(|_, m| now.saturating_sub(m.at) < keep);
+        Ok(LoopReport {
+            plan,
+            finished,
+            parked,
+            learned,
+            learned_idle: self.idle.learned.clone(),
+            applied,
+        })
+    }
+
+    /// Completes (or, in dry-run, only lists) the moves a failure or a
+    /// restart left half-done: ScaledJobs whose old Jobs still run, parked
+    /// Job copies.
+    async fn finish_interrupted(
+        &self,
+        discovery: &Discovery,
+    ) -> (
+        Vec<(Unfinished, Result<(), BalanceError>)>,
+        Vec<(Parked, Result<ParkedAction, BalanceError>)>,
+    ) {
         let mut finished = Vec::new();
         for unfinished in &discovery.unfinished {
+            if !self.dry_run && !self.leader.acting() {
+                break; // Fenced: the next leader finishes it.
+            }
             let result = if self.dry_run {
                 Ok(())
             } else {
@@ -81,32 +155,43 @@ impl Balancer {
             };
             finished.push((unfinished.clone(), result));
         }
-        let workloads = estimate_loads(averages, &discovery.placements, self.workload_load);
-        let mut moved_at = discovery.moved_at;
-        for (k, at) in &self.local_moves {
-            let e = moved_at.entry(k.clone()).or_insert(*at);
-            *e = (*e).max(*at);
+        let mut parked = Vec::new();
+        for p in &discovery.parked {
+            if !self.dry_run && !self.leader.acting() {
+                break; // Fenced: the next leader finishes it.
+            }
+            let result = if self.dry_run {
+                Ok(ParkedAction::Wait)
+            } else {
+                self.mover.finish_parked(p).await
+            };
+            parked.push((p.clone(), result));
         }
-        let plan = plan_moves(averages, &workloads, &moved_at, now, self.params, rng);
-        let mut applied = Vec::new();
-        if !self.dry_run {
-            let at = Timestamp::from_millisecond(now).unwrap_or_else(|_| Timestamp::now());
-            for m in &plan.moves {
-                let result = self.mover.apply(m, at).await;
-                if result.is_ok() {
-                    self.local_moves.insert(m.workload.clone(), now);
-                }
-                applied.push((m.clone(), result));
+        (finished, parked)
+    }
+
+    /// The move records read from the cluster, completed with the moves
+    /// this process made whose annotations are not read back yet.
+    fn history(&self, discovery: &Discovery) -> History {
+        let mut moved_at = discovery.moved_at.clone();
+        let mut recent: BTreeMap<WorkloadKey, RecentMove> = discovery
+            .recent
+            .iter()
+            .map(|m| (m.workload.clone(), m.clone()))
+            .collect();
+        for (key, local) in &self.local_moves {
+            let at = moved_at.entry(key.clone()).or_insert(local.at);
+            *at = (*at).max(local.at);
+            if recent.get(key).is_none_or(|r| r.at < local.at) {
+                let mut m = local.clone();
+                m.arrived_at = discovery.arrival(key, &m.to);
+                recent.insert(key.clone(), m);
             }
         }
-        let cooldown = self.params.cooldown;
-        self.local_moves
-            .retain(|_, at| now.saturating_sub(*at) < cooldown);
-        Ok(LoopReport {
-            plan,
-            finished,
-            applied,
-        })
+        History {
+            moved_at,
+            recent: recent.into_values().collect(),
+        }
     }
 }
 
@@ -143,7 +228,9 @@ pub struct LoopTiming {
 /// `clock` gives epoch milliseconds (wall clock in production, tokio's
 /// clock in tests). Returns when `shutdown` resolves (or after one decision
 /// with `once`). Read failures are reported and retried next window, so the
-/// loop survives API server restarts.
+/// loop survives API server restarts. While `balancer.leader` says another
+/// replica leads, nothing is decided; a new leader decides on its first full
+/// window.
 pub async fn run_loop<R, F, C>(
     balancer: &mut Balancer,
     mut usage: tokio::sync::watch::Receiver<posture_core::gpu::GpuSnapshot>,
@@ -173,6 +260,13 @@ pub async fn run_loop<R, F, C>(
         // Stamp with our clock: the window is about when we observed.
         snapshot.taken_at = now;
         window.record(&snapshot);
+        if !balancer.leader.acting() {
+            // A follower decides nothing. When it wins it starts a fresh
+            // window: one observed while following may predate the last
+            // leader's moves (the same rule as after our own moves).
+            window.clear();
+            continue;
+        }
         if !window.is_full(now, interval_ms) {
             continue;
         }
@@ -204,14 +298,19 @@ pub struct BalancerConfig {
     pub scope: Scope,
     /// Node label the written affinity matches (`gpu-node`).
     pub affinity_label: String,
-    /// Fixed per-workload load estimate; `None` splits each node's average.
+    /// Fixed per-workload load estimate; `None` estimates each workload
+    /// above its node's idle baseline.
     pub workload_load: Option<f64>,
+    /// Idle baselines fixed by flags, and those restored from Prometheus.
+    pub idle: IdleBaselines,
     /// Decide, log and print; change nothing.
     pub dry_run: bool,
     /// Sampling, window and one-shot settings.
     pub timing: LoopTiming,
     /// Reporting instance for Events (the pod name).
     pub instance: Option<String>,
+    /// Leader election: decide and move only while this replica leads.
+    pub leader: LeaderGate,
 }
 
 /// The balancing loop as a component: sample every `sample_interval`; once
@@ -235,12 +334,18 @@ pub async fn run_balancer(
     let mut balancer = Balancer::new(mover, cfg.scope.clone(), cfg.params);
     balancer.dry_run = cfg.dry_run;
     balancer.workload_load = cfg.workload_load;
+    balancer.leader = cfg.leader.clone();
+    balancer.idle = cfg.idle.clone();
     tracing::info!(
         seed = cfg.seed,
         threshold = cfg.params.threshold,
         window = ?cfg.timing.window,
         sample_interval = ?cfg.timing.sample_interval,
         cooldown = ?Duration::from_millis(u64::try_from(cfg.params.cooldown).unwrap_or(0)),
+        settle_timeout = ?Duration::from_millis(u64::try_from(cfg.params.settle_timeout).unwrap_or(0)),
+        workload_load = ?cfg.workload_load,
+        idle_baselines = ?cfg.idle.resolved(),
+        idle_default = ?cfg.idle.fixed_default,
         dry_run = cfg.dry_run,
         namespace = %cfg.scope.namespace,
         selector = %cfg.scope.selector,
@@ -273,18 +378,13 @@ fn report(dry_run: bool, threshold: f64, metrics: &BalanceMetrics, event: LoopEv
             return;
         }
     };
-    for (unfinished, result) in &report.finished {
-        if dry_run {
-            println!(
-                "would finish the move of {} to {}: delete jobs {:?}",
-                unfinished.workload, unfinished.to, unfinished.jobs
-            );
-        } else if let Err(err) = result {
-            tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
-        }
+    report_interrupted(dry_run, report);
+    for node in &report.learned {
+        tracing::debug!(%node, baseline = report.learned_idle.get(node), "idle window: baseline learned");
     }
     let plan = &report.plan;
     metrics.observe(plan, averages);
+    metrics.idle_baselines(&report.learned_idle);
     log_plan(plan, averages, threshold);
     if dry_run {
         print!("{}", render_plan(plan, averages, threshold));
@@ -299,6 +399,31 @@ fn report(dry_run: bool, threshold: f64, metrics: &BalanceMetrics, event: LoopEv
                 metrics.moved(m.workload.kind, MoveResult::Failed);
                 tracing::warn!(workload = %m.workload, from = %m.from, to = %m.to, error = error_chain(err), "move failed; it is re-planned next window");
             }
+        }
+    }
+}
+
+/// Logs (or, in dry-run, prints) what was found of interrupted moves.
+fn report_interrupted(dry_run: bool, report: &LoopReport) {
+    for (unfinished, result) in &report.finished {
+        if dry_run {
+            println!(
+                "would finish the move of {} to {}: delete jobs {:?}",
+                unfinished.workload, unfinished.to, unfinished.jobs
+            );
+        } else if let Err(err) = result {
+            tracing::warn!(workload = %unfinished.workload, error = error_chain(err), "could not finish an interrupted move");
+        }
+    }
+    for (parked, result) in &report.parked {
+        if dry_run {
+            println!(
+                "would finish or roll back the move of job {} (parked copy {})",
+                parked.for_name, parked.name
+            );
+        } else if let Err(err) = result {
+            tracing::warn!(job = %parked.for_name, parked = %parked.name, error = error_chain(err),
+                "could not finish an interrupted job move; its parked copy keeps it, retried next window");
         }
     }
 }
@@ -322,7 +447,7 @@ fn log_plan(plan: &BalancePlan, averages: &BTreeMap<String, f64>, threshold: f64
         ),
         Outcome::Rebalancing => {
             for m in &plan.moves {
-                tracing::info!(workload = %m.workload, from = %m.from, to = %m.to, load = m.load,
+                tracing::info!(workload = %m.workload, from = %m.from, to = %m.to, load = m.load, estimate = m.estimate.as_str(),
                     from_usage = m.from_usage, to_before = m.to_usage_before, to_after = m.to_usage_after, "planned move");
             }
             for (node, reason) in &plan.stuck {
@@ -342,10 +467,23 @@ pub fn render_plan(plan: &BalancePlan, averages: &BTreeMap<String, f64>, thresho
         let state = if *avg > threshold { "overloaded" } else { "ok" };
         out.push_str(&format!("  node {node:<24} avg {avg:6.1}%  {state}\n"));
     }
+    for p in &plan.pending {
+        out.push_str(&format!(
+            "in progress: {} from {} to {} ({:.1} points, not in the readings yet)\n",
+            p.workload, p.from, p.to, p.load
+        ));
+    }
     for m in &plan.moves {
         out.push_str(&format!(
-            "would move {} from {} ({:.1}%) to {} ({:.1}% -> {:.1}%)\n",
-            m.workload, m.from, m.from_usage, m.to, m.to_usage_before, m.to_usage_after
+            "would move {} from {} ({:.1}%) to {} ({:.1}% -> {:.1}%, load {:.1} {})\n",
+            m.workload,
+            m.from,
+            m.from_usage,
+            m.to,
+            m.to_usage_before,
+            m.to_usage_after,
+            m.load,
+            m.estimate
         ));
     }
     for (node, reason) in &plan.stuck {

@@ -24,6 +24,7 @@ fn mv(kind: WorkloadKind, name: &str) -> Move {
         from: "agx".into(),
         to: "orin".into(),
         load: 30.0,
+        estimate: posture_core::balance::Estimate::AboveIdle,
         from_usage: 80.0,
         to_usage_before: 20.0,
         to_usage_after: 50.0,
@@ -132,7 +133,8 @@ async fn scaledjob_move_patches_affinity_deletes_jobs_and_pods_and_records_an_ev
             "metadata": {"annotations": {
                 "posture-farm.io/moved-at": AT,
                 "posture-farm.io/moved-to": "orin",
-                "posture-farm.io/moved-from": "agx"}},
+                "posture-farm.io/moved-from": "agx",
+                "posture-farm.io/moved-load": "30.0"}},
             "spec": {"jobTargetRef": {"template": {"spec": {"affinity": {"nodeAffinity": affinity_to("orin")}}}}}
         })
     );
@@ -279,28 +281,41 @@ async fn job_move_recreates_a_clean_copy_with_the_new_affinity() {
     let labels = json!({"app.kubernetes.io/name": "posture-analyzer", "batch.kubernetes.io/controller-uid": "uid-j",
                         "controller-uid": "uid-j", "job-name": "posture-pi1-3"});
 
-    let req = api.next().await;
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        (
-            "GET",
-            "/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3"
-        )
-    );
-    req.respond(
-        200,
-        job_json("posture-pi1-3", "uid-j", labels.clone(), true),
-    );
+    api.expect_get("/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3")
+        .await
+        .respond(
+            200,
+            job_json("posture-pi1-3", "uid-j", labels.clone(), true),
+        );
 
-    let req = api.next().await;
+    // The intent first: a suspended copy under another name.
+    let req = api
+        .expect_post("/apis/batch/v1/namespaces/posture/jobs")
+        .await;
+    let parked = &req.body;
+    assert_eq!(parked["metadata"]["name"], "posture-pi1-3-moving");
+    assert_eq!(parked["spec"]["suspend"], true);
     assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        (
-            "DELETE",
-            "/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3"
-        )
+        parked["metadata"]["annotations"][parked::PARKED_FOR_ANNOTATION],
+        "posture-pi1-3"
     );
+    assert_eq!(
+        parked["metadata"]["annotations"][parked::PARKED_UID_ANNOTATION],
+        "uid-j"
+    );
+    assert_eq!(
+        parked["spec"]["template"]["spec"]["affinity"]["nodeAffinity"],
+        affinity_to("orin")
+    );
+    let mut parked_back = parked.clone();
+    parked_back["metadata"]["uid"] = json!("uid-parked");
+    req.respond(201, parked_back);
+
+    let req = api
+        .expect_delete("/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3")
+        .await;
     assert_eq!(req.body["propagationPolicy"], "Background");
+    assert_eq!(req.body["preconditions"]["uid"], "uid-j", "only this Job");
     req.respond(
         200,
         job_json("posture-pi1-3", "uid-j", labels.clone(), true),
@@ -314,18 +329,12 @@ async fn job_move_recreates_a_clean_copy_with_the_new_affinity() {
     req.respond(200, list("PodList", "v1", vec![]));
 
     // Still there once (being deleted), then gone.
-    let req = api.next().await;
-    assert_eq!(
-        (req.method.as_str(), req.path.as_str()),
-        (
-            "GET",
-            "/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3"
-        )
-    );
-    req.respond(
-        200,
-        job_json("posture-pi1-3", "uid-j", labels.clone(), true),
-    );
+    api.expect_get("/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3")
+        .await
+        .respond(
+            200,
+            job_json("posture-pi1-3", "uid-j", labels.clone(), true),
+        );
     let req = api.next().await;
     assert_eq!(req.method, "GET");
     req.respond(
@@ -352,6 +361,13 @@ async fn job_move_recreates_a_clean_copy_with_the_new_affinity() {
     );
     assert_eq!(b["metadata"]["annotations"][MOVED_AT_ANNOTATION], AT);
     assert_eq!(b["metadata"]["annotations"][MOVED_TO_ANNOTATION], "orin");
+    assert_eq!(b["metadata"]["annotations"][MOVED_LOAD_ANNOTATION], "30.0");
+    assert!(
+        b["metadata"]["annotations"]
+            .get(parked::PARKED_FOR_ANNOTATION)
+            .is_none()
+    );
+    assert!(b["spec"].get("suspend").is_none(), "the final copy runs");
     assert!(b.get("status").is_none());
     assert!(
         b["spec"].get("selector").is_none(),
@@ -373,6 +389,15 @@ async fn job_move_recreates_a_clean_copy_with_the_new_affinity() {
     created["metadata"]["uid"] = json!("uid-new");
     req.respond(201, created);
 
+    // Moved: the parked copy goes.
+    let req = api
+        .expect_delete("/apis/batch/v1/namespaces/posture/jobs/posture-pi1-3-moving")
+        .await;
+    req.respond(
+        200,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Success"}),
+    );
+
     let req = api.next().await;
     assert_event(&req, "Job", "posture-pi1-3");
     assert_eq!(req.body["regarding"]["uid"], "uid-new");
@@ -392,7 +417,12 @@ async fn a_job_that_does_not_go_away_is_not_recreated() {
     api.next()
         .await
         .respond(200, job_json("stuck", "uid-s", labels.clone(), true));
-    api.next()
+    let req = api
+        .expect_post("/apis/batch/v1/namespaces/posture/jobs")
+        .await;
+    let body = req.body.clone();
+    req.respond(201, body);
+    api.expect_delete("/apis/batch/v1/namespaces/posture/jobs/stuck")
         .await
         .respond(200, job_json("stuck", "uid-s", labels.clone(), true));
     api.next().await.respond(200, list("PodList", "v1", vec![]));
@@ -404,7 +434,7 @@ async fn a_job_that_does_not_go_away_is_not_recreated() {
             biased;
             done = &mut task => break done.unwrap(),
             req = api.next() => {
-                assert_eq!(req.method, "GET", "never POSTs a copy while the old Job exists");
+                assert_eq!(req.method, "GET", "never POSTs a copy while the old Job exists, nor drops the parked one");
                 req.respond(200, job_json("stuck", "uid-s", labels.clone(), true));
             }
         }
@@ -548,6 +578,16 @@ async fn finish_deletes_the_old_jobs_of_an_interrupted_move() {
 
 /// Answers the three list calls of `discover`.
 async fn answer_discovery(api: &mut ApiMock, scaled_jobs: Vec<Value>, pods: Vec<Value>) {
+    answer_discovery_with_jobs(api, scaled_jobs, vec![], pods).await
+}
+
+/// Answers the three list calls of `discover`, with Jobs.
+async fn answer_discovery_with_jobs(
+    api: &mut ApiMock,
+    scaled_jobs: Vec<Value>,
+    jobs: Vec<Value>,
+    pods: Vec<Value>,
+) {
     let req = api.next().await;
     assert_eq!(
         req.path,
@@ -556,7 +596,7 @@ async fn answer_discovery(api: &mut ApiMock, scaled_jobs: Vec<Value>, pods: Vec<
     req.respond(200, list("ScaledJobList", "keda.sh/v1alpha1", scaled_jobs));
     let req = api.next().await;
     assert_eq!(req.path, "/apis/batch/v1/namespaces/posture/jobs");
-    req.respond(200, list("JobList", "batch/v1", vec![]));
+    req.respond(200, list("JobList", "batch/v1", jobs));
     let req = api.next().await;
     assert_eq!(req.path, "/api/v1/namespaces/posture/pods");
     req.respond(200, list("PodList", "v1", pods));
@@ -582,6 +622,7 @@ fn balancer(client: Client) -> Balancer {
         BalanceParams {
             threshold: 50.0,
             cooldown: 300_000,
+            ..Default::default()
         },
     )
 }
@@ -854,6 +895,9 @@ async fn loop_samples_a_full_window_then_decides_once_per_window() {
         "fresh window: only 90 % samples"
     );
 }
+
+mod jobs;
+mod memory;
 
 #[test]
 fn moved_at_parses_rfc3339_only() {

@@ -6,10 +6,14 @@
 //! match deploy/" means). Re-applying identical content is a no-op on the API
 //! server — the object is not written, its `resourceVersion` stays — so
 //! comparing versions before and after tells "unchanged" from "configured"
-//! without diffing. Jobs are never deleted and re-created: their pod template
-//! is immutable, so a changed one is reported with what to do.
+//! without diffing. A Job's pod template is immutable: when it changed (a
+//! mode switch gives the analyzers another scheduler; a new image, topic or
+//! configuration), the API server refuses the apply (422) and the Job is
+//! replaced — deleted with its pods, then created again. The analyzers keep
+//! nothing but their spool in the pod (results are in the database, frames
+//! wait in the broker's persistent session), so a replacement loses nothing.
 
-use kube::api::{DynamicObject, Patch, PatchParams};
+use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::{Api, Client};
 
 use super::plan::{ApplyPlan, PlannedObject, Stage};
@@ -24,6 +28,9 @@ pub enum ApplyAction {
     Configured,
     /// It existed and the apply changed nothing.
     Unchanged,
+    /// It existed with an immutable field that differs (a Job's pod
+    /// template), so it was deleted and created again.
+    Replaced,
 }
 
 impl ApplyAction {
@@ -33,6 +40,7 @@ impl ApplyAction {
             Self::Created => "created",
             Self::Configured => "configured",
             Self::Unchanged => "unchanged",
+            Self::Replaced => "replaced",
         }
     }
 }
@@ -55,6 +63,10 @@ fn api_for(client: &Client, object: &PlannedObject) -> Api<DynamicObject> {
     }
 }
 
+/// How long a replaced Job may take to disappear before `up` gives up (it
+/// has no finalizers of its own, so it is normally gone at once).
+const REPLACE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Applies one object and classifies the result.
 pub async fn apply_one(client: &Client, object: &PlannedObject) -> Result<ApplyOutcome, OpsError> {
     let api = api_for(client, object);
@@ -65,19 +77,30 @@ pub async fn apply_one(client: &Client, object: &PlannedObject) -> Result<ApplyO
         .map_err(|e| OpsError::kube(format!("read {what}"), e))?
         .map(|o| o.metadata.resource_version);
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    let after = api
-        .patch(object.name(), &params, &Patch::Apply(&object.object))
-        .await
-        .map_err(|e| match &e {
-            kube::Error::Api(s) if s.code == 422 && object.kind_name() == "Job" && before.is_some() => {
-                OpsError::kube(
-                    format!("apply {what}: the existing Job has a different pod template (immutable); run `posture-farm down` first to replace it"),
-                    e,
-                )
-            }
-            _ => OpsError::kube(format!("apply {what}"), e),
-        })?;
+    let patch = Patch::Apply(&object.object);
+    let (after, replaced) = match api.patch(object.name(), &params, &patch).await {
+        Ok(after) => (after, false),
+        Err(kube::Error::Api(s))
+            if s.code == 422 && object.kind_name() == "Job" && before.is_some() =>
+        {
+            tracing::info!(object = %what, reason = %s.message, "pod template changed: replacing the Job");
+            replace_job(&api, object.name(), &what).await?;
+            let created = api
+                .patch(object.name(), &params, &patch)
+                .await
+                .map_err(|e| OpsError::kube(format!("apply {what} (replacement)"), e))?;
+            (created, true)
+        }
+        Err(kube::Error::Api(s)) if s.code == 404 && object.kind_name() == "ScaledJob" => {
+            return Err(OpsError::manifest(
+                what,
+                "the API server does not serve keda.sh/v1alpha1 ScaledJobs: install KEDA v2 first (https://keda.sh/docs/deploy/), or use another --mode",
+            ));
+        }
+        Err(e) => return Err(OpsError::kube(format!("apply {what}"), e)),
+    };
     let action = match before {
+        _ if replaced => ApplyAction::Replaced,
         None => ApplyAction::Created,
         Some(rv) if rv.is_some() && rv == after.metadata.resource_version => ApplyAction::Unchanged,
         Some(_) => ApplyAction::Configured,
@@ -88,6 +111,33 @@ pub async fn apply_one(client: &Client, object: &PlannedObject) -> Result<ApplyO
         object: what,
         action,
     })
+}
+
+/// Deletes a Job with its pods (Background propagation) and waits until the
+/// API server no longer has it, so the same name can be created again.
+async fn replace_job(api: &Api<DynamicObject>, name: &str, what: &str) -> Result<(), OpsError> {
+    match api.delete(name, &DeleteParams::background()).await {
+        Ok(_) => {}
+        Err(e) if crate::workload::is_not_found(&e) => {}
+        Err(e) => return Err(OpsError::kube(format!("delete {what} to replace it"), e)),
+    }
+    let deadline = tokio::time::Instant::now() + REPLACE_TIMEOUT;
+    loop {
+        let still = api
+            .get_opt(name)
+            .await
+            .map_err(|e| OpsError::kube(format!("read {what}"), e))?;
+        if still.is_none() {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(OpsError::Timeout {
+                what: format!("{what} to be deleted before it is created again"),
+                seconds: REPLACE_TIMEOUT.as_secs(),
+            });
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Applies a plan in order, calling `progress` after each object. Stops at
@@ -109,7 +159,7 @@ pub async fn apply_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ops::plan::{PlannedObject, Source};
+    use crate::ops::plan::PlannedObject;
     use crate::test_support::{ApiMock, status_json};
     use serde_json::{Value, json};
 
@@ -122,7 +172,7 @@ mod tests {
         ApplyPlan::new(
             objects
                 .into_iter()
-                .map(|o| PlannedObject::new(o, Source::Scheduler, "test").expect("valid"))
+                .map(|o| PlannedObject::new(o, "test").expect("valid"))
                 .collect(),
         )
     }
@@ -209,20 +259,75 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_changed_job_template_stops_with_advice_and_nothing_after_it_is_applied() {
+    #[tokio::test(start_paused = true)]
+    async fn a_job_whose_template_changed_is_replaced() {
         let (client, mut mock) = ApiMock::new();
         let p = ApplyPlan::new(plan().objects.into_iter().skip(2).collect());
         let p2 = p.clone();
         let task = tokio::spawn(async move { apply_plan(&client, &p2, |_| {}).await });
-        let get = mock.next().await;
-        get.respond(200, with_rv(p.objects[0].object.clone(), "3"));
-        let patch = mock.next().await;
-        patch.respond(
+        let path = PATHS[2];
+        let job = p.objects[0].object.clone();
+        mock.expect_get(path)
+            .await
+            .respond(200, with_rv(job.clone(), "3"));
+        mock.expect_patch(path).await.respond(
             422,
             status_json(422, "Invalid", "spec.template: field is immutable"),
         );
+        let delete = mock.expect_delete(path).await;
+        assert_eq!(delete.body["propagationPolicy"], "Background");
+        delete.respond(200, with_rv(job.clone(), "4"));
+        // Still there (the garbage collector is busy), then gone.
+        mock.expect_get(path)
+            .await
+            .respond(200, with_rv(job.clone(), "4"));
+        mock.expect_get(path)
+            .await
+            .respond(404, status_json(404, "NotFound", "not found"));
+        let create = mock.expect_patch(path).await;
+        assert_eq!(create.body, job, "the new manifest, as is");
+        create.respond(201, with_rv(job, "9"));
+        let out = task.await.expect("joins").expect("ok");
+        assert_eq!(out[0].action, ApplyAction::Replaced);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_object_other_than_a_job_stops_up() {
+        let (client, mut mock) = ApiMock::new();
+        let p = ApplyPlan::new(plan().objects.into_iter().skip(1).take(1).collect());
+        let p2 = p.clone();
+        let task = tokio::spawn(async move { apply_plan(&client, &p2, |_| {}).await });
+        mock.next()
+            .await
+            .respond(200, with_rv(p.objects[0].object.clone(), "3"));
+        mock.next().await.respond(
+            422,
+            status_json(422, "Invalid", "spec.selector: field is immutable"),
+        );
         let err = task.await.expect("joins").expect_err("fails");
-        assert!(err.to_string().contains("posture-farm down"), "{err}");
+        assert!(err.to_string().contains("apply Deployment"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn keda_mode_without_keda_says_to_install_it() {
+        let (client, mut mock) = ApiMock::new();
+        let sj = PlannedObject::new(
+            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob",
+                   "metadata": {"name": "posture-pi1", "namespace": "posture"}}),
+            "test",
+        )
+        .expect("valid");
+        let task = tokio::spawn(async move { apply_one(&client, &sj).await });
+        // No CRD: the whole resource path is unknown (404 with no object).
+        let path = "/apis/keda.sh/v1alpha1/namespaces/posture/scaledjobs/posture-pi1";
+        let missing = status_json(
+            404,
+            "NotFound",
+            "the server could not find the requested resource",
+        );
+        mock.expect_get(path).await.respond(404, missing.clone());
+        mock.expect_patch(path).await.respond(404, missing);
+        let err = task.await.expect("joins").expect_err("no KEDA");
+        assert!(err.to_string().contains("install KEDA v2"), "{err}");
     }
 }

@@ -1,32 +1,39 @@
 //! Operations: what `posture-farm up`, `down` and `status` do to a cluster.
 //!
-//! Deciding is separated from acting. The pure half renders the manifests
-//! documented in `deploy/` (embedded at compile time, so what `up` applies is
-//! by construction what the repository documents), orders them into an apply
-//! plan and summarises cluster state for `status`. The I/O half is thin: it
+//! Deciding is separated from acting. The pure half builds a mode's
+//! kustomization from the manifests documented in `deploy/` (embedded at
+//! compile time, so what `up` applies is by construction what `kubectl apply
+//! -k deploy/modes/<mode>` would), applies the flags' rules, orders the
+//! objects into an apply plan and summarises cluster state for `status`. The
+//! I/O half is thin: it prunes what the plan no longer holds,
 //! server-side-applies each planned object with the field manager
 //! [`FIELD_MANAGER`], taints the control-plane node, labels GPU nodes, waits
-//! for readiness, collects results from analyzer pods and deletes — only ever
-//! objects carrying the [`MANAGED_BY_LABEL`] label that `up` puts on
-//! everything it creates.
+//! for readiness, reaches in-cluster ports through port-forwards, collects
+//! results and deletes — only ever objects carrying the [`MANAGED_BY_LABEL`]
+//! label that `up` puts on everything it creates.
 //!
 //! ```text
-//!  deploy/*.yaml (include_str!) ─► manifests::render ─► plan::ApplyPlan (ordered stages)
-//!                                                            │
-//!  nodes::taint / workload::label_gpu_nodes ◄── up ─────────────┼─► apply::apply_plan (SSA, unchanged/configured/created)
-//!                                                            └─► wait::wait_ready (Deployments available, pods scheduled)
-//!  down: collect::collect_results (exec tar) ─► teardown::teardown (Jobs → Pods → [purge] …) ─► nodes::untaint
-//!  status: status::gather ─► status::StatusReport (pure summary)
+//!  deploy/ (include_str!) ─► manifests::{kustomize, transform, generate} ─► plan::ApplyPlan (stages)
+//!                                                                   │
+//!  up: nodes::taint · workload::label_gpu_nodes · up::read_secret ───┼─► up::deploy: teardown::prune
+//!        ─► apply (platform) ─► wait StatefulSets ─► apply (controllers, analyzers) ─► wait
+//!  down: database::access (forward) ─► export · collect (exec tar) ─► teardown::teardown ─► nodes::untaint
+//!  status: status::gather (+ prometheus::farm_gpu via forward) ─► status::summarise ─► render
 //! ```
 
 pub mod apply;
 pub mod collect;
+pub mod database;
+pub mod forward;
 pub mod manifests;
 pub mod nodes;
 pub mod plan;
 pub mod pods;
+pub mod prometheus;
 pub mod status;
 pub mod teardown;
+#[cfg(test)]
+pub(crate) mod test_cluster;
 pub mod up;
 pub mod wait;
 

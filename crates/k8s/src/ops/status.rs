@@ -1,19 +1,25 @@
-//! `status`: what runs where. [`gather`] reads pods, nodes, Jobs, ScaledJobs
-//! and FailedScheduling Events (the I/O half); [`summarise`] turns them, plus
-//! an optional GPU snapshot, into a [`StatusReport`] (pure, tested on fixtures);
-//! [`render`] writes it as the text `status` and `up` print.
+//! `status`: what runs where. [`gather`] reads pods, nodes, Jobs, ScaledJobs,
+//! the farm's Deployments, StatefulSets and DaemonSets (schedulers, scaler,
+//! broker, database, Prometheus, exporter) and FailedScheduling Events (the
+//! I/O half); [`summarise`] turns them, plus an optional GPU snapshot, into a
+//! [`StatusReport`] (pure, tested on fixtures); [`render`] writes it as the
+//! text `status` and `up` print.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Event, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Node, Pod, Service};
 use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client};
 use posture_core::gpu::GpuSnapshot;
 
+use super::manifests::{DASHBOARD_SERVICE, Mode};
 use super::nodes::MASTER_TAINT_KEY;
+use super::plan::COMPONENT_LABEL;
 use super::pods::is_analyzer;
+use super::wait::{deployment_ready, statefulset_ready};
 use super::{OpsError, managed_selector};
 use crate::workload::{
     GPU_NODE_LABEL, WorkloadKind, is_not_found, pinned_node, pod_spec_pointer, scaledjob_resource,
@@ -43,7 +49,7 @@ pub struct NodeRow {
     pub name: String,
     /// Pods of ours bound to it.
     pub pods: usize,
-    /// GPU usage % when Prometheus gave a fresh reading.
+    /// The node's last GPU reading (%), fresh or not, when a GPU snapshot was given.
     pub gpu_percent: Option<f64>,
     /// `ok`, `stale` or `missing` when a GPU snapshot was given.
     pub gpu_state: Option<&'static str>,
@@ -53,11 +59,33 @@ pub struct NodeRow {
     pub gpu_labelled: bool,
 }
 
+/// One of the farm's own workloads (not an analyzer): a scheduler, the
+/// scaler, the broker, the database, Prometheus, the GPU exporter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ComponentRow {
+    /// `Deployment`, `StatefulSet` or `DaemonSet`.
+    pub kind: &'static str,
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// Its component label (`broker`, `database`, `scheduler`, …).
+    pub component: String,
+    /// Ready replicas.
+    pub ready: usize,
+    /// Desired replicas.
+    pub desired: usize,
+}
+
 /// Everything `status` prints.
 #[derive(Clone, Debug, PartialEq)]
 pub struct StatusReport {
-    /// `round-robin`, `keda` or `not deployed`.
+    /// `round-robin`, `gpu`, `keda`, `priority` or `not deployed`.
     pub mode: &'static str,
+    /// The farm's own workloads, sorted by kind then name.
+    pub components: Vec<ComponentRow>,
+    /// Where the dashboard answers (in-cluster URL first), when deployed.
+    pub dashboard: Vec<String>,
     /// Jobs and ScaledJobs of ours.
     pub jobs: usize,
     /// ScaledJobs of ours.
@@ -88,6 +116,10 @@ pub struct StatusInputs {
     pub scaled_jobs: Vec<String>,
     /// FailedScheduling events in the namespaces of unscheduled pods.
     pub events: Vec<Event>,
+    /// The farm's Deployments, StatefulSets and DaemonSets with their readiness.
+    pub components: Vec<ComponentRow>,
+    /// The dashboard's Service, when it is deployed.
+    pub dashboard: Option<Service>,
 }
 
 /// When an event last happened: `eventTime` (events.k8s.io writers, such as
@@ -118,7 +150,7 @@ pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusRepo
                     .iter()
                     .filter(|p| p.node.as_deref() == Some(name.as_str()))
                     .count(),
-                gpu_percent: gpu.and_then(|g| g.usage(&name)),
+                gpu_percent: usage.and_then(|u| u.sample).map(|s| s.usage_percent),
                 gpu_state: gpu.map(|_| usage.map_or("missing", |u| u.state.as_str())),
                 tainted: n
                     .spec
@@ -135,19 +167,79 @@ pub fn summarise(inputs: &StatusInputs, gpu: Option<&GpuSnapshot>) -> StatusRepo
         })
         .collect();
     nodes.sort_by(|a, b| a.name.cmp(&b.name));
-    let mode = if !inputs.scaled_jobs.is_empty() {
-        "keda"
-    } else if !inputs.jobs.is_empty() {
-        "round-robin"
-    } else {
-        "not deployed"
-    };
+    let mut components = inputs.components.clone();
+    components.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
     StatusReport {
-        mode,
+        mode: mode_of(inputs),
+        components,
+        dashboard: inputs
+            .dashboard
+            .as_ref()
+            .map(dashboard_addresses)
+            .unwrap_or_default(),
         jobs: inputs.jobs.len(),
         scaled_jobs: inputs.scaled_jobs.len(),
         nodes,
         pods,
+    }
+}
+
+/// The URLs of the dashboard's Service: its in-cluster name, then (when
+/// its type makes it reachable from outside) each load-balancer address or
+/// `<any node>:<nodePort>`.
+pub fn dashboard_addresses(service: &Service) -> Vec<String> {
+    let ns = service.metadata.namespace.as_deref().unwrap_or("default");
+    let name = service.metadata.name.as_deref().unwrap_or_default();
+    let port = service
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.as_ref())
+        .and_then(|p| p.first());
+    let Some(port) = port else {
+        return Vec::new();
+    };
+    let mut out = vec![format!(
+        "http://{name}.{ns}.svc.cluster.local:{} (in the cluster)",
+        port.port
+    )];
+    let ingress = service
+        .status
+        .as_ref()
+        .and_then(|s| s.load_balancer.as_ref())
+        .and_then(|lb| lb.ingress.as_ref());
+    for i in ingress.into_iter().flatten() {
+        if let Some(host) = i.ip.as_ref().or(i.hostname.as_ref()) {
+            out.push(format!("http://{host}:{}", port.port));
+        }
+    }
+    if let Some(node_port) = port.node_port {
+        out.push(format!("http://<any node>:{node_port}"));
+    }
+    out
+}
+
+/// The mode a cluster runs: ScaledJobs mean KEDA; otherwise the scheduler
+/// the Jobs name tells which of the Job modes.
+fn mode_of(inputs: &StatusInputs) -> &'static str {
+    if !inputs.scaled_jobs.is_empty() {
+        return Mode::Keda.as_str();
+    }
+    let scheduler = inputs.jobs.iter().find_map(|j| {
+        j.spec
+            .as_ref()?
+            .template
+            .spec
+            .as_ref()?
+            .scheduler_name
+            .clone()
+    });
+    match scheduler {
+        Some(name) => Mode::ALL
+            .into_iter()
+            .find(|m| m.scheduler_name() == Some(name.as_str()))
+            .map_or("jobs (unknown scheduler)", Mode::as_str),
+        None if inputs.jobs.is_empty() => "not deployed",
+        None => "jobs (default scheduler)",
     }
 }
 
@@ -293,7 +385,70 @@ pub async fn gather(client: &Client) -> Result<StatusInputs, OpsError> {
         jobs,
         scaled_jobs,
         events,
+        components: gather_components(client).await?,
+        dashboard: Api::<Service>::all(client.clone())
+            .list(&ListParams::default().labels(&format!(
+                "{},app.kubernetes.io/name={DASHBOARD_SERVICE}",
+                managed_selector()
+            )))
+            .await
+            .map_err(|e| OpsError::kube("list the dashboard's Service", e))?
+            .items
+            .into_iter()
+            .next(),
     })
+}
+
+fn component_row<K: kube::Resource>(
+    kind: &'static str,
+    obj: &K,
+    (ready, desired): (usize, usize),
+) -> ComponentRow {
+    let meta = obj.meta();
+    ComponentRow {
+        kind,
+        namespace: meta.namespace.clone().unwrap_or_default(),
+        name: meta.name.clone().unwrap_or_default(),
+        component: meta
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(COMPONENT_LABEL))
+            .cloned()
+            .unwrap_or_default(),
+        ready,
+        desired,
+    }
+}
+
+/// The farm's Deployments, StatefulSets and DaemonSets with their readiness.
+async fn gather_components(client: &Client) -> Result<Vec<ComponentRow>, OpsError> {
+    let lp = ListParams::default().labels(&managed_selector());
+    let mut rows = Vec::new();
+    for d in Api::<Deployment>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| OpsError::kube("list Deployments", e))?
+    {
+        rows.push(component_row("Deployment", &d, deployment_ready(&d)));
+    }
+    for s in Api::<StatefulSet>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| OpsError::kube("list StatefulSets", e))?
+    {
+        rows.push(component_row("StatefulSet", &s, statefulset_ready(&s)));
+    }
+    for d in Api::<DaemonSet>::all(client.clone())
+        .list(&lp)
+        .await
+        .map_err(|e| OpsError::kube("list DaemonSets", e))?
+    {
+        let status = d.status.as_ref();
+        let ready = status.map_or(0, |s| s.number_ready.max(0) as usize);
+        let desired = status.map_or(0, |s| s.desired_number_scheduled.max(0) as usize);
+        rows.push(component_row("DaemonSet", &d, (ready, desired)));
+    }
+    Ok(rows)
 }
 
 /// Left-aligned columns separated by two spaces.
@@ -332,12 +487,43 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
         report.pods.len(),
         report.pending().count()
     );
+    out.push_str(&nodes_table(&report.nodes, with_gpu));
+    out.push('\n');
+    if !report.components.is_empty() {
+        let rows: Vec<Vec<String>> = report
+            .components
+            .iter()
+            .map(|c| {
+                vec![
+                    format!("{}/{}", c.namespace, c.name),
+                    c.kind.to_string(),
+                    c.component.clone(),
+                    format!("{}/{}", c.ready, c.desired),
+                ]
+            })
+            .collect();
+        out.push_str(&table(&["COMPONENT", "KIND", "ROLE", "READY"], &rows));
+        out.push('\n');
+    }
+    for (i, address) in report.dashboard.iter().enumerate() {
+        let label = if i == 0 { "dashboard:" } else { "          " };
+        let _ = writeln!(out, "{label} {address}");
+    }
+    if !report.dashboard.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&pods_section(report));
+    out
+}
+
+/// One row per node: pods, GPU label, master taint, and (when read) the GPU
+/// reading with its state.
+fn nodes_table(nodes: &[NodeRow], with_gpu: bool) -> String {
     let mut header = vec!["NODE", "PODS", "GPU-LABEL", "MASTER-TAINT"];
     if with_gpu {
         header.push("GPU");
     }
-    let nodes: Vec<Vec<String>> = report
-        .nodes
+    let rows: Vec<Vec<String>> = nodes
         .iter()
         .map(|n| {
             let mut row = vec![
@@ -347,19 +533,22 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
                 if n.tainted { "yes" } else { "-" }.to_string(),
             ];
             if with_gpu {
+                let state = n.gpu_state.unwrap_or("missing");
                 row.push(match n.gpu_percent {
-                    Some(p) => format!("{p:.1}%"),
-                    None => n.gpu_state.unwrap_or("-").to_string(),
+                    Some(p) => format!("{p:.1}% {state}"),
+                    None => state.to_string(),
                 });
             }
             row
         })
         .collect();
-    out.push_str(&table(&header, &nodes));
-    out.push('\n');
+    table(&header, &rows)
+}
+
+/// One row per pod, then each pending pod with its reason.
+fn pods_section(report: &StatusReport) -> String {
     if report.pods.is_empty() {
-        out.push_str("no pods created by posture-farm\n");
-        return out;
+        return "no pods created by posture-farm\n".to_string();
     }
     let pods: Vec<Vec<String>> = report
         .pods
@@ -373,7 +562,7 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(&["POD", "ROLE", "PHASE", "NODE"], &pods));
+    let mut out = table(&["POD", "ROLE", "PHASE", "NODE"], &pods);
     let pending: Vec<_> = report.pending().collect();
     if !pending.is_empty() {
         out.push_str("\npending pods:\n");
@@ -393,247 +582,4 @@ pub fn render(report: &StatusReport, with_gpu: bool) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::test_support::ApiMock;
-    use posture_core::gpu::{GpuSample, NodeUsage, UsageState};
-    use serde_json::{Value, json};
-
-    pub(crate) fn pod_json(name: &str, node: Option<&str>, phase: &str, job: bool) -> Value {
-        let owners = if job {
-            json!([{"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": "u"}])
-        } else {
-            json!([{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": "u"}])
-        };
-        json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": name, "namespace": "default", "ownerReferences": owners,
-                         "labels": {"app.kubernetes.io/managed-by": "posture-farm"}},
-            "spec": {"containers": [], "nodeName": node},
-            "status": {"phase": phase},
-        })
-    }
-
-    fn event(pod: &str, at: &str, msg: &str) -> Value {
-        json!({
-            "apiVersion": "v1", "kind": "Event",
-            "metadata": {"name": format!("{pod}.{at}"), "namespace": "default"},
-            "involvedObject": {"kind": "Pod", "name": pod, "namespace": "default"},
-            "reason": "FailedScheduling", "message": msg, "lastTimestamp": at,
-        })
-    }
-
-    fn list(kind: &str, items: Vec<Value>) -> Value {
-        json!({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": items})
-    }
-
-    #[test]
-    fn report_counts_pods_per_node_and_explains_pending_ones() {
-        let inputs = StatusInputs {
-            pods: [
-                pod_json("posture-pi1-x", Some("orin"), "Running", true),
-                pod_json("posture-pi1-1-x", Some("orin"), "Running", true),
-                pod_json("posture-pi1-2-x", None, "Pending", true),
-            ]
-            .into_iter()
-            .map(|v| serde_json::from_value(v).expect("pod"))
-            .collect(),
-            nodes: [
-                crate::ops::nodes::tests::node_json("orin", json!({"gpu-node": "orin"}), json!([])),
-                crate::ops::nodes::tests::node_json(
-                    "nuc",
-                    json!({}),
-                    json!([{"key": MASTER_TAINT_KEY, "effect": "NoSchedule"}]),
-                ),
-            ]
-            .into_iter()
-            .map(|v| serde_json::from_value(v).expect("node"))
-            .collect(),
-            jobs: vec![Job::default(); 3],
-            scaled_jobs: vec![],
-            events: [
-                event("posture-pi1-2-x", "2026-11-23T10:00:00Z", "old reason"),
-                event(
-                    "posture-pi1-2-x",
-                    "2026-11-23T10:05:00Z",
-                    "0/2 nodes are available: 1 node(s) had untolerated taint",
-                ),
-            ]
-            .into_iter()
-            .map(|v| serde_json::from_value(v).expect("event"))
-            .collect(),
-        };
-        let mut gpu = GpuSnapshot::default();
-        gpu.nodes.insert(
-            "orin".into(),
-            NodeUsage {
-                sample: Some(GpuSample {
-                    usage_percent: 42.0,
-                    sampled_at: 0,
-                }),
-                state: UsageState::Ok,
-                error: None,
-            },
-        );
-        let r = summarise(&inputs, Some(&gpu));
-        assert_eq!(r.mode, "round-robin");
-        assert_eq!(
-            r.nodes
-                .iter()
-                .map(|n| (n.name.as_str(), n.pods))
-                .collect::<Vec<_>>(),
-            [("nuc", 0), ("orin", 2)]
-        );
-        assert_eq!(r.nodes[1].gpu_percent, Some(42.0));
-        assert_eq!(r.nodes[0].gpu_state, Some("missing"));
-        assert!(r.nodes[0].tainted && !r.nodes[0].gpu_labelled);
-        let pending: Vec<&PodRow> = r.pending().collect();
-        assert_eq!(pending.len(), 1);
-        assert_eq!(
-            pending[0].pending_reason.as_deref(),
-            Some("0/2 nodes are available: 1 node(s) had untolerated taint")
-        );
-        assert_eq!(
-            r.pods.last().map(|p| p.name.as_str()),
-            Some("posture-pi1-2-x"),
-            "unscheduled last"
-        );
-        let none = summarise(&StatusInputs::default(), None);
-        assert_eq!(none.mode, "not deployed");
-    }
-
-    #[tokio::test]
-    async fn pinned_scaled_jobs_reads_the_gpu_node_affinity() {
-        let (client, mut mock) = ApiMock::new();
-        let task = tokio::spawn(async move { pinned_scaled_jobs(&client, "posture").await });
-        let req = mock.next().await;
-        assert_eq!(req.path, "/apis/keda.sh/v1alpha1/scaledjobs");
-        let sj = |name: &str, ns: &str, node: Option<&str>| {
-            let spec = match node {
-                Some(n) => {
-                    json!({"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
-                    {"matchExpressions": [{"key": "gpu-node", "operator": "In", "values": [n]}]}]}}}})
-                }
-                None => json!({}),
-            };
-            json!({"apiVersion": "keda.sh/v1alpha1", "kind": "ScaledJob", "metadata": {"name": name, "namespace": ns},
-                   "spec": {"jobTargetRef": {"template": {"spec": spec}}}})
-        };
-        req.respond(
-            200,
-            list(
-                "ScaledJobList",
-                vec![
-                    sj("posture-pi1", "posture", Some("orin")),
-                    sj("posture-pi1-1", "posture", None),
-                    sj("posture-pi1", "other", Some("agx")),
-                ],
-            ),
-        );
-        let pins = task.await.expect("joins").expect("ok");
-        assert_eq!(
-            pins,
-            BTreeMap::from([("posture-pi1".to_string(), "orin".to_string())])
-        );
-    }
-
-    #[tokio::test]
-    async fn gather_reads_by_label_and_tolerates_missing_keda_crd() {
-        let (client, mut mock) = ApiMock::new();
-        let task = tokio::spawn(async move { gather(&client).await });
-        let req = mock.next().await;
-        assert_eq!(req.path, "/api/v1/pods");
-        assert!(
-            req.query
-                .contains("labelSelector=app.kubernetes.io%2Fmanaged-by%3Dposture-farm")
-        );
-        req.respond(
-            200,
-            list("PodList", vec![pod_json("p", None, "Pending", true)]),
-        );
-        let req = mock.next().await;
-        assert_eq!(req.path, "/api/v1/nodes");
-        req.respond(200, list("NodeList", vec![]));
-        let req = mock.next().await;
-        assert_eq!(req.path, "/apis/batch/v1/jobs");
-        req.respond(200, list("JobList", vec![]));
-        let req = mock.next().await;
-        assert_eq!(req.path, "/apis/keda.sh/v1alpha1/scaledjobs");
-        req.respond(
-            404,
-            crate::test_support::status_json(
-                404,
-                "NotFound",
-                "the server could not find the requested resource",
-            ),
-        );
-        let req = mock.next().await;
-        assert_eq!(req.path, "/api/v1/namespaces/default/events");
-        assert!(
-            req.query
-                .contains("fieldSelector=involvedObject.kind%3DPod%2Creason%3DFailedScheduling"),
-            "{}",
-            req.query
-        );
-        req.respond(
-            200,
-            list(
-                "EventList",
-                vec![event("p", "2026-11-23T10:00:00Z", "no nodes")],
-            ),
-        );
-        let inputs = task.await.expect("joins").expect("ok");
-        let r = summarise(&inputs, None);
-        assert_eq!(r.pods[0].pending_reason.as_deref(), Some("no nodes"));
-        assert!(r.nodes.is_empty());
-    }
-
-    #[test]
-    fn renders_nodes_pods_and_pending_reasons() {
-        let report = StatusReport {
-            mode: "round-robin",
-            jobs: 2,
-            scaled_jobs: 0,
-            nodes: vec![NodeRow {
-                name: "orin".into(),
-                pods: 1,
-                gpu_percent: Some(12.5),
-                gpu_state: Some("ok"),
-                tainted: false,
-                gpu_labelled: true,
-            }],
-            pods: vec![
-                PodRow {
-                    namespace: "default".into(),
-                    name: "posture-pi1-x".into(),
-                    node: Some("orin".into()),
-                    phase: "Running".into(),
-                    role: "analyzer",
-                    pending_reason: None,
-                },
-                PodRow {
-                    namespace: "default".into(),
-                    name: "posture-pi1-1-y".into(),
-                    node: None,
-                    phase: "Pending".into(),
-                    role: "analyzer",
-                    pending_reason: Some("0/1 nodes are available".into()),
-                },
-            ],
-        };
-        let text = render(&report, true);
-        assert!(text.starts_with("mode: round-robin   jobs: 2"), "{text}");
-        assert!(
-            text.contains("orin  1     yes        -             12.5%"),
-            "{text}"
-        );
-        assert!(
-            text.contains("default/posture-pi1-x    analyzer  Running  orin"),
-            "{text}"
-        );
-        assert!(
-            text.contains("default/posture-pi1-1-y: 0/1 nodes are available"),
-            "{text}"
-        );
-    }
-}
+mod tests;

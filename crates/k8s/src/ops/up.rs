@@ -1,14 +1,28 @@
-//! The `up` sequence as two steps the CLI calls around KEDA placement:
-//! [`prepare_nodes`] (taint the control plane, label GPU nodes) and
-//! [`deploy`] (apply the plan in stage order, then wait for the Deployments
-//! and the analyzer pods). Kept here, not in the CLI, so the whole exchange
-//! with the API server — and its idempotence — is tested as one scenario.
+//! The `up` sequence as steps the CLI calls around KEDA placement:
+//! [`prepare_nodes`] (taint the control plane, label GPU nodes),
+//! [`read_secret`] (credentials an earlier `up` generated, kept), and
+//! [`deploy`]: prune what the new plan no longer holds (the previous mode's
+//! scheduler, ScaledJobs after a switch to Jobs), apply the platform
+//! (namespace, RBAC, config, broker, database), wait until the broker and the
+//! database are ready, apply the controllers and the analyzers, then wait for
+//! the Deployments and the analyzer pods. Kept here, not in the CLI, so the
+//! whole exchange with the API server — and its idempotence — is tested as
+//! one scenario.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Secret;
+use kube::Api;
 
 use super::OpsError;
-use super::apply::{ApplyOutcome, apply_plan};
+use super::apply::{ApplyOutcome, apply_one};
+use super::manifests::generate::secret_strings;
 use super::nodes::{self, NodeChange};
-use super::plan::ApplyPlan;
-use super::wait::{WaitConfig, WaitProgress, wait_deployments, wait_pods_scheduled};
+use super::plan::{ApplyPlan, PlannedObject, Stage};
+use super::teardown::{Deleted, prune};
+use super::wait::{
+    WaitConfig, WaitProgress, wait_deployments, wait_pods_scheduled, wait_statefulsets,
+};
 use crate::workload::{GPU_NODE_LABEL, LabelError, label_gpu_nodes};
 use kube::Client;
 
@@ -66,9 +80,26 @@ pub async fn prepare_nodes(client: &Client, opts: &NodeOptions) -> Result<Prepar
     })
 }
 
+/// The string data of Secret `namespace/name`, or `None` when it does not
+/// exist (or the namespace does not, yet).
+pub async fn read_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, String>>, OpsError> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(name)
+        .await
+        .map_err(|e| OpsError::kube(format!("read Secret {namespace}/{name}"), e))?;
+    Ok(secret.as_ref().map(secret_strings))
+}
+
 /// A step of [`deploy`], for progress display.
 #[derive(Clone, Debug)]
 pub enum DeployEvent<'a> {
+    /// An object of ours the plan no longer holds was deleted.
+    Pruned(&'a Deleted),
     /// One object applied (`n` of `total`).
     Applied {
         /// The outcome.
@@ -82,22 +113,64 @@ pub enum DeployEvent<'a> {
     Waiting(&'a WaitProgress),
 }
 
-/// Applies the plan; then, unless `wait` is `None`, waits for its
-/// Deployments and for one scheduled pod per Job in `namespace`.
+/// What [`deploy`] did.
+#[derive(Clone, Debug, Default)]
+pub struct DeployReport {
+    /// Objects of an earlier `up` the plan no longer holds, deleted.
+    pub pruned: Vec<Deleted>,
+    /// Each planned object, applied.
+    pub applied: Vec<ApplyOutcome>,
+}
+
+/// Applies `objects` in order, appending each outcome to `applied` (of
+/// `total` in the whole plan) and reporting it.
+async fn apply_all(
+    client: &Client,
+    objects: &[&PlannedObject],
+    total: usize,
+    applied: &mut Vec<ApplyOutcome>,
+    events: &mut impl FnMut(DeployEvent<'_>),
+) -> Result<(), OpsError> {
+    for object in objects {
+        let outcome = apply_one(client, object).await?;
+        events(DeployEvent::Applied {
+            outcome: &outcome,
+            n: applied.len() + 1,
+            total,
+        });
+        applied.push(outcome);
+    }
+    Ok(())
+}
+
+/// Prunes, then applies the plan in two halves around the platform wait;
+/// unless `wait` is `None`, waits for the broker and database StatefulSets
+/// before the controllers and analyzers are applied, and for the
+/// Deployments and one scheduled pod per Job in `namespace` at the end.
 pub async fn deploy(
     client: &Client,
     plan: &ApplyPlan,
     namespace: &str,
     wait: Option<WaitConfig>,
     mut events: impl FnMut(DeployEvent<'_>),
-) -> Result<Vec<ApplyOutcome>, OpsError> {
+) -> Result<DeployReport, OpsError> {
+    let pruned = prune(client, plan).await?;
+    pruned.iter().for_each(|d| events(DeployEvent::Pruned(d)));
     let total = plan.objects.len();
-    let mut n = 0;
-    let outcomes = apply_plan(client, plan, |outcome| {
-        n += 1;
-        events(DeployEvent::Applied { outcome, n, total });
-    })
-    .await?;
+    let mut applied = Vec::with_capacity(total);
+    let (platform, rest): (Vec<_>, Vec<_>) = plan
+        .objects
+        .iter()
+        .partition(|o| o.stage <= Stage::Platform);
+    apply_all(client, &platform, total, &mut applied, &mut events).await?;
+    if let Some(cfg) = wait {
+        let statefulsets = plan.named("StatefulSet", Stage::Platform);
+        wait_statefulsets(client, &statefulsets, cfg, |p| {
+            events(DeployEvent::Waiting(p))
+        })
+        .await?;
+    }
+    apply_all(client, &rest, total, &mut applied, &mut events).await?;
     if let Some(cfg) = wait {
         wait_deployments(client, &plan.deployments(), cfg, |p| {
             events(DeployEvent::Waiting(p))
@@ -111,226 +184,8 @@ pub async fn deploy(
             .await?;
         }
     }
-    Ok(outcomes)
+    Ok(DeployReport { pruned, applied })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::ops::apply::ApplyAction;
-    use crate::ops::manifests::{RenderOptions, embedded, render};
-    use crate::ops::nodes::tests::node_json;
-    use crate::ops::plan::PlannedObject;
-    use crate::test_support::{ApiMock, status_json};
-    use serde_json::{Value, json};
-    use std::collections::HashMap;
-    use std::time::Duration;
-
-    /// The path the API server serves an object at.
-    fn path_of(o: &PlannedObject) -> String {
-        let r = &o.kind.resource;
-        let base = if r.group.is_empty() {
-            "/api/v1".to_string()
-        } else {
-            format!("/apis/{}/{}", r.group, r.version)
-        };
-        match o.namespace() {
-            Some(ns) if o.kind.namespaced => {
-                format!("{base}/namespaces/{ns}/{}/{}", r.plural, o.name())
-            }
-            _ => format!("{base}/{}/{}", r.plural, o.name()),
-        }
-    }
-
-    /// A minimal stand-in for the API server's SSA bookkeeping: objects by
-    /// path with a resourceVersion that moves only when content changes.
-    #[derive(Default)]
-    struct Store {
-        objects: HashMap<String, (Value, u64)>,
-        next_rv: u64,
-    }
-
-    impl Store {
-        fn get(&self, path: &str) -> Option<Value> {
-            self.objects.get(path).map(|(v, rv)| with_rv(v, *rv))
-        }
-        fn apply(&mut self, path: &str, body: Value) -> Value {
-            let rv = match self.objects.get(path) {
-                Some((old, rv)) if *old == body => *rv,
-                _ => {
-                    self.next_rv += 1;
-                    self.next_rv
-                }
-            };
-            self.objects.insert(path.to_string(), (body.clone(), rv));
-            with_rv(&body, rv)
-        }
-    }
-
-    fn with_rv(v: &Value, rv: u64) -> Value {
-        let mut v = v.clone();
-        v["metadata"]["resourceVersion"] = json!(rv.to_string());
-        v
-    }
-
-    /// Serves one `deploy` (no wait): asserts each GET then apply PATCH hits the
-    /// planned object's path in plan order; returns the apply bodies.
-    async fn serve_deploy(
-        mock: &mut ApiMock,
-        store: &mut Store,
-        plan: &ApplyPlan,
-    ) -> Vec<(String, Value)> {
-        let mut sent = Vec::new();
-        for object in &plan.objects {
-            let path = path_of(object);
-            let get = mock.expect_get(path.as_str()).await;
-            match store.get(&path) {
-                Some(v) => get.respond(200, v),
-                None => get.respond(404, status_json(404, "NotFound", "not found")),
-            }
-            let patch = mock.expect_patch(path.as_str()).await;
-            assert!(
-                patch.query.contains("fieldManager=posture-farm")
-                    && patch.query.contains("force=true")
-            );
-            sent.push((path.clone(), patch.body.clone()));
-            let answer = store.apply(&path, patch.body.clone());
-            patch.respond(200, answer);
-        }
-        sent
-    }
-
-    #[tokio::test]
-    async fn up_twice_with_the_deploy_files_sends_the_same_applies_and_changes_nothing() {
-        let rendered = render(
-            &embedded(),
-            &RenderOptions {
-                namespace: Some("posture".into()),
-                ..RenderOptions::default()
-            },
-        )
-        .expect("renders");
-        let plan = rendered.plan;
-        let (client, mut mock) = ApiMock::new();
-        let p = plan.clone();
-        let task = tokio::spawn(async move {
-            let first = deploy(&client, &p, "posture", None, |_| {}).await?;
-            let second = deploy(&client, &p, "posture", None, |_| {}).await?;
-            Ok::<_, OpsError>((first, second))
-        });
-        let mut store = Store::default();
-        let first_sent = serve_deploy(&mut mock, &mut store, &plan).await;
-        let second_sent = serve_deploy(&mut mock, &mut store, &plan).await;
-        let (first, second) = task.await.expect("joins").expect("ok");
-        assert_eq!(
-            first_sent, second_sent,
-            "the same applies, in the same order"
-        );
-        assert!(first.iter().all(|o| o.action == ApplyAction::Created));
-        assert!(
-            second.iter().all(|o| o.action == ApplyAction::Unchanged),
-            "{second:?}"
-        );
-        let order: Vec<&str> = first_sent.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(order[0], "/api/v1/namespaces/posture");
-        let sched = order
-            .iter()
-            .position(|p| p.ends_with("deployments/rr-scheduler"))
-            .expect("scheduler applied");
-        let first_job = order
-            .iter()
-            .position(|p| p.contains("/jobs/"))
-            .expect("jobs applied");
-        assert!(
-            order
-                .iter()
-                .position(|p| p.contains("clusterroles/"))
-                .expect("rbac")
-                < sched
-        );
-        assert!(sched < first_job, "scheduler before the Jobs that name it");
-        assert_eq!(
-            order
-                .iter()
-                .filter(|p| p.contains("/namespaces/posture/jobs/"))
-                .count(),
-            10
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn prepare_then_deploy_waits_for_scheduler_and_pods() {
-        let plan = render(
-            &embedded(),
-            &RenderOptions {
-                cameras: Some(1),
-                ..RenderOptions::default()
-            },
-        )
-        .expect("renders")
-        .plan;
-        let (client, mut mock) = ApiMock::new();
-        let p = plan.clone();
-        let task = tokio::spawn(async move {
-            let nodes = prepare_nodes(&client, &NodeOptions::default()).await?;
-            let cfg = WaitConfig {
-                interval: Duration::from_secs(1),
-                timeout: Duration::from_secs(60),
-            };
-            let mut waits = 0;
-            let out = deploy(&client, &p, "default", Some(cfg), |e| {
-                if matches!(e, DeployEvent::Waiting(_)) {
-                    waits += 1;
-                }
-            })
-            .await?;
-            Ok::<_, OpsError>((nodes, out, waits))
-        });
-        // Nodes: the master gets the taint, the worker the label.
-        let req = mock.next().await;
-        assert_eq!(req.path, "/api/v1/nodes");
-        req.respond(200, json!({"apiVersion": "v1", "kind": "NodeList", "metadata": {}, "items": [
-            node_json("nuc", json!({"node-role.kubernetes.io/control-plane": "true"}), json!([])),
-            node_json("orin", json!({}), json!([])),
-        ]}));
-        let req = mock.expect_patch_node("nuc").await;
-        assert_eq!(
-            req.body["spec"]["taints"][0]["key"],
-            "node-role.kubernetes.io/control-plane"
-        );
-        req.respond(200, node_json("nuc", json!({}), json!([])));
-        let req = mock.expect_patch_node("orin").await;
-        assert_eq!(req.body["metadata"]["labels"]["gpu-node"], "orin");
-        req.respond(
-            200,
-            node_json("orin", json!({"gpu-node": "orin"}), json!([])),
-        );
-        let mut store = Store::default();
-        serve_deploy(&mut mock, &mut store, &plan).await;
-        // Scheduler Deployment: not yet available, then available.
-        for available in [0, 1] {
-            let req = mock.next().await;
-            assert_eq!(
-                req.path,
-                "/apis/apps/v1/namespaces/kube-system/deployments/rr-scheduler"
-            );
-            req.respond(200, json!({
-                "metadata": {"name": "rr-scheduler", "namespace": "kube-system", "generation": 1},
-                "spec": {"replicas": 1, "selector": {}, "template": {}},
-                "status": {"observedGeneration": 1, "updatedReplicas": available, "availableReplicas": available},
-            }));
-        }
-        let req = mock.next().await;
-        assert_eq!(req.path, "/api/v1/namespaces/default/pods");
-        req.respond(200, json!({"apiVersion": "v1", "kind": "PodList", "metadata": {}, "items": [{
-            "metadata": {"name": "posture-pi1-abcde", "namespace": "default",
-                         "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": "posture-pi1", "uid": "u"}]},
-            "spec": {"containers": [], "nodeName": "orin"},
-        }]}));
-        let (nodes, out, waits) = task.await.expect("joins").expect("ok");
-        assert_eq!(nodes.masters, ["nuc"]);
-        assert_eq!(nodes.gpu_nodes, ["orin"]);
-        assert!(out.iter().all(|o| o.action == ApplyAction::Created));
-        assert_eq!(waits, 3);
-    }
-}
+mod tests;

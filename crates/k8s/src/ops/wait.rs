@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -57,23 +57,47 @@ pub fn deployment_ready(d: &Deployment) -> (usize, usize) {
     (ready.min(desired), desired)
 }
 
-/// Waits until each Deployment `(namespace, name)` is available.
-pub async fn wait_deployments(
+/// Whether a StatefulSet (broker, database) is up: the controller saw the
+/// latest spec and every desired replica is updated and ready.
+pub fn statefulset_ready(s: &StatefulSet) -> (usize, usize) {
+    let desired = s.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0) as usize;
+    let Some(status) = &s.status else {
+        return (0, desired);
+    };
+    let observed = status.observed_generation.unwrap_or(0) >= s.metadata.generation.unwrap_or(0);
+    let updated = status.updated_replicas.unwrap_or(0).max(0) as usize;
+    let ready = status.ready_replicas.unwrap_or(0).max(0) as usize;
+    let done = if observed { updated.min(ready) } else { 0 };
+    (done.min(desired), desired)
+}
+
+/// Polls each object `(namespace, name)` of kind `K` until `ready` says all
+/// its replicas are; `label` names the kind in progress and errors.
+async fn wait_rollouts<K>(
     client: &Client,
-    deployments: &[(String, String)],
+    objects: &[(String, String)],
+    label: &str,
+    ready: fn(&K) -> (usize, usize),
     cfg: WaitConfig,
-    mut progress: impl FnMut(&WaitProgress),
-) -> Result<(), OpsError> {
-    for (ns, name) in deployments {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), ns);
-        let what = format!("deployment {ns}/{name}");
+    progress: &mut impl FnMut(&WaitProgress),
+) -> Result<(), OpsError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+    K::DynamicType: Default,
+{
+    for (ns, name) in objects {
+        let api: Api<K> = Api::namespaced(client.clone(), ns);
+        let what = format!("{label} {ns}/{name}");
         let deadline = tokio::time::Instant::now() + cfg.timeout;
         loop {
-            let d = api
+            let obj = api
                 .get(name)
                 .await
                 .map_err(|e| OpsError::kube(format!("read {what}"), e))?;
-            let (done, total) = deployment_ready(&d);
+            let (done, total) = ready(&obj);
             progress(&WaitProgress {
                 what: what.clone(),
                 done,
@@ -92,6 +116,43 @@ pub async fn wait_deployments(
         }
     }
     Ok(())
+}
+
+/// Waits until each Deployment `(namespace, name)` is available.
+pub async fn wait_deployments(
+    client: &Client,
+    deployments: &[(String, String)],
+    cfg: WaitConfig,
+    mut progress: impl FnMut(&WaitProgress),
+) -> Result<(), OpsError> {
+    wait_rollouts::<Deployment>(
+        client,
+        deployments,
+        "deployment",
+        deployment_ready,
+        cfg,
+        &mut progress,
+    )
+    .await
+}
+
+/// Waits until each StatefulSet `(namespace, name)` is ready (the broker
+/// and the database, before anything that uses them starts).
+pub async fn wait_statefulsets(
+    client: &Client,
+    statefulsets: &[(String, String)],
+    cfg: WaitConfig,
+    mut progress: impl FnMut(&WaitProgress),
+) -> Result<(), OpsError> {
+    wait_rollouts::<StatefulSet>(
+        client,
+        statefulsets,
+        "statefulset",
+        statefulset_ready,
+        cfg,
+        &mut progress,
+    )
+    .await
 }
 
 /// Waits until at least `expected` analyzer pods created by `up` in
@@ -210,6 +271,39 @@ mod tests {
                 .contains("deployment kube-system/rr-scheduler"),
             "{err}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn statefulsets_are_ready_when_every_replica_is_updated_and_ready() {
+        let sts = |generation: i64, observed: i64, updated: i32, ready: i32| {
+            json!({
+                "apiVersion": "apps/v1", "kind": "StatefulSet",
+                "metadata": {"name": "posture-db", "namespace": "posture", "generation": generation},
+                "spec": {"replicas": 1, "serviceName": "posture-db", "selector": {}, "template": {}},
+                "status": {"replicas": 1, "observedGeneration": observed, "updatedReplicas": updated, "readyReplicas": ready},
+            })
+        };
+        let typed = |v| serde_json::from_value::<StatefulSet>(v).expect("valid");
+        assert_eq!(statefulset_ready(&typed(sts(2, 1, 1, 1))), (0, 1));
+        assert_eq!(statefulset_ready(&typed(sts(2, 2, 1, 0))), (0, 1));
+        assert_eq!(statefulset_ready(&typed(sts(2, 2, 1, 1))), (1, 1));
+        let (client, mut mock) = ApiMock::new();
+        let task = tokio::spawn(async move {
+            wait_statefulsets(
+                &client,
+                &[("posture".into(), "posture-db".into())],
+                WaitConfig::default(),
+                |_| {},
+            )
+            .await
+        });
+        for ready in [0, 1] {
+            let req = mock
+                .expect_get("/apis/apps/v1/namespaces/posture/statefulsets/posture-db")
+                .await;
+            req.respond(200, sts(1, 1, 1, ready));
+        }
+        task.await.expect("joins").expect("ready");
     }
 
     #[tokio::test(start_paused = true)]

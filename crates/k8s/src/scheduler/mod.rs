@@ -12,14 +12,19 @@
 //! [`KubeActuator`], [`EvictResult`]); beside them [`binder`], [`events`],
 //! [`preempt`], [`podgroup`], [`convert`] (API objects → core model),
 //! [`gpu_state`] (the GPU profile's last choice in a ConfigMap),
-//! [`metrics`] and [`loadmodel`] (time to bind, measured on the real loop).
+//! [`metrics`], [`loadmodel`] (time to bind, measured on the real loop),
+//! and for leader election [`fence`] (the actuator refusing to act for a
+//! follower) and [`handover`] (a profile's position carried from one leader
+//! to the next).
 
 pub mod actuator;
 pub mod binder;
 pub mod config;
 pub mod convert;
 pub mod events;
+pub mod fence;
 pub mod gpu_state;
+pub mod handover;
 pub mod loadmodel;
 pub mod metrics;
 pub mod podgroup;
@@ -31,3 +36,6 @@ pub use actuator::{Actuator, EvictResult, KubeActuator};
 pub use config::{PodScope, RuntimeConfig};
 pub use runtime::Scheduler;
 pub use watch::{EventStream, podgroup_stream, watch_streams};
+
+#[cfg(test)]
+mod ha_tests;

@@ -14,6 +14,10 @@
 //! pod someone else binds first answers 409 and is skipped. A pending pod is
 //! never dropped: it stays queued (active or backoff) until it is bound or
 //! deleted, and every failed attempt leaves an Event.
+//!
+//! Leader election ([`Scheduler::with_leadership`]): a follower keeps its
+//! watches, index and queue warm but pops nothing, so it acts as soon as it
+//! wins; a leader past its renew deadline stops deciding and reporting.
 
 use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
@@ -44,6 +48,7 @@ use super::convert::PodReader;
 use super::events::{PodRef, Report, Reports};
 use super::metrics::SchedulerMetrics;
 use super::watch::EventStream;
+use crate::lease::LeaderGate;
 
 /// Converts tokio's clock into the core's [`Millis`], so paused test time
 /// and wall time agree.
@@ -135,6 +140,8 @@ pub struct Scheduler {
     gpu: Option<watch::Receiver<GpuSnapshot>>,
     podgroups: Option<EventStream<kube::api::DynamicObject>>,
     ready: Option<Box<dyn Fn(bool) + Send>>,
+    /// Whether this replica may act (always, without leader election).
+    leader: LeaderGate,
 
     clock: Clock,
     rng: StdRng,
@@ -204,6 +211,7 @@ impl Scheduler {
             gpu: None,
             podgroups: None,
             ready: None,
+            leader: LeaderGate::unelected(),
             clock: Clock::new(),
             rng,
             cluster: Cluster::new(),
@@ -245,6 +253,13 @@ impl Scheduler {
         self
     }
 
+    /// Acts only while `gate` says this replica leads (leader election).
+    /// Pair with a [`super::fence::FencedActuator`] on the same gate.
+    pub fn with_leadership(mut self, gate: LeaderGate) -> Self {
+        self.leader = gate;
+        self
+    }
+
     /// Runs until `shutdown` resolves. In-flight binds are finished first.
     pub async fn run(
         mut self,
@@ -261,6 +276,7 @@ impl Scheduler {
         }
         let mut nodes = nodes;
         let mut gpu = self.gpu.clone();
+        let mut leader = self.leader.clone();
         let mut podgroups = self
             .podgroups
             .take()
@@ -307,6 +323,7 @@ impl Scheduler {
                     self.queue.promote_due(self.clock.now());
                 }
                 _ = tick.tick() => self.publish_node_gauges(),
+                () = leader.changed() => self.on_leadership(),
             }
         }
         tracing::info!(
@@ -322,8 +339,21 @@ impl Scheduler {
         self.nodes_synced && self.pods_synced.iter().all(|s| *s)
     }
 
+    /// Leadership changed: say so; the next turn acts (or not) on it.
+    fn on_leadership(&mut self) {
+        let now = self.leader.current();
+        tracing::info!(
+            acting = self.leader.acting(),
+            term = now.term,
+            holder = now.holder.as_deref().unwrap_or("<none>"),
+            queued = self.queue.active_len() + self.queue.backoff_len(),
+            "leadership changed"
+        );
+    }
+
     fn schedule_some(&mut self) {
-        if !self.synced() {
+        // A follower keeps its caches and queue warm and decides nothing.
+        if !self.synced() || !self.leader.acting() {
             return;
         }
         self.queue.promote_due(self.clock.now());
@@ -523,6 +553,10 @@ impl Scheduler {
     }
 
     fn report_failure(&mut self, key: &PodKey, uid: &str, message: &str) {
+        if !self.leader.acting() {
+            // Only the leader writes conditions and Events (a fenced bind fails here).
+            return;
+        }
         let changed = self.last_failure.get(key).map(String::as_str) != Some(message);
         if changed {
             self.last_failure.insert(key.clone(), message.to_string());
