@@ -178,16 +178,21 @@ impl CsvLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::io::Write;
 
     fn row(id: &str) -> PostureRow {
+        camera_row("pi1", id)
+    }
+
+    /// A Good row of `camera` with frame id `id` (also the outputs' tests).
+    pub(crate) fn camera_row(camera: &str, id: &str) -> PostureRow {
         PostureRow {
-            pi_id: "pi1".into(),
-            filename: format!("{id}.jpg"),
-            received_time: "2026-01-01T00:00:00Z".into(),
-            analyzed_time: "2026-01-01T00:00:01Z".into(),
+            pi_id: camera.into(),
+            filename: format!("{camera}_{id}.jpg"),
+            received_time: "2026-01-01T00:00:00.000000Z".into(),
+            analyzed_time: "2026-01-01T00:00:01.000000Z".into(),
             neck_angle: Some(10.0),
             body_angle: Some(3.0),
             posture_status: "Good".into(),

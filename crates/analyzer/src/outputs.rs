@@ -541,18 +541,7 @@ mod tests {
     }
 
     fn row(camera: &str, id: &str) -> PostureRow {
-        PostureRow {
-            pi_id: camera.into(),
-            filename: format!("{camera}_{id}.jpg"),
-            received_time: "2026-01-01T00:00:00.000000Z".into(),
-            analyzed_time: "2026-01-01T00:00:01.000000Z".into(),
-            neck_angle: Some(10.0),
-            body_angle: Some(3.0),
-            posture_status: "Good".into(),
-            landmarks_detected: true,
-            processed_by: "n1".into(),
-            frame_id: id.into(),
-        }
+        crate::csvlog::tests::camera_row(camera, id)
     }
 
     fn csv_ids(path: &Path) -> Vec<String> {
