@@ -286,9 +286,7 @@ impl Database {
                 // One connection: SQLite serialises writers anyway, and a second
                 // connection could prepare against a schema cached before our
                 // CREATE INDEX (SQLite then rejects the ON CONFLICT target).
-                let pool = SqlitePoolOptions::new()
-                    .max_connections(1)
-                    .connect_with(opts)
+                let pool = connect_sqlite(opts)
                     .await
                     .map_err(|source| DbError::Query {
                         target: described.clone(),
@@ -488,4 +486,34 @@ async fn record_sqlite(pool: &SqlitePool, entries: &[Entry<'_>]) -> Result<Vec<b
 
 async fn record_pg(pool: &PgPool, entries: &[Entry<'_>]) -> Result<Vec<bool>, sqlx::Error> {
     record_on!(pool, PG_INSERT_ROW, PG_INSERT_IMAGE, entries)
+}
+
+/// How long a first open keeps retrying a busy SQLite file (the same as
+/// the connection's busy timeout).
+const SQLITE_OPEN_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Opens the one-connection SQLite pool. Switching a new file to WAL takes
+/// an exclusive lock, and SQLite answers a connection that races another's
+/// switch with `SQLITE_BUSY` at once (the busy handler is not consulted
+/// there): several analyzers starting together on one file retry briefly
+/// instead of failing.
+async fn connect_sqlite(opts: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
+    let started = std::time::Instant::now();
+    let mut pause = Duration::from_millis(5);
+    loop {
+        match SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+        {
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("5") && started.elapsed() < SQLITE_OPEN_PATIENCE =>
+            {
+                tracing::debug!(error = %e, "SQLite file busy at open, retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(200));
+            }
+            other => return other,
+        }
+    }
 }

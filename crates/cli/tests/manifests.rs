@@ -373,3 +373,208 @@ fn up_renders_what_kubectl_kustomize_renders() {
         }
     }
 }
+
+/// Issue 15: in every mode (and with `--namespace`/`--all-namespaces`),
+/// every controller that takes part in leader election — `scheduler`,
+/// `balance`, `scaler --with-balancer` — runs two replicas with a rolling
+/// update, `--leader-elect`, its identity from the downward API, a
+/// readiness probe a follower passes, anti-affinity across nodes, and a
+/// PodDisruptionBudget selecting exactly its pods.
+#[test]
+fn every_controller_runs_two_replicas_with_leader_election_and_a_budget() {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    use posture_k8s::ops::manifests::{Mode, RenderOptions, embedded, render};
+    for mode in Mode::ALL {
+        for (namespace, all_namespaces) in [(None, false), (Some("farm"), true)] {
+            let opts = RenderOptions {
+                mode,
+                namespace: namespace.map(str::to_string),
+                all_namespaces,
+                ..RenderOptions::default()
+            };
+            let rendered = render(&embedded(), &opts).expect("renders");
+            let typed = |kind: &str| -> Vec<Value> {
+                rendered
+                    .plan
+                    .objects
+                    .iter()
+                    .filter(|o| o.object["kind"] == kind)
+                    .map(|o| o.object.clone())
+                    .collect()
+            };
+            let deployments: Vec<Deployment> = typed("Deployment")
+                .into_iter()
+                .map(|d| serde_json::from_value(d).unwrap())
+                .collect();
+            let budgets: Vec<PodDisruptionBudget> = typed("PodDisruptionBudget")
+                .into_iter()
+                .map(|d| serde_json::from_value(d).unwrap())
+                .collect();
+            // Every pod template of the plan, with its namespace and labels.
+            let templates: Vec<(String, String, Value)> = rendered
+                .plan
+                .objects
+                .iter()
+                .filter_map(|o| {
+                    let labels =
+                        o.object
+                            .pointer("/spec/template/metadata/labels")
+                            .or_else(|| {
+                                o.object
+                                    .pointer("/spec/jobTargetRef/template/metadata/labels")
+                            })?;
+                    Some((
+                        o.object["metadata"]["name"].as_str()?.to_string(),
+                        o.object["metadata"]["namespace"].as_str()?.to_string(),
+                        labels.clone(),
+                    ))
+                })
+                .collect();
+            let mut controllers = 0;
+            for d in &deployments {
+                let name = d.metadata.name.clone().unwrap();
+                let ns = d.metadata.namespace.clone().unwrap();
+                let what = format!("{} ({namespace:?}): {name}", mode.as_str());
+                let spec = d.spec.as_ref().unwrap();
+                let pod = spec.template.spec.as_ref().unwrap();
+                let c = &pod.containers[0];
+                let args = c.args.clone().unwrap_or_default();
+                let elected = match args.first().map(String::as_str) {
+                    Some("scheduler" | "balance") => true,
+                    Some("scaler") => args.iter().any(|a| a == "--with-balancer"),
+                    _ => false,
+                };
+                if !elected {
+                    continue;
+                }
+                controllers += 1;
+                let env = c.env.clone().unwrap_or_default();
+                let var = |n: &str| env.iter().find(|e| e.name == n);
+                let field = |n: &str| {
+                    var(n)
+                        .and_then(|e| e.value_from.as_ref())
+                        .and_then(|v| v.field_ref.as_ref())
+                        .map(|f| f.field_path.clone())
+                };
+                assert_eq!(spec.replicas, Some(2), "{what}: replicas");
+                let strategy = spec.strategy.as_ref().unwrap();
+                assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"), "{what}");
+                let rolling = strategy.rolling_update.as_ref().unwrap();
+                assert_eq!(rolling.max_unavailable, Some(IntOrString::Int(1)), "{what}");
+                assert_eq!(rolling.max_surge, Some(IntOrString::Int(0)), "{what}");
+                let elect_flag = args.iter().any(|a| a == "--leader-elect");
+                let elect_env =
+                    var("LEADER_ELECT").and_then(|e| e.value.as_deref()) == Some("true");
+                assert!(elect_flag || elect_env, "{what}: --leader-elect");
+                assert_eq!(
+                    field("POD_NAME").as_deref(),
+                    Some("metadata.name"),
+                    "{what}"
+                );
+                assert_eq!(
+                    field("LEASE_NAMESPACE").as_deref(),
+                    Some("metadata.namespace"),
+                    "{what}: the Lease in the pod's own namespace"
+                );
+                // A follower answers /readyz 200: the probe must be that one.
+                let probe = c
+                    .readiness_probe
+                    .as_ref()
+                    .unwrap()
+                    .http_get
+                    .as_ref()
+                    .unwrap();
+                assert_eq!(probe.path.as_deref(), Some("/readyz"), "{what}");
+                // Preferred (never required) anti-affinity on the host name,
+                // selecting this Deployment's own pods.
+                let selector = spec.selector.match_labels.clone().unwrap();
+                let anti = pod
+                    .affinity
+                    .as_ref()
+                    .and_then(|a| a.pod_anti_affinity.as_ref())
+                    .unwrap_or_else(|| panic!("{what}: no podAntiAffinity"));
+                assert!(
+                    anti.required_during_scheduling_ignored_during_execution
+                        .is_none(),
+                    "{what}: a required rule would leave a one-node K3s with one replica"
+                );
+                let terms = anti
+                    .preferred_during_scheduling_ignored_during_execution
+                    .as_ref()
+                    .unwrap();
+                assert!(
+                    terms.iter().any(|t| {
+                        t.pod_affinity_term.topology_key == "kubernetes.io/hostname"
+                            && t.pod_affinity_term
+                                .label_selector
+                                .as_ref()
+                                .and_then(|s| s.match_labels.as_ref())
+                                == Some(&selector)
+                    }),
+                    "{what}: anti-affinity across nodes on its own pods"
+                );
+                // Exactly one budget selects these pods, with the same
+                // selector, and it selects no other pod of the plan.
+                let mine: Vec<&PodDisruptionBudget> = budgets
+                    .iter()
+                    .filter(|b| b.metadata.namespace.as_deref() == Some(&ns))
+                    .filter(|b| {
+                        let sel = b.spec.as_ref().and_then(|s| s.selector.as_ref());
+                        let labels = sel.and_then(|s| s.match_labels.as_ref());
+                        labels.is_some_and(|l| {
+                            l.iter().all(|(k, v)| {
+                                spec.template
+                                    .metadata
+                                    .as_ref()
+                                    .unwrap()
+                                    .labels
+                                    .as_ref()
+                                    .unwrap()
+                                    .get(k)
+                                    == Some(v)
+                            })
+                        })
+                    })
+                    .collect();
+                assert_eq!(mine.len(), 1, "{what}: one PodDisruptionBudget");
+                let budget = mine[0].spec.as_ref().unwrap();
+                assert_eq!(budget.min_available, Some(IntOrString::Int(1)), "{what}");
+                let budget_labels = budget
+                    .selector
+                    .as_ref()
+                    .unwrap()
+                    .match_labels
+                    .clone()
+                    .unwrap();
+                assert_eq!(
+                    budget_labels, selector,
+                    "{what}: the Deployment's own selector"
+                );
+                assert!(
+                    budget
+                        .selector
+                        .as_ref()
+                        .unwrap()
+                        .match_expressions
+                        .is_none()
+                );
+                for (other, other_ns, labels) in &templates {
+                    let selected = *other_ns == ns
+                        && budget_labels
+                            .iter()
+                            .all(|(k, v)| labels[k.as_str()] == v.as_str());
+                    assert_eq!(selected, *other == name, "{what}: budget selects {other}");
+                }
+            }
+            assert!(controllers >= 1, "{}: no controller", mode.as_str());
+            assert_eq!(
+                budgets.len(),
+                controllers,
+                "{}: one budget per controller, no other",
+                mode.as_str()
+            );
+        }
+    }
+}

@@ -85,18 +85,22 @@ pub fn embedded() -> Vec<EmbeddedFile> {
         embed!("deploy/scheduler/kustomization.yaml"),
         embed!("deploy/scheduler/rbac.yaml"),
         embed!("deploy/scheduler/deployment.yaml"),
+        embed!("deploy/scheduler/pdb.yaml"),
         embed!("deploy/gpu-scheduler/kustomization.yaml"),
         embed!("deploy/gpu-scheduler/rbac.yaml"),
         embed!("deploy/gpu-scheduler/deployment.yaml"),
+        embed!("deploy/gpu-scheduler/pdb.yaml"),
         embed!("deploy/priority/kustomization.yaml"),
         embed!("deploy/priority/rbac.yaml"),
         embed!("deploy/priority/priorityclasses.yaml"),
         embed!("deploy/priority/deployment.yaml"),
+        embed!("deploy/priority/pdb.yaml"),
         embed!("deploy/jobs/kustomization.yaml"),
         embed!("deploy/jobs/posture-jobs.yaml"),
         embed!("deploy/keda/kustomization.yaml"),
         embed!("deploy/keda/rbac.yaml"),
         embed!("deploy/keda/scaler.yaml"),
+        embed!("deploy/keda/pdb.yaml"),
         embed!("deploy/keda/networkpolicy.yaml"),
         embed!("deploy/keda/scaledjobs.yaml"),
         embed!("deploy/prometheus/kustomization.yaml"),
@@ -458,5 +462,7 @@ pub fn assign_nodes(plan: &mut ApplyPlan, placement: &BTreeMap<String, String>) 
     }
 }
 
+#[cfg(test)]
+mod ha_tests;
 #[cfg(test)]
 mod tests;

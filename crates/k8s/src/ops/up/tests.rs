@@ -85,6 +85,14 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
     );
     assert!(pruned.contains(&"ClusterRole posture-farm-rr-scheduler-read".to_string()));
     assert!(pruned.contains(&"ServiceAccount rr-scheduler".to_string()));
+    for gone in [
+        "PodDisruptionBudget rr-scheduler",
+        "Role posture-farm-rr-scheduler-lease",
+        "Role posture-farm-rr-state",
+    ] {
+        assert!(pruned.contains(&gone.to_string()), "{gone}: {pruned:?}");
+    }
+    assert_eq!(cluster.names("PodDisruptionBudget"), ["gpu-scheduler"]);
     assert!(!pruned.iter().any(|p| p.starts_with("Job ")), "{pruned:?}");
     let replaced = report
         .applied
@@ -136,6 +144,11 @@ async fn switching_mode_removes_the_previous_modes_workloads() {
         cluster.names("Deployment"),
         ["posture-dashboard", "posture-priority"]
     );
+    assert!(
+        pruned.contains(&"PodDisruptionBudget posture-scaler".to_string()),
+        "{pruned:?}"
+    );
+    assert_eq!(cluster.names("PodDisruptionBudget"), ["posture-priority"]);
     assert_eq!(cluster.names("PriorityClass").len(), 3);
     // Data and configuration stay through every switch.
     assert_eq!(cluster.names("Secret"), ["posture-db"]);
