@@ -44,10 +44,31 @@ pub use tls::{make_ca, make_certs, openssl};
 /// How long a server may take to listen after it is started.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// A free TCP port on 127.0.0.1 (bound, read, released: another process
-/// could take it in between, which does not happen in practice on a test
-/// machine).
+/// Ports handed out come from here, below the kernel's ephemeral range
+/// (`ip_local_port_range`, 32768 and up by default): a port taken from
+/// that range (bind to port 0) can meanwhile become the local port of some
+/// outgoing connection, and the server started on it then fails to bind.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// The next candidate port of this process: each test binary starts at its
+/// own place in [`PORT_RANGE`] (from its pid) and never hands a port out
+/// twice.
+static NEXT_PORT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A free TCP port on 127.0.0.1, outside the ephemeral range (see
+/// [`PORT_RANGE`]); bound once to check it, then released for the server
+/// the test starts.
 pub fn free_port() -> u16 {
+    let span = u32::from(PORT_RANGE.end - PORT_RANGE.start);
+    let start = std::process::id().wrapping_mul(7919) % span;
+    for _ in 0..span {
+        let n = NEXT_PORT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let offset = u16::try_from(start.wrapping_add(n) % span).unwrap_or(0);
+        let port = PORT_RANGE.start + offset;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -167,10 +188,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn free_ports_are_bindable() {
-        let port = free_port();
-        assert_ne!(port, 0);
-        TcpListener::bind(("127.0.0.1", port)).unwrap();
+    fn free_ports_are_bindable_distinct_and_below_the_ephemeral_range() {
+        let ports: Vec<u16> = (0..50).map(|_| free_port()).collect();
+        let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+        assert_eq!(distinct.len(), ports.len(), "{ports:?}");
+        for &port in &ports {
+            assert!(PORT_RANGE.contains(&port), "{port}");
+        }
+        TcpListener::bind(("127.0.0.1", ports[0])).unwrap();
     }
 
     #[test]

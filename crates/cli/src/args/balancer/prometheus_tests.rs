@@ -24,13 +24,6 @@ impl Drop for Proc {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
-}
-
 /// What a balancer that learned agx = 17.5 and orin = 9 serves on /metrics.
 fn balancer_metrics_text() -> String {
     let mut registry = Registry::default();
@@ -99,7 +92,7 @@ async fn learned_baselines_come_back_from_prometheus() {
         ),
     )
     .unwrap();
-    let port = free_port();
+    let port = posture_testkit::free_port();
     let _prom = Proc(
         Command::new(bin)
             .arg(format!("--config.file={}", config.display()))
