@@ -184,6 +184,8 @@ fn run_script(args: &SetupArgs) -> anyhow::Result<()> {
         } else {
             cwd.join(&args.models_dir)
         };
+        // The setup script is the one copy of the install steps (pip into a
+        // venv, checksums, model conversion); CI and the Dockerfile run it too.
         let mut cmd = std::process::Command::new("bash");
         cmd.arg(tmp.join("scripts/setup-models.sh"))
             .arg("--models-dir")

@@ -248,6 +248,9 @@ fn build_and_push(
             context.display()
         );
     }
+    // Multi-platform image builds are BuildKit's (buildx) work: the Docker
+    // Engine API's /build endpoint builds one platform with the legacy
+    // builder and cannot push a manifest list, so we drive the buildx CLI.
     let version = Command::new("docker").args(["buildx", "version"]).output();
     match version {
         Ok(out) if out.status.success() => {}
