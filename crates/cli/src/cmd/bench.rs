@@ -27,3 +27,36 @@ pub async fn run(command: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::BindLatency(a) => bind_latency::run(a).await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::BenchCommand;
+    use crate::cmd::{Cli, Command};
+
+    fn bench(args: &[&str]) -> BenchCommand {
+        let mut argv = vec!["posture-farm", "bench"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::Bench(b) => b,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// Issue 17.1: the benches find the models where `setup` installs them
+    /// (./models if it has them, else the per-user data directory), as
+    /// `analyze` and `local` do, from any working directory.
+    #[test]
+    fn benches_default_to_the_models_dir_setup_installs() {
+        let expected = posture_pose::models::default_dir();
+        match bench(&["pipeline"]) {
+            BenchCommand::Pipeline(a) => assert_eq!(a.models_dir, expected),
+            other => panic!("{other:?}"),
+        }
+        match bench(&["pose"]) {
+            BenchCommand::Pose(a) => assert_eq!(a.models_dir, expected),
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -33,8 +33,10 @@ pub struct BenchPipelineArgs {
     /// with its own model on one inference thread, as in the farm).
     #[arg(long, value_delimiter = ',', default_value = "1,2")]
     pub workers: Vec<usize>,
-    /// Directory with the models (from `posture-farm setup`).
-    #[arg(long, env = "POSTURE_MODELS_DIR", default_value = "models")]
+    /// Directory with the models (from `posture-farm setup`). Default:
+    /// ./models if it holds model files, else
+    /// $XDG_DATA_HOME/posture-farm/models, else ~/.local/share/posture-farm/models.
+    #[arg(long, env = "POSTURE_MODELS_DIR", default_value_os_t = posture_pose::models::default_dir())]
     pub models_dir: PathBuf,
     /// Where the outputs go [default: a fresh directory under the system
     /// temporary directory, removed afterwards].
