@@ -464,6 +464,16 @@ mod tests {
         assert!(rows[1].id > rows[0].id);
     }
 
+    /// Appends half a row, as a crash or power loss mid-append leaves it.
+    fn tear(path: &Path) {
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(path)
+            .unwrap()
+            .write_all(b"{\"pi_id\":\"pi1\",\"filen")
+            .unwrap();
+    }
+
     #[test]
     fn spool_survives_reopen_and_skips_a_torn_line() {
         let dir = tempfile::tempdir().unwrap();
@@ -473,12 +483,7 @@ mod tests {
         s.push(&row("b"), None).unwrap();
         drop(s);
         // A crash mid-append leaves half a line.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"pi_id\":\"pi1\",\"filen")
-            .unwrap();
+        tear(&path);
         let mut s = Spool::open(&path).unwrap();
         assert_eq!(s.depth(), 2);
         let ids: Vec<_> = s
@@ -501,12 +506,7 @@ mod tests {
         s.push(&row("a"), None).unwrap();
         drop(s);
         // Power loss mid-append: half a line, never acknowledged.
-        std::fs::OpenOptions::new()
-            .append(true)
-            .open(&path)
-            .unwrap()
-            .write_all(b"{\"pi_id\":\"pi1\",\"filen")
-            .unwrap();
+        tear(&path);
         let mut s = Spool::open(&path).unwrap();
         // This row is fsynced and acknowledged: it must survive replay.
         s.push(&row("b"), None).unwrap();
